@@ -1,0 +1,40 @@
+"""Reading a run back: its events from the stream and its snapshot from the stats hash."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+
+from . import keys
+from .events import Event
+from .stats import RunSnapshot
+
+
+async def iter_events(redis: Redis, run_id: str, *, after: str = "-", page: int = 1_000) -> AsyncIterator[Event]:
+    """Every event of the run after stream id `after` ('-' = from the start), oldest first."""
+    stream = keys.run_events(run_id)
+    start = after if after == "-" else f"({after}"
+    while True:
+        entries = await redis.xrange(stream, min=start, max="+", count=page)
+        for entry_id, fields in entries:
+            yield Event.from_stream_entry(entry_id, fields)
+        if len(entries) < page:
+            return
+        last = entries[-1][0]
+        start = "(" + (last.decode() if isinstance(last, bytes) else last)
+
+
+async def read_events(redis: Redis, run_id: str, *, after: str = "-") -> list[Event]:
+    return [e async for e in iter_events(redis, run_id, after=after)]
+
+
+async def read_snapshot(redis: Redis, run_id: str) -> RunSnapshot | None:
+    """The run's current snapshot, or None if the run does not exist (or has expired)."""
+    raw = await redis.hgetall(keys.run_stats(run_id))
+    return RunSnapshot.from_hash(run_id, raw) if raw else None
+
+
+async def read_stats_hash(redis: Redis, run_id: str) -> dict[str, str]:
+    raw = await redis.hgetall(keys.run_stats(run_id))
+    return {k.decode(): v.decode() for k, v in raw.items()}

@@ -1,0 +1,69 @@
+"""A bounded, thread-safe FIFO of events waiting to be written to Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import OutboxFull
+from ..stats import Delta
+
+
+@dataclass(eq=False)
+class PendingEvent:
+    run_id: str
+    type: str
+    ts: int
+    data: bytes  # JSON payload, encoded once
+    delta: Delta
+    pseq: int  # producer sequence: lets the script drop a batch we re-send after an outage
+    guard: str = ""
+    future: asyncio.Future[tuple[int, str]] | None = None  # set for awaited publishes
+    deadline: float = float("inf")  # loop time after which an awaited publish gives up
+
+
+class Outbox:
+    """FIFO with a hard capacity. `put` never blocks: when full it raises OutboxFull."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: deque[PendingEvent] = deque()
+        self._lock = threading.Lock()
+        self._seq = 0
+        self.refused = 0  # events refused because the outbox was full
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, build: Callable[[int], PendingEvent]) -> PendingEvent:
+        """Append `build(pseq)`; the sequence is assigned under the same lock as the append, so
+        producer order equals queue order whichever thread calls."""
+        with self._lock:
+            if len(self._items) >= self.capacity:
+                self.refused += 1
+                raise OutboxFull(
+                    f"outbox full ({self.capacity} events waiting for Redis); event refused, "
+                    f"{self.refused} refused so far"
+                )
+            self._seq += 1
+            item = build(self._seq)
+            self._items.append(item)
+            return item
+
+    def peek_batch(self, limit: int) -> list[PendingEvent]:
+        """The oldest `limit` items, left in place until `commit` removes them."""
+        with self._lock:
+            n = min(limit, len(self._items))
+            return [self._items[i] for i in range(n)]
+
+    def remove(self, items: list[PendingEvent]) -> None:
+        """Remove the given items: normally the head returned by peek_batch, or expired waiters."""
+        done = {id(i) for i in items}
+        with self._lock:
+            while self._items and id(self._items[0]) in done:
+                self._items.popleft()
+            if any(id(i) in done for i in self._items):
+                self._items = deque(i for i in self._items if id(i) not in done)

@@ -1,0 +1,322 @@
+"""Publish run events to Redis: one ordered, batched, retrying writer per process.
+
+Every event goes through one outbox and one drain task, which groups a batch by run and
+writes each group with a single EVALSHA (assign seq, apply stats deltas, XADD: atomically).
+Two ways in:
+
+* `await publish(...)`: waits for the write and returns (seq, stream id). Raises PublishError
+  if Redis stays unavailable past the timeout, RunStateConflict if a guard refused it.
+* `emit(...)`: fire-and-forget from any thread. The event waits in the bounded outbox until
+  Redis takes it, across outages; a full outbox raises OutboxFull to the caller. Nothing is
+  dropped silently.
+
+A batch re-sent after a connection error is de-duplicated by the script using the producer
+sequence, so an outage neither loses nor doubles an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from importlib.resources import files
+from typing import Any, NamedTuple
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
+
+from .. import keys
+from ..errors import PublishError, RunStateConflict
+from ..events import EventData
+from ..ids import validate_run_id
+from ..redis_client import UNAVAILABLE
+from ..stats import delta_for
+from .outbox import Outbox, PendingEvent
+
+log = logging.getLogger("livestats.publisher")
+
+SCRIPT = (files("livestats_shared.publish") / "publish.lua").read_text()
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+NO_RUN = "~"  # guard token: the run must not exist yet
+_LIFECYCLE = {"run.queued", "run.started", "run.finished", "phase.started", "phase.finished"}
+_BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
+
+
+class Published(NamedTuple):
+    seq: int
+    id: str
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Publisher:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        producer: str | None = None,
+        capacity: int = 100_000,
+        batch_size: int = 1_000,
+        stream_maxlen: int = keys.RUN_STREAM_MAXLEN,
+        retention_s: int = keys.RUN_RETENTION_S,
+        publish_timeout_s: float = 5.0,
+    ) -> None:
+        self.redis = redis
+        self.producer = producer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.outbox = Outbox(capacity)
+        self.batch_size = batch_size
+        self.stream_maxlen = stream_maxlen
+        self.retention_s = retention_s
+        self.publish_timeout_s = publish_timeout_s
+        self.published = 0  # events written
+        self.duplicates = 0  # re-sent events the script recognised
+        self.failed = 0  # events Redis rejected outright (never retried)
+        self.outages = 0  # times Redis became unavailable
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> Publisher:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._task = asyncio.create_task(self._drain(), name="livestats-publisher")
+        return self
+
+    async def close(self, flush_timeout_s: float = 5.0) -> None:
+        """Flush within the bound, then stop. Events still buffered are reported, not hidden."""
+        flushed = await self.flush(flush_timeout_s)
+        if not flushed:
+            log.error("publisher closing with %d events not written to Redis", len(self.outbox))
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def __aenter__(self) -> Publisher:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until every event emitted so far is written; False if the bound ran out."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.outbox):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def emit(self, run_id: str, data: EventData, *, ts: int | None = None) -> None:
+        """Queue an event without waiting. Thread-safe. Raises OutboxFull, never drops silently."""
+        self._put(run_id, data, ts, guard="", future=None, deadline=float("inf"))
+
+    async def publish(
+        self,
+        run_id: str,
+        data: EventData,
+        *,
+        guard: tuple[str, ...] = (),
+        ts: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Published:
+        """Write one event and wait for it. `guard` lists the statuses the run must be in
+        (NO_RUN for "must not exist"); otherwise RunStateConflict and nothing is written."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, str]] = loop.create_future()
+        deadline = loop.time() + (timeout_s if timeout_s is not None else self.publish_timeout_s)
+        self._put(run_id, data, ts, guard=" ".join(guard), future=future, deadline=deadline)
+        seq, entry_id = await future
+        return Published(seq, entry_id)
+
+    def _put(
+        self,
+        run_id: str,
+        data: EventData,
+        ts: int | None,
+        *,
+        guard: str,
+        future: asyncio.Future[tuple[int, str]] | None,
+        deadline: float,
+    ) -> None:
+        if self._loop is None:
+            raise PublishError("publisher not started: call `await publisher.start()` first")
+        validate_run_id(run_id)
+        ts = _now_ms() if ts is None else ts
+        payload = data.model_dump_json().encode()
+        delta = delta_for(data, ts)
+        self.outbox.put(
+            lambda pseq: PendingEvent(
+                run_id=run_id,
+                type=data.TYPE,
+                ts=ts,
+                data=payload,
+                delta=delta,
+                pseq=pseq,
+                guard=guard,
+                future=future,
+                deadline=deadline,
+            )
+        )
+        if threading.get_ident() == self._loop_thread:
+            self._wake.set()
+        else:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- draining ----------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        backoff = _BACKOFF_MIN_S
+        down_since: float | None = None
+        while True:
+            batch = self.outbox.peek_batch(self.batch_size)
+            if not batch:
+                self._wake.clear()
+                if not len(self.outbox):
+                    await self._wake.wait()
+                continue
+            try:
+                await self._write(batch)
+            except UNAVAILABLE as exc:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    self.outages += 1
+                    log.warning(
+                        "Redis unavailable (%s: %s); %d events buffered, retrying",
+                        type(exc).__name__,
+                        exc,
+                        len(self.outbox),
+                    )
+                self._expire_waiters(exc)
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            if down_since is not None:
+                log.warning(
+                    "Redis available again after %.1f s; %d events still buffered",
+                    time.monotonic() - down_since,
+                    len(self.outbox),
+                )
+                down_since = None
+            backoff = _BACKOFF_MIN_S
+
+    async def _write(self, batch: list[PendingEvent]) -> None:
+        groups: dict[str, list[PendingEvent]] = {}
+        for item in batch:
+            groups.setdefault(item.run_id, []).append(item)
+        results = await self._run_scripts(groups)
+        if any(isinstance(r, NoScriptError) for r in results):
+            # Server restarted (or SCRIPT FLUSH): load and resend; the pseq check drops repeats.
+            await self.redis.script_load(SCRIPT)
+            results = await self._run_scripts(groups)
+        for r in results:
+            if isinstance(r, UNAVAILABLE):
+                raise r
+        index_pipe = self.redis.pipeline(transaction=False)
+        index_writes = 0
+        verdicts: list[tuple[PendingEvent, int, int, bytes | str]] = []
+        for items, result in zip(groups.values(), results, strict=True):
+            if isinstance(result, Exception):
+                self._reject(items, result)
+                continue
+            for item, (status, seq, info) in zip(items, result, strict=True):
+                if status in (0, 1) and item.type in _LIFECYCLE:
+                    self._index(index_pipe, item, int(seq))
+                    index_writes += 1
+                verdicts.append((item, int(status), int(seq), info))
+        if index_writes:
+            await index_pipe.execute()
+        # Only now is the batch done: an outage before this point resends all of it.
+        self.outbox.remove(batch)
+        for item, status, seq, info in verdicts:
+            self._settle(item, status, seq, info)
+
+    async def _run_scripts(self, groups: dict[str, list[PendingEvent]]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id, items in groups.items():
+            args: list[Any] = [self.producer, self.stream_maxlen, self.retention_s, len(items)]
+            for it in items:
+                d = it.delta
+                args += [it.pseq, it.guard, int(d.finished), len(d.incr), len(d.set), len(d.delete)]
+                for k, n in d.incr.items():
+                    args += [k, n]
+                for k, s in d.set.items():
+                    args += [k, s]
+                args += d.delete
+                args += [1, it.type, it.run_id, it.ts, it.data]
+            pipe.evalsha(SCRIPT_SHA, 2, keys.run_events(run_id), keys.run_stats(run_id), *args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    def _index(self, pipe: Pipeline, item: PendingEvent, seq: int) -> None:
+        """Mirror lifecycle changes into the run index (a separate slot: not in the script)."""
+        if item.type == "run.queued":
+            pipe.zadd(keys.RUNS_INDEX, {item.run_id: item.ts}, nx=True)
+            pipe.zremrangebyscore(keys.RUNS_INDEX, "-inf", item.ts - self.retention_s * 1000)
+        status = item.delta.set.get("status", "")
+        fields: dict[str, str | int] = {"run_id": item.run_id, "type": item.type, "seq": seq, "ts": item.ts}
+        if status:
+            fields["status"] = status
+        if "current_phase" in item.delta.set:
+            fields["phase"] = item.delta.set["current_phase"]
+        pipe.xadd(keys.RUNS_FEED, fields, maxlen=keys.RUNS_FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
+
+    def _settle(self, item: PendingEvent, status: int, seq: int, info: bytes | str) -> None:
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        if status == 1:
+            self.published += 1
+        elif status == 0:
+            self.duplicates += 1
+        fut = item.future
+        if status == -1:
+            conflict = RunStateConflict(item.run_id, None if text == NO_RUN else text)
+            if fut is None:
+                log.error("event %s for run %s refused: %s", item.type, item.run_id, conflict)
+            elif not fut.done():
+                fut.set_exception(conflict)
+        elif fut is not None and not fut.done():
+            fut.set_result((seq, text))
+
+    def _reject(self, items: list[PendingEvent], exc: Exception) -> None:
+        """Redis refused the script itself (not an outage): retrying cannot help."""
+        self.failed += len(items)
+        log.error(
+            "Redis rejected %d events for run %s (%s: %s); they are not written",
+            len(items),
+            items[0].run_id,
+            type(exc).__name__,
+            exc,
+        )
+        for item in items:
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(PublishError(f"Redis rejected the event: {exc}"))
+
+    def _expire_waiters(self, exc: BaseException) -> None:
+        """Awaited publishes past their deadline fail now; fire-and-forget events keep waiting."""
+        assert self._loop is not None
+        now = self._loop.time()
+        expired = [i for i in self.outbox.peek_batch(len(self.outbox)) if i.deadline <= now]
+        if not expired:
+            return
+        self.outbox.remove(expired)
+        for item in expired:
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(
+                    PublishError(
+                        f"Redis unavailable ({type(exc).__name__}: {exc}); {item.type} for run "
+                        f"{item.run_id} may not have been written"
+                    )
+                )

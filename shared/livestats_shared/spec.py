@@ -1,0 +1,91 @@
+"""What a user submits: a run of phases, each a batch of FPF calls."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .events import PhasePlan
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Only FPF_* variables reach the subprocess from a spec: a spec must not be able to set
+# PATH, LD_PRELOAD or anything else that changes what runs.
+_ENV_KEY = re.compile(r"FPF_[A-Z0-9_]{1,60}")
+
+
+class PhaseSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Phase name, e.g. generate, evaluate, compare.")
+    calls: int = Field(ge=1, le=100_000, description="FPF calls in this phase.")
+    concurrency: int = Field(4, ge=1, le=256, description="Calls running at once.")
+    output: Literal["json", "text"] = Field(
+        "json", description="json: the answer must parse as JSON (any size). text: min_bytes applies."
+    )
+    min_bytes: int = Field(0, ge=0, le=10_000_000, description="text mode only: smallest usable answer.")
+    call_timeout_s: float = Field(120.0, gt=0, le=3600, description="Per-attempt timeout.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts per call, first one included.")
+    predicted_tokens: int | None = Field(None, ge=0, description="Predicted tokens per call, if known.")
+    prompt: str = Field(
+        "Phase {phase}, item {call}.",
+        max_length=100_000,
+        description="Prompt file content; {phase}, {call} and {run_id} are substituted.",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra FPF_* environment variables.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.fullmatch(v):
+            raise ValueError("phase name must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not _ENV_KEY.fullmatch(k)]
+        if bad:
+            raise ValueError(f"only FPF_[A-Z0-9_]+ variables may be set, not {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _min_bytes_needs_text(self) -> PhaseSpec:
+        if self.output == "json" and self.min_bytes:
+            raise ValueError("min_bytes applies to output='text' only; a JSON answer has no minimum size")
+        return self
+
+
+class RunSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("run", min_length=1, max_length=200)
+    phases: list[PhaseSpec] = Field(min_length=1, max_length=100)
+    timeout_s: float = Field(600.0, gt=0, le=86_400, description="Whole-run deadline.")
+    retry_budget_ratio: float = Field(
+        0.2, ge=0, le=10, description="Retries allowed as a share of planned calls (0.2 = 20%)."
+    )
+    retry_budget_min: int = Field(3, ge=0, description="Retries allowed however small the run.")
+    backoff_base_s: float = Field(0.5, ge=0, le=60, description="First retry delay; doubles per attempt.")
+    backoff_max_s: float = Field(30.0, ge=0, le=600)
+
+    @field_validator("phases")
+    @classmethod
+    def _unique_phases(cls, v: list[PhaseSpec]) -> list[PhaseSpec]:
+        names = [p.name for p in v]
+        if len(set(names)) != len(names):
+            raise ValueError("phase names must be unique within a run")
+        return v
+
+    @property
+    def planned_calls(self) -> int:
+        return sum(p.calls for p in self.phases)
+
+    @property
+    def retry_budget(self) -> int:
+        return max(self.retry_budget_min, math.ceil(self.retry_budget_ratio * self.planned_calls))
+
+    def plan(self) -> list[PhasePlan]:
+        return [PhasePlan(name=p.name, calls=p.calls) for p in self.phases]

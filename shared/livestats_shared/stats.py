@@ -1,0 +1,227 @@
+"""The run snapshot as a fold of the event stream.
+
+`delta_for` is the single definition of how an event changes a run's stats hash. The publish
+script applies it atomically with the XADD; `fold` applies it in Python to a list of events.
+Both must agree: the test suite folds a real stream and compares it with the real hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from .events import (
+    CallFailed,
+    CallRetrying,
+    CallStarted,
+    CallSucceeded,
+    Event,
+    EventData,
+    Heartbeat,
+    PhaseFinished,
+    PhaseStarted,
+    RunFinished,
+    RunQueued,
+    RunStarted,
+)
+
+# Hash fields the publish script maintains itself (not part of any delta).
+SEQ = "seq"
+LAST_TS = "last_ts"
+LAST_TYPE = "last_type"
+LAST_ID = "last_id"
+PRODUCER_PREFIX = "producer:"
+
+
+@dataclass(frozen=True)
+class Delta:
+    incr: dict[str, int] = field(default_factory=dict)
+    set: dict[str, str] = field(default_factory=dict)
+    delete: tuple[str, ...] = ()
+    finished: bool = False  # terminal event: the script applies the retention TTL
+
+
+def _num(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def phase_field(phase: str, what: str) -> str:
+    return f"phase:{phase}:{what}"
+
+
+def delta_for(data: EventData, ts: int) -> Delta:
+    """How one event changes the stats hash. Pure; values are the exact strings stored."""
+    match data:
+        case RunQueued():
+            sets = {
+                "status": "queued",
+                "name": data.name,
+                "planned_calls": str(data.planned_calls),
+                "phases": orjson.dumps([p.name for p in data.phases]).decode(),
+                "timeout_s": _num(data.timeout_s),
+                "created_ts": str(ts),
+            }
+            sets.update({phase_field(p.name, "planned"): str(p.calls) for p in data.phases})
+            return Delta(set=sets)
+        case RunStarted():
+            return Delta(
+                set={
+                    "status": "running",
+                    "started_ts": str(ts),
+                    "worker": data.worker,
+                    "deadline_ts": str(data.deadline_ts),
+                    "retry_budget": str(data.retry_budget),
+                }
+            )
+        case PhaseStarted():
+            return Delta(set={"current_phase": data.phase, "phase_index": str(data.index)})
+        case PhaseFinished():
+            return Delta(incr={"phases_done": 1})
+        case CallStarted():
+            incr = {"total_calls": 1, "in_flight": 1}
+            if data.attempt == 1 and data.predicted_tokens is not None:
+                incr["predicted_tokens"] = data.predicted_tokens
+            return Delta(incr=incr, set={"current_call": f"{data.phase}#{data.call}"})
+        case CallSucceeded():
+            incr = {
+                "successful_calls": 1,
+                "in_flight": -1,
+                "calls_done": 1,
+                phase_field(data.phase, "done"): 1,
+            }
+            if data.usage is not None:
+                incr["input_tokens"] = data.usage.input_tokens
+                incr["output_tokens"] = data.usage.output_tokens
+                incr["total_tokens"] = data.usage.total_tokens
+            # A later success clears the last error; the error stays in the stream and the counts.
+            return Delta(incr=incr, delete=("last_error",))
+        case CallFailed():
+            incr = {"failed_calls": 1, "in_flight": -1}
+            if data.final:
+                incr.update({"calls_done": 1, "calls_failed": 1})
+                incr[phase_field(data.phase, "done")] = 1
+                incr[phase_field(data.phase, "failed")] = 1
+            last_error = {
+                "phase": data.phase,
+                "call": data.call,
+                "attempt": data.attempt,
+                "reason": data.reason.value,
+                "excerpt": data.excerpt,
+                "ts": ts,
+            }
+            return Delta(incr=incr, set={"last_error": orjson.dumps(last_error).decode()})
+        case CallRetrying():
+            return Delta(incr={"retries": 1})
+        case Heartbeat():
+            return Delta(
+                set={
+                    "heartbeat_ts": str(ts),
+                    "elapsed_s": _num(data.elapsed_s),
+                    "remaining_s": _num(data.remaining_s),
+                }
+            )
+        case RunFinished():
+            sets = {
+                "status": data.outcome.value,
+                "outcome": data.outcome.value,
+                "reason": data.reason,
+                "detail": data.detail,
+                "finished_ts": str(ts),
+            }
+            if data.elapsed_s is not None:
+                sets["elapsed_s"] = _num(data.elapsed_s)
+            return Delta(set=sets, finished=True)
+    raise TypeError(f"no stats delta defined for {type(data).__name__}")
+
+
+def apply(stats: dict[str, str], delta: Delta) -> None:
+    """Apply a delta to an in-memory hash exactly as the publish script does in Redis."""
+    for key, n in delta.incr.items():
+        stats[key] = str(int(stats.get(key, "0")) + n)
+    stats.update(delta.set)
+    for key in delta.delete:
+        stats.pop(key, None)
+
+
+def fold(events: Iterable[Event]) -> dict[str, str]:
+    """The stats hash a sequence of events produces (script-maintained bookkeeping included)."""
+    stats: dict[str, str] = {}
+    for event in events:
+        stats[SEQ] = str(int(stats.get(SEQ, "0")) + 1)
+        apply(stats, delta_for(event.payload(), event.ts))
+        stats[LAST_TS] = str(event.ts)
+        stats[LAST_TYPE] = event.type
+        if event.id is not None:
+            stats[LAST_ID] = event.id
+    return stats
+
+
+class PhaseProgress(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    planned: int = 0
+    done: int = 0
+    failed: int = 0
+
+
+class RunSnapshot(BaseModel):
+    """A typed view of the stats hash, for APIs and UIs."""
+
+    model_config = ConfigDict(frozen=True)
+    run_id: str
+    status: str = "unknown"
+    name: str = ""
+    seq: int = 0
+    last_id: str | None = None
+    planned_calls: int = 0
+    total_calls: int = 0
+    successful_calls: int = 0
+    failed_calls: int = 0
+    calls_failed: int = 0
+    calls_done: int = 0
+    retries: int = 0
+    in_flight: int = 0
+    current_phase: str | None = None
+    current_call: str | None = None
+    last_error: dict[str, Any] | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    predicted_tokens: int = 0
+    created_ts: int | None = None
+    started_ts: int | None = None
+    finished_ts: int | None = None
+    deadline_ts: int | None = None
+    heartbeat_ts: int | None = None
+    elapsed_s: float | None = None
+    remaining_s: float | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    worker: str | None = None
+    phases: list[PhaseProgress] = []
+
+    @classmethod
+    def from_hash(cls, run_id: str, raw: Mapping[bytes | str, bytes | str]) -> RunSnapshot:
+        h = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+        names: list[str] = orjson.loads(h["phases"]) if "phases" in h else []
+        phases = [
+            PhaseProgress(
+                name=n,
+                planned=int(h.get(phase_field(n, "planned"), 0)),
+                done=int(h.get(phase_field(n, "done"), 0)),
+                failed=int(h.get(phase_field(n, "failed"), 0)),
+            )
+            for n in names
+        ]
+        scalar = {k: v for k, v in h.items() if k in cls.model_fields and k != "phases"}
+        if "last_error" in scalar:
+            scalar["last_error"] = orjson.loads(scalar["last_error"])
+        return cls.model_validate({**scalar, "run_id": run_id, "phases": phases})

@@ -1,0 +1,64 @@
+"""Session fixtures: a private Redis-compatible server on a free port (stoppable, restartable).
+
+Set REDIS_URL to run the suite against another server instead (e.g. the machine's Redis 7);
+the tests that stop and restart the server are then skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from livestats_cli.embedded import EmbeddedServer
+from livestats_shared.redis_client import connect
+from redis.asyncio import Redis
+
+
+class ServerHandle:
+    def __init__(self, url: str, embedded: EmbeddedServer | None) -> None:
+        self.url = url
+        self.embedded = embedded
+
+    def require_control(self) -> EmbeddedServer:
+        if self.embedded is None:
+            pytest.skip("REDIS_URL points at an external server; this test stops and restarts its own")
+        return self.embedded
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield ServerHandle(external, None)
+        return
+    server = EmbeddedServer(Path(tmp_path_factory.mktemp("valkey")))
+    server.start()
+    try:
+        yield ServerHandle(server.url, server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: ServerHandle) -> str:
+    if redis_server.embedded is not None:
+        redis_server.embedded.start()  # a previous test may have left it stopped
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = connect(redis_url, "livestats.tests")
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A private arq queue per test, so workers of different tests never take each other's jobs."""
+    return f"livestats:test-queue:{uuid.uuid4().hex[:8]}"

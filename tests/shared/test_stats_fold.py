@@ -1,0 +1,72 @@
+"""The stats fold, checked by hand on a small run (pure: no Redis)."""
+
+from __future__ import annotations
+
+import orjson
+from livestats_shared.events import (
+    CallFailed,
+    CallRetrying,
+    CallStarted,
+    CallSucceeded,
+    Event,
+    FailureReason,
+    Outcome,
+    PhasePlan,
+    RunFinished,
+    RunQueued,
+    TokenUsage,
+)
+from livestats_shared.stats import RunSnapshot, fold
+
+
+def _events(*payloads) -> list[Event]:
+    return [
+        Event(type=p.TYPE, run_id="r1", seq=i, ts=1000 + i, data=p.model_dump(mode="json"))
+        for i, p in enumerate(payloads, start=1)
+    ]
+
+
+def test_fold_counts_attempts_clears_last_error_on_success_and_balances_in_flight():
+    events = _events(
+        RunQueued(name="demo", planned_calls=2, phases=[PhasePlan(name="gen", calls=2)], timeout_s=60),
+        CallStarted(phase="gen", call=0, attempt=1, predicted_tokens=100),
+        CallStarted(phase="gen", call=1, attempt=1, predicted_tokens=100),
+        CallFailed(phase="gen", call=0, attempt=1, reason=FailureReason.INVALID_JSON, duration_s=0.1, final=False),
+        CallRetrying(phase="gen", call=0, attempt=2, reason=FailureReason.INVALID_JSON, delay_s=0.5),
+        CallSucceeded(
+            phase="gen",
+            call=1,
+            attempt=1,
+            duration_s=0.2,
+            bytes=381,
+            usage=TokenUsage(input_tokens=7, output_tokens=30),
+        ),
+        CallStarted(phase="gen", call=0, attempt=2, predicted_tokens=100),
+        CallFailed(phase="gen", call=0, attempt=2, reason=FailureReason.TIMEOUT, duration_s=9, final=True),
+        RunFinished(outcome=Outcome.FAILED, reason="calls_failed", detail="1 of 2 calls failed"),
+    )
+    h = fold(events)
+    assert h["seq"] == "9"
+    assert (h["total_calls"], h["successful_calls"], h["failed_calls"]) == ("3", "1", "2")
+    assert (h["retries"], h["in_flight"], h["calls_done"], h["calls_failed"]) == ("1", "0", "2", "1")
+    # predicted tokens count once per call, not once per attempt
+    assert (h["predicted_tokens"], h["input_tokens"], h["output_tokens"], h["total_tokens"]) == ("200", "7", "30", "37")
+    assert h["status"] == "failed" and h["reason"] == "calls_failed"
+    # The timeout came after the success, so it is the last error now.
+    assert orjson.loads(h["last_error"])["reason"] == "timeout"
+
+    snap = RunSnapshot.from_hash("r1", h)
+    assert snap.phases[0].model_dump() == {"name": "gen", "planned": 2, "done": 2, "failed": 1}
+    assert snap.last_error is not None and snap.last_error["attempt"] == 2
+
+
+def test_a_success_after_a_failure_clears_last_error():
+    events = _events(
+        CallStarted(phase="gen", call=0, attempt=1),
+        CallFailed(phase="gen", call=0, attempt=1, reason=FailureReason.EMPTY, duration_s=0.1, final=False),
+        CallStarted(phase="gen", call=0, attempt=2),
+        CallSucceeded(phase="gen", call=0, attempt=2, duration_s=0.1, bytes=10),
+    )
+    h = fold(events)
+    assert "last_error" not in h
+    assert h["failed_calls"] == "1"  # the failure stays in the counts
