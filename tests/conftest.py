@@ -6,6 +6,7 @@ the tests that stop and restart the server are then skipped.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import pytest
 from livestats_cli.embedded import EmbeddedServer
+from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
+from livestats_worker.config import WorkerConfig
+from livestats_worker.serve import serve
 from redis.asyncio import Redis
 
 
@@ -62,3 +66,29 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 def queue_name() -> str:
     """A private arq queue per test, so workers of different tests never take each other's jobs."""
     return f"livestats:test-queue:{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def publisher(redis: Redis) -> AsyncIterator[Publisher]:
+    pub = await Publisher(redis).start()
+    try:
+        yield pub
+    finally:
+        await pub.close()
+
+
+@pytest.fixture
+async def start_worker(redis_url: str, queue_name: str) -> AsyncIterator[object]:
+    """Start an in-process arq worker on this test's queue; stopped (like SIGTERM) at teardown."""
+    stop = asyncio.Event()
+    running = []
+
+    async def start(**overrides: object) -> WorkerConfig:
+        settings = {"heartbeat_interval_s": 0.5, "kill_grace_s": 0.5, "shutdown_grace_s": 0, **overrides}
+        config = WorkerConfig(redis_url=redis_url, queue_name=queue_name, **settings)  # type: ignore[arg-type]
+        running.append(asyncio.create_task(serve(config, stop)))
+        return config
+
+    yield start
+    stop.set()
+    await asyncio.gather(*running)

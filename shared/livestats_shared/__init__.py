@@ -1,0 +1,1 @@
+"""livestats contract package: event models, key names, the publisher. Imported, never run."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -29,12 +30,19 @@ async def read_events(redis: Redis, run_id: str, *, after: str = "-") -> list[Ev
     return [e async for e in iter_events(redis, run_id, after=after)]
 
 
+async def read_stats_hash(redis: Redis, run_id: str) -> dict[str, str]:
+    """The raw stats hash, decoded; empty if the run does not exist (or has expired)."""
+    # redis-py types async commands as `Awaitable[T] | T`; the asyncio client always awaits.
+    raw = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(keys.run_stats(run_id)))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
 async def read_snapshot(redis: Redis, run_id: str) -> RunSnapshot | None:
     """The run's current snapshot, or None if the run does not exist (or has expired)."""
-    raw = await redis.hgetall(keys.run_stats(run_id))
+    raw = await read_stats_hash(redis, run_id)
     return RunSnapshot.from_hash(run_id, raw) if raw else None
 
 
-async def read_stats_hash(redis: Redis, run_id: str) -> dict[str, str]:
-    raw = await redis.hgetall(keys.run_stats(run_id))
-    return {k.decode(): v.decode() for k, v in raw.items()}
+async def read_status(redis: Redis, run_id: str) -> str | None:
+    raw = await cast(Awaitable[bytes | None], redis.hget(keys.run_stats(run_id), "status"))
+    return None if raw is None else raw.decode()

@@ -7,7 +7,8 @@ from redis.asyncio import Redis
 # Errors that mean "Redis is not there right now" rather than "the command was wrong".
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
-UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, BusyLoadingError)
+UNAVAILABLE: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, OSError)
 
 
 def connect(url: str, client_name: str, *, socket_timeout: float | None = 10.0) -> Redis:

@@ -206,11 +206,7 @@ class RunSnapshot(BaseModel):
     phases: list[PhaseProgress] = []
 
     @classmethod
-    def from_hash(cls, run_id: str, raw: Mapping[bytes | str, bytes | str]) -> RunSnapshot:
-        h = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.items()
-        }
+    def from_hash(cls, run_id: str, h: Mapping[str, str]) -> RunSnapshot:
         names: list[str] = orjson.loads(h["phases"]) if "phases" in h else []
         phases = [
             PhaseProgress(
@@ -221,7 +217,7 @@ class RunSnapshot(BaseModel):
             )
             for n in names
         ]
-        scalar = {k: v for k, v in h.items() if k in cls.model_fields and k != "phases"}
-        if "last_error" in scalar:
-            scalar["last_error"] = orjson.loads(scalar["last_error"])
+        scalar: dict[str, object] = {k: v for k, v in h.items() if k in cls.model_fields and k != "phases"}
+        if "last_error" in h:
+            scalar["last_error"] = orjson.loads(h["last_error"])
         return cls.model_validate({**scalar, "run_id": run_id, "phases": phases})

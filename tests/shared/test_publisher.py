@@ -47,13 +47,6 @@ def without_bookkeeping(h: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in h.items() if not k.startswith(PRODUCER_PREFIX)}
 
 
-@pytest.fixture
-async def publisher(redis):
-    pub = await Publisher(redis).start()
-    yield pub
-    await pub.close()
-
-
 async def test_events_are_ordered_contiguous_and_the_hash_equals_the_fold_of_the_stream(redis, publisher):
     run_id = new_run_id()
     publisher.emit(run_id, queued())

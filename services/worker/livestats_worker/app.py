@@ -1,0 +1,110 @@
+"""The arq worker: one WorkerSettings-equivalent, typed state instead of arq's untyped ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+from livestats_shared import keys
+from livestats_shared.publish import Publisher
+from livestats_shared.redis_client import REDIS_UNAVAILABLE, UNAVAILABLE, connect
+from livestats_shared.spec import RunSpec
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from .config import WorkerConfig
+from .run import RunExecution
+
+log = logging.getLogger("livestats.worker")
+_STATE = "livestats"
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    config: WorkerConfig
+    redis: Redis  # arq's pool, for cancel-flag checks
+    publisher: Publisher  # its own client and connection pool
+
+
+def state_of(ctx: dict[str, Any]) -> WorkerState:
+    return cast(WorkerState, ctx[_STATE])
+
+
+async def execute_run(ctx: dict[str, Any], run_id: str, spec_json: str) -> str:
+    """The arq job: execute one run. The job id is the run id."""
+    state = state_of(ctx)
+    spec = RunSpec.model_validate_json(spec_json)
+    return await RunExecution(state.config, state.redis, state.publisher, run_id, spec).execute()
+
+
+class ResilientWorker(Worker):
+    """arq's poll loop lets a connection error end the worker; ours waits for Redis to return.
+
+    Running jobs are unaffected either way (their events wait in the publisher's outbox); this
+    keeps the process alive so it picks up jobs again once Redis is back.
+    """
+
+    _redis_down_since: float | None = None
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except UNAVAILABLE as exc:
+            if self._redis_down_since is None:
+                self._redis_down_since = time.monotonic()
+                log.warning(
+                    "Redis unavailable (%s: %s); worker keeps its runs going and retries", type(exc).__name__, exc
+                )
+            await asyncio.sleep(1.0)
+            return
+        if self._redis_down_since is not None:
+            log.warning("Redis available again after %.1f s", time.monotonic() - self._redis_down_since)
+            self._redis_down_since = None
+
+
+def redis_settings(url: str) -> RedisSettings:
+    settings = RedisSettings.from_dsn(url)
+    # Let the client ride out short blips itself (server restart, failover) before a command fails.
+    settings.retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=10)
+    settings.retry_on_error = list(REDIS_UNAVAILABLE)
+    return settings
+
+
+def create_worker(config: WorkerConfig, *, handle_signals: bool = True) -> Worker:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        client = connect(config.redis_url, "livestats.worker")
+        publisher = Publisher(client, producer=config.worker_name, capacity=config.outbox_capacity)
+        ctx[_STATE] = WorkerState(config=config, redis=ctx["redis"], publisher=await publisher.start())
+        log.info("worker %s ready on queue %s", config.worker_name, config.queue_name)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        state = ctx.get(_STATE)
+        if isinstance(state, WorkerState):
+            await state.publisher.close(config.flush_timeout_s)
+            await state.publisher.redis.aclose()
+
+    return ResilientWorker(
+        functions=[
+            # max_tries=1: a job redelivered after a crash must not silently re-run a paid run;
+            # the run is reported `stalled` from its missing heartbeats instead.
+            func(execute_run, name=keys.RUN_JOB, timeout=config.run_timeout_s, max_tries=1),
+        ],
+        redis_settings=redis_settings(config.redis_url),
+        queue_name=config.queue_name,
+        max_jobs=config.max_runs,
+        allow_abort_jobs=True,
+        # Cancellation by shutdown must end the run as `cancelled`, not re-queue it.
+        retry_jobs=False,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        handle_signals=handle_signals,
+        poll_delay=0.2,
+        health_check_interval=10,
+        keep_result=3600,
+    )

@@ -1,0 +1,179 @@
+"""One call of a phase: attempts, classification, retries, and the events that describe them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from livestats_shared.errors import LivestatsError
+from livestats_shared.events import CallFailed, CallRetrying, CallStarted, CallSucceeded, EventData, FailureReason
+from livestats_shared.spec import PhaseSpec
+
+from .config import WorkerConfig
+from .fpf import run_fpf
+from .output import RETRYABLE, classify
+from .retry import RetryBudget, backoff_delay
+
+Emit = Callable[[EventData], None]
+
+
+class SpawnFailed(LivestatsError):
+    """The FPF command cannot be started at all: every call would fail the same way."""
+
+
+@dataclass
+class CallContext:
+    """What every call of one phase shares."""
+
+    config: WorkerConfig
+    run_id: str
+    phase: PhaseSpec
+    prompt_dir: Path
+    base_env: Mapping[str, str]
+    budget: RetryBudget
+    backoff_base_s: float
+    backoff_max_s: float
+    emit: Emit
+    pids: set[int]  # live child pids, for heartbeats
+
+
+def fpf_argv(command: list[str], prompt_file: Path) -> list[str]:
+    if any("{prompt_file}" in part for part in command):
+        return [part.replace("{prompt_file}", str(prompt_file)) for part in command]
+    return [*command, str(prompt_file)]
+
+
+def phase_env(config_env: Mapping[str, str], run_id: str, phase: PhaseSpec) -> dict[str, str]:
+    env = dict(config_env)
+    env.update(phase.env)
+    env.update({"FPF_RUN_ID": run_id, "FPF_PHASE": phase.name, "FPF_OUTPUT_MODE": phase.output})
+    return env
+
+
+async def run_call(ctx: CallContext, index: int) -> bool:
+    """Run call `index` until it succeeds or runs out of attempts. True if it succeeded.
+
+    Raises RetryBudgetExhausted (the run must stop) or SpawnFailed; CancelledError passes
+    through after the attempt's process group is dead and a `cancelled` failure is recorded.
+    """
+    phase = ctx.phase
+    prompt_file = ctx.prompt_dir / f"{phase.name}-{index}.txt"
+    prompt_file.write_text(phase.prompt.format(phase=phase.name, call=index, run_id=ctx.run_id))
+    try:
+        attempt = 1
+        while True:
+            ok, reason = await _attempt(ctx, index, attempt, prompt_file)
+            if ok:
+                return True
+            assert reason is not None
+            if reason not in RETRYABLE or attempt >= phase.max_attempts:
+                return False
+            attempt += 1
+            delay = backoff_delay(attempt, ctx.backoff_base_s, ctx.backoff_max_s)
+            ctx.emit(CallRetrying(phase=phase.name, call=index, attempt=attempt, reason=reason, delay_s=delay))
+            await asyncio.sleep(delay)
+    finally:
+        prompt_file.unlink(missing_ok=True)
+
+
+async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path) -> tuple[bool, FailureReason | None]:
+    phase = ctx.phase
+    env = {**ctx.base_env, "FPF_CALL": str(index), "FPF_ATTEMPT": str(attempt)}
+    predicted = phase.predicted_tokens if attempt == 1 else None
+    started = time.monotonic()
+    spawned = False
+
+    def on_spawn(pid: int) -> None:
+        nonlocal spawned
+        spawned = True
+        ctx.pids.add(pid)
+        ctx.emit(CallStarted(phase=phase.name, call=index, attempt=attempt, pid=pid, predicted_tokens=predicted))
+
+    try:
+        result = await run_fpf(
+            fpf_argv(ctx.config.fpf_command, prompt_file),
+            env=env,
+            timeout_s=phase.call_timeout_s,
+            max_output_bytes=ctx.config.max_output_bytes,
+            kill_grace_s=ctx.config.kill_grace_s,
+            on_spawn=on_spawn,
+            on_exit=ctx.pids.discard,
+        )
+    except asyncio.CancelledError:
+        # run_fpf has killed the process group before re-raising; record the attempt's end so
+        # in_flight returns to zero and the stream says what happened to it.
+        if spawned:
+            ctx.emit(
+                CallFailed(
+                    phase=phase.name,
+                    call=index,
+                    attempt=attempt,
+                    reason=FailureReason.CANCELLED,
+                    excerpt="run stopped while this call was running; its processes were killed",
+                    duration_s=round(time.monotonic() - started, 3),
+                    final=True,
+                )
+            )
+        raise
+
+    verdict = classify(result, mode=phase.output, min_bytes=phase.min_bytes)
+    duration = round(result.duration_s, 3)
+    if not spawned:
+        ctx.emit(CallStarted(phase=phase.name, call=index, attempt=attempt, pid=None, predicted_tokens=predicted))
+    if verdict.ok:
+        ctx.emit(
+            CallSucceeded(
+                phase=phase.name,
+                call=index,
+                attempt=attempt,
+                duration_s=duration,
+                bytes=verdict.size,
+                usage=verdict.usage,
+            )
+        )
+        return True, None
+
+    reason = verdict.reason
+    assert reason is not None
+    will_retry = reason in RETRYABLE and attempt < phase.max_attempts
+    if will_retry and not ctx.budget.try_take():
+        _emit_failure(ctx, index, attempt, verdict.excerpt, reason, result.exit_code, duration, final=True)
+        raise ctx.budget.exhausted()
+    _emit_failure(ctx, index, attempt, verdict.excerpt, reason, result.exit_code, duration, final=not will_retry)
+    if reason is FailureReason.SPAWN_ERROR:
+        raise SpawnFailed(f"cannot start the FPF command: {verdict.excerpt}")
+    return False, reason
+
+
+def _emit_failure(
+    ctx: CallContext,
+    index: int,
+    attempt: int,
+    excerpt: str,
+    reason: FailureReason,
+    exit_code: int | None,
+    duration: float,
+    *,
+    final: bool,
+) -> None:
+    ctx.emit(
+        CallFailed(
+            phase=ctx.phase.name,
+            call=index,
+            attempt=attempt,
+            reason=reason,
+            excerpt=excerpt,
+            exit_code=exit_code,
+            duration_s=duration,
+            final=final,
+        )
+    )
+
+
+def inherited_env() -> dict[str, str]:
+    """The worker's environment minus livestats' own settings (which may hold secrets)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LIVESTATS_") and k != "REDIS_URL"}

@@ -1,0 +1,35 @@
+"""Worker settings, read once at start from LIVESTATS_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+from livestats_shared import keys
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIVESTATS_", extra="ignore", populate_by_name=True)
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("LIVESTATS_REDIS_URL", "REDIS_URL")
+    )
+    queue_name: str = keys.JOB_QUEUE
+    worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    max_runs: int = Field(10, ge=1, description="Runs one worker process executes at once.")
+    # arq's job timeout: the hard ceiling of any run on this worker. A spec may ask for less.
+    run_timeout_s: float = Field(600.0, gt=0)
+    heartbeat_interval_s: float = Field(5.0, gt=0)
+    # argv of the FPF command; "{prompt_file}" is replaced by the prompt file's path (appended
+    # if absent). JSON list in the environment, e.g. LIVESTATS_FPF_COMMAND='["fpf", "--json"]'.
+    fpf_command: list[str] = Field(default_factory=lambda: [sys.executable, "-m", "livestats_fpfsim"])
+    kill_grace_s: float = Field(2.0, ge=0, description="SIGTERM to SIGKILL, for a call's process group.")
+    max_output_bytes: int = Field(1 << 20, ge=1024, description="Larger answers fail as too_large.")
+    work_dir: Path | None = Field(None, description="Where prompt files are written (default: temp dir).")
+    outbox_capacity: int = Field(100_000, ge=100, description="Events buffered while Redis is away.")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long running runs may finish.")
+    flush_timeout_s: float = Field(5.0, ge=0, description="How long a finishing run waits for its events.")

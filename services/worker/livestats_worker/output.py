@@ -1,0 +1,157 @@
+"""Classify how one FPF call ended: a usable answer, or the single reason it is not.
+
+Checks run in a fixed order and the first that fails names the reason: spawn error, timeout,
+overflow, death by signal, non-zero exit, empty output, invalid UTF-8, then the mode's own
+rule. A JSON answer has no minimum size: it only has to parse.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from typing import Literal, TypeGuard
+
+import orjson
+from livestats_shared.events import FailureReason, TokenUsage
+
+from .fpf import ProcessResult
+
+EXCERPT_CHARS = 200  # longest excerpt, in characters, after escaping
+
+# A command that cannot start will not start on the next attempt either, and a cancelled call
+# belongs to a run that is over.
+RETRYABLE: frozenset[FailureReason] = frozenset(FailureReason) - {
+    FailureReason.SPAWN_ERROR,
+    FailureReason.CANCELLED,
+}
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+@dataclass(frozen=True)
+class CallVerdict:
+    ok: bool
+    reason: FailureReason | None  # None exactly when ok
+    excerpt: str  # at most EXCERPT_CHARS printable characters, safe to show in a UI
+    usage: TokenUsage | None  # token counts the answer reported, if it reported them well-formed
+    size: int  # bytes of stdout kept (at most max_output_bytes)
+
+
+def classify(result: ProcessResult, *, mode: Literal["json", "text"], min_bytes: int) -> CallVerdict:
+    """Decide whether `result` is a usable answer for a phase with this output `mode`.
+
+    `min_bytes` applies in text mode only. Usage is read from a JSON object's "usage" field,
+    as input_tokens/output_tokens or OpenAI's prompt_tokens/completion_tokens.
+    """
+    if mode not in ("json", "text"):
+        raise ValueError(f"mode must be 'json' or 'text', not {mode!r}")
+    out = result.stdout
+    size = len(out)
+    if result.spawn_error is not None:
+        return _failed(FailureReason.SPAWN_ERROR, _excerpt(result.spawn_error), size)
+    if result.timed_out:
+        prefix = f"no exit within the call timeout; killed after {result.duration_s:.1f} s"
+        return _failed(FailureReason.TIMEOUT, _excerpt(prefix, result.stderr_tail.strip(), tail=True), size)
+    if result.overflow:
+        return _failed(FailureReason.TOO_LARGE, _excerpt(f"more than {size} bytes of output; killed", out), size)
+    if result.signal is not None:
+        prefix = f"killed by {_signal_name(result.signal)}"
+        return _failed(FailureReason.KILLED, _excerpt(prefix, result.stderr_tail.strip(), tail=True), size)
+    if result.exit_code != 0:
+        prefix = "unknown exit status" if result.exit_code is None else f"exit code {result.exit_code}"
+        return _failed(FailureReason.EXIT_CODE, _excerpt(prefix, result.stderr_tail.strip(), tail=True), size)
+    if not out.strip():
+        prefix = "no output" if size == 0 else f"only whitespace ({size} bytes)"
+        return _failed(FailureReason.EMPTY, _excerpt(prefix, result.stderr_tail.strip(), tail=True), size)
+    try:
+        out.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _failed(FailureReason.NOT_UTF8, _excerpt(f"invalid UTF-8 at byte {exc.start}", out), size)
+
+    if mode == "text":
+        if size < min_bytes:
+            prefix = f"{size} bytes, fewer than the {min_bytes} required"
+            return _failed(FailureReason.TOO_SMALL, _excerpt(prefix, out), size)
+        return CallVerdict(ok=True, reason=None, excerpt=_excerpt("", out), usage=None, size=size)
+    try:
+        doc = orjson.loads(out)
+    except orjson.JSONDecodeError as exc:
+        return _failed(FailureReason.INVALID_JSON, _excerpt(str(exc), out), size)
+    return CallVerdict(ok=True, reason=None, excerpt=_excerpt("", out), usage=_usage(doc), size=size)
+
+
+def _failed(reason: FailureReason, excerpt: str, size: int) -> CallVerdict:
+    return CallVerdict(ok=False, reason=reason, excerpt=excerpt, usage=None, size=size)
+
+
+def _usage(doc: object) -> TokenUsage | None:
+    if not isinstance(doc, dict):
+        return None
+    usage = doc.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    input_tokens = usage["input_tokens"] if "input_tokens" in usage else usage.get("prompt_tokens")
+    output_tokens = usage["output_tokens"] if "output_tokens" in usage else usage.get("completion_tokens")
+    if not (_is_count(input_tokens) and _is_count(output_tokens)):
+        return None
+    return TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    # bool is an int subclass, and `true` is not a token count.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _excerpt(prefix: str, data: bytes = b"", *, tail: bool = False) -> str:
+    """`prefix`, then as much of `data` (its start, or its end if `tail`) as fits, all escaped."""
+    head = _fit(_escaped(prefix), EXCERPT_CHARS, tail=False)
+    room = EXCERPT_CHARS - len(head) - (2 if head else 0)
+    if not data or room < 8:
+        return head
+    # UTF-8 takes at most 4 bytes a character, so this window holds more than `room` characters.
+    window = 4 * room + 4
+    chunk = data[-window:] if tail else data[:window]
+    body = _fit(_escaped(chunk.decode("utf-8", "surrogateescape")), room, tail=tail)
+    return f"{head}: {body}" if head else body
+
+
+def _escaped(text: str) -> list[str]:
+    """One printable piece per character: undecodable bytes as \\xNN, control characters escaped."""
+    pieces = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            # surrogateescape's stand-in for the undecodable byte code - 0xDC00.
+            pieces.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable():
+            pieces.append(ch)
+        elif ch in _ESCAPES:
+            pieces.append(_ESCAPES[ch])
+        elif code <= 0xFF:
+            pieces.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            pieces.append(f"\\u{code:04x}")
+        else:
+            pieces.append(f"\\U{code:08x}")
+    return pieces
+
+
+def _fit(pieces: list[str], limit: int, *, tail: bool) -> str:
+    """At most `limit` characters of `pieces`, never splitting an escape; '…' marks the cut."""
+    if sum(len(piece) for piece in pieces) <= limit:
+        return "".join(pieces)
+    budget = limit - 1
+    kept: list[str] = []
+    for piece in reversed(pieces) if tail else pieces:
+        if len(piece) > budget:
+            break
+        kept.append(piece)
+        budget -= len(piece)
+    return "…" + "".join(reversed(kept)) if tail else "".join(kept) + "…"

@@ -1,0 +1,54 @@
+"""Running a worker until told to stop, then shutting down in phases:
+stop taking jobs, let running runs finish within a bound, cancel the rest (their process
+groups are killed and they end `cancelled` / `worker_shutdown`), then close connections."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from arq.worker import Worker
+
+from .app import create_worker
+from .config import WorkerConfig
+
+log = logging.getLogger("livestats.worker")
+
+
+async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
+    worker = create_worker(config, handle_signals=False)
+    main = asyncio.create_task(worker.main(), name="arq-main")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if main.done():
+        await main  # the worker's loop ended on its own: surface why
+    await _shutdown(worker, main, config.shutdown_grace_s)
+
+
+async def _shutdown(worker: Worker, main: asyncio.Task[None], grace_s: float) -> None:
+    worker.allow_pick_jobs = False
+    running = [t for t in worker.tasks.values() if not t.done()]
+    if running:
+        log.info("stopping: waiting up to %.0f s for %d running runs", grace_s, len(running))
+        _, still = await asyncio.wait(running, timeout=grace_s) if grace_s > 0 else (set(), set(running))
+        for task in still:
+            task.cancel()
+    main.cancel()
+    await asyncio.gather(main, *worker.tasks.values(), return_exceptions=True)
+    # arq's close() gathers its job tasks without return_exceptions; they are all done here.
+    worker.tasks.clear()
+    await worker.close()
+    log.info("worker stopped")
+
+
+def run_until_signalled(config: WorkerConfig) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, stop)
+
+    asyncio.run(main())

@@ -1,0 +1,39 @@
+"""Test helpers shared across test modules (imported by name: tests/ is on sys.path)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from livestats_shared import keys
+from livestats_shared.events import Event
+from livestats_shared.history import read_events
+
+
+async def wait_for_event(redis, run_id: str, event_type: str, timeout_s: float = 30.0) -> Event:
+    """Block on the run's stream (XREAD BLOCK, no polling) until an event of `event_type` arrives."""
+    stream = keys.run_events(run_id)
+    last = "0-0"
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        reply = await redis.xread({stream: last}, block=max(1, int(min(left, 1.0) * 1000)), count=500)
+        for _, entries in reply:
+            for entry_id, fields in entries:
+                last = entry_id
+                event = Event.from_stream_entry(entry_id, fields)
+                if event.type == event_type:
+                    return event
+    events = await read_events(redis, run_id)
+    raise AssertionError(f"no {event_type} for run {run_id} within {timeout_s}s; saw {[e.type for e in events][-10:]}")
+
+
+async def wait_finished(redis, run_id: str, timeout_s: float = 30.0) -> Event:
+    return await wait_for_event(redis, run_id, "run.finished", timeout_s)
+
+
+async def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)

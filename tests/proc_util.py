@@ -1,0 +1,32 @@
+"""Find live processes by a marker in their environment, to prove that nothing was left running.
+
+Tests give each spawned command a unique value (e.g. FPF_RUN_ID=<uuid>); children inherit the
+environment, so every descendant carries the marker too, whatever process group it ends up in.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def pids_with_env(key: str, value: str) -> list[int]:
+    """Pids of the live processes whose initial environment holds exactly `key=value`.
+
+    Zombies count as gone: once a process has exited, reading its environ fails with ESRCH,
+    whether or not its parent has reaped it yet. Linux only (reads /proc).
+    """
+    needle = f"{key}={value}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                variables = environ.read().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it exited (or is a zombie) between the listing and the read
+        except PermissionError:
+            continue  # another user's process: the processes under test all run as us
+        if needle in variables:
+            found.append(int(name))
+    return sorted(found)

@@ -1,0 +1,367 @@
+"""run_fpf() against real processes: each simulator behaviour, classified, and nothing left running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+from livestats_shared.events import FailureReason
+from livestats_worker.fpf import STDERR_TAIL_BYTES, ProcessResult, run_fpf
+from livestats_worker.output import CallVerdict, classify
+
+from tests.proc_util import pids_with_env
+
+SIM = [sys.executable, "-m", "livestats_fpfsim"]
+PROMPT = "Summarise the evidence for item 7 of phase generate.\n"
+CAP = 64 * 1024  # max_output_bytes for these tests, bytes
+
+
+@pytest.fixture
+def prompt_file(tmp_path):
+    path = tmp_path / "prompt.txt"
+    path.write_text(PROMPT)
+    return path
+
+
+@pytest.fixture
+def marker():
+    """A unique FPF_RUN_ID; whatever a test leaves running under it is killed afterwards."""
+    value = f"test-{uuid.uuid4().hex}"
+    yield value
+    for pid in pids_with_env("FPF_RUN_ID", value):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def call_env(marker: str, **sim: object) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FPF_")}
+    env.update(FPF_RUN_ID=marker, FPF_PHASE="generate", FPF_CALL="7", FPF_ATTEMPT="1")
+    env.update(FPF_SIM_LATENCY_MS="0", FPF_SIM_JITTER_MS="0")
+    env.update({f"FPF_SIM_{key.upper()}": str(value) for key, value in sim.items()})
+    return env
+
+
+async def run_sim(
+    prompt_file,
+    marker: str,
+    *,
+    timeout_s: float = 10.0,
+    max_output_bytes: int = CAP,
+    kill_grace_s: float = 1.0,
+    on_spawn: Callable[[int], None] | None = None,
+    on_exit: Callable[[int], None] | None = None,
+    **sim: object,
+) -> ProcessResult:
+    return await run_fpf(
+        [*SIM, str(prompt_file)],
+        env=call_env(marker, **sim),
+        timeout_s=timeout_s,
+        max_output_bytes=max_output_bytes,
+        kill_grace_s=kill_grace_s,
+        on_spawn=on_spawn,
+        on_exit=on_exit,
+    )
+
+
+def verdict_of(result: ProcessResult, mode: str = "json", min_bytes: int = 0) -> CallVerdict:
+    return classify(result, mode=mode, min_bytes=min_bytes)  # type: ignore[arg-type]
+
+
+async def seen(marker: str, condition: Callable[[list[int]], bool], within_s: float = 10.0) -> list[int]:
+    """Poll /proc until the processes carrying `marker` satisfy `condition`; return them."""
+    deadline = time.monotonic() + within_s
+    while True:
+        pids = pids_with_env("FPF_RUN_ID", marker)
+        if condition(pids):
+            return pids
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes {pids} never satisfied the condition")
+        await asyncio.sleep(0.01)
+
+
+def ignores_sigterm(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+def assert_nothing_left(marker: str) -> None:
+    assert pids_with_env("FPF_RUN_ID", marker) == []
+
+
+async def test_a_normal_answer_is_a_small_json_success_with_usage(prompt_file, marker):
+    result = await run_sim(prompt_file, marker)
+    verdict = verdict_of(result)
+
+    assert (result.exit_code, result.signal, result.timed_out, result.overflow) == (0, None, False, False)
+    assert verdict.ok, verdict
+    assert verdict.size == 381
+    assert verdict.usage is not None
+    assert verdict.usage.input_tokens == math.ceil(len(PROMPT) / 4)
+    assert 240 <= verdict.usage.output_tokens <= 360
+    assert_nothing_left(marker)
+
+
+async def test_the_callbacks_get_the_leaders_pid_at_spawn_and_after_the_group_is_gone(prompt_file, marker):
+    events: list[tuple[str, int, list[int]]] = []
+
+    def record(event: str) -> Callable[[int], None]:
+        return lambda pid: events.append((event, pid, pids_with_env("FPF_RUN_ID", marker)))
+
+    result = await run_sim(prompt_file, marker, on_spawn=record("spawn"), on_exit=record("exit"))
+
+    assert events == [("spawn", result.pid, [result.pid]), ("exit", result.pid, [])]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason", "excerpt"),
+    [
+        ("empty", FailureReason.EMPTY, "no output"),
+        ("binary", FailureReason.NOT_UTF8, "invalid UTF-8 at byte 0: \\xff\\xfe"),
+        ("truncated", FailureReason.INVALID_JSON, ""),
+        ("garbage", FailureReason.INVALID_JSON, ""),
+        ("exit_json", FailureReason.EXIT_CODE, "exit code 3"),
+        ("fail", FailureReason.EXIT_CODE, "exit code 1: fpf-sim: simulated failure on attempt 1"),
+    ],
+)
+async def test_each_kind_of_bad_answer_gets_its_reason(prompt_file, marker, behaviour, reason, excerpt):
+    result = await run_sim(prompt_file, marker, behaviour=behaviour)
+    verdict = verdict_of(result)
+
+    assert verdict.reason is reason, verdict
+    assert verdict.excerpt.startswith(excerpt)
+    assert not result.timed_out
+    assert_nothing_left(marker)
+
+
+async def test_text_in_another_encoding_is_not_utf8(marker):
+    latin1 = "import sys; sys.stdout.buffer.write('Résumé: done'.encode('latin-1'))"
+
+    result = await run_fpf(
+        [sys.executable, "-c", latin1], env=call_env(marker), timeout_s=10, max_output_bytes=CAP, kill_grace_s=1
+    )
+
+    assert verdict_of(result, "text").excerpt == "invalid UTF-8 at byte 1: R\\xe9sum\\xe9: done"
+
+
+async def test_a_crash_is_killed_and_names_sigabrt(prompt_file, marker):
+    result = await run_sim(prompt_file, marker, behaviour="crash")
+    verdict = verdict_of(result)
+
+    assert result.signal == signal.SIGABRT
+    assert result.exit_code is None
+    assert verdict.reason is FailureReason.KILLED
+    assert verdict.excerpt == "killed by SIGABRT: fpf-sim: simulated crash (abort)"
+
+
+async def test_ten_megabytes_of_output_is_too_large_and_is_cut_off_at_the_cap(prompt_file, marker):
+    started = time.monotonic()
+    result = await run_sim(prompt_file, marker, behaviour="huge")
+    verdict = verdict_of(result)
+
+    assert result.overflow
+    assert len(result.stdout) == CAP
+    # Killed by our SIGTERM part-way, not allowed to finish its 10 MiB.
+    assert result.signal == signal.SIGTERM
+    assert verdict.reason is FailureReason.TOO_LARGE
+    assert time.monotonic() - started < 5
+    assert_nothing_left(marker)
+
+
+async def test_a_large_valid_answer_under_the_cap_is_a_success(prompt_file, marker):
+    result = await run_sim(prompt_file, marker, behaviour="huge", huge_bytes=500_000, max_output_bytes=500_000)
+
+    assert verdict_of(result).ok
+    assert len(result.stdout) == 500_000
+
+
+async def test_an_answer_one_byte_over_the_cap_is_too_large_even_after_a_clean_exit(prompt_file, marker):
+    result = await run_sim(prompt_file, marker, max_output_bytes=380)
+
+    assert result.overflow
+    assert result.stdout.startswith(b'{"id": "sim-')
+    assert len(result.stdout) == 380
+    assert verdict_of(result).reason is FailureReason.TOO_LARGE
+
+
+async def test_a_hanging_call_times_out_and_is_terminated(prompt_file, marker):
+    result = await run_sim(prompt_file, marker, behaviour="hang", timeout_s=0.5)
+
+    assert result.timed_out
+    assert result.signal == signal.SIGTERM
+    assert 0.5 <= result.duration_s < 2
+    assert verdict_of(result).reason is FailureReason.TIMEOUT
+    assert_nothing_left(marker)
+
+
+async def test_a_timeout_kills_the_children_of_the_call_too(prompt_file, marker):
+    call = asyncio.create_task(run_sim(prompt_file, marker, behaviour="hang_with_child", timeout_s=1))
+
+    during = await seen(marker, lambda pids: len(pids) == 2)
+    result = await call
+
+    assert len(during) == 2
+    assert result.timed_out
+    assert_nothing_left(marker)
+
+
+async def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period(prompt_file, marker):
+    result = await run_sim(prompt_file, marker, behaviour="ignore_term", timeout_s=1.0, kill_grace_s=0.3)
+
+    assert result.timed_out
+    assert result.signal == signal.SIGKILL
+    assert result.duration_s >= 1.0 + 0.3
+    assert verdict_of(result).reason is FailureReason.TIMEOUT
+    assert_nothing_left(marker)
+
+
+async def test_a_child_orphaned_by_a_successful_call_is_killed_without_holding_up_the_call(prompt_file, marker):
+    leader: list[int] = []
+    call = asyncio.create_task(
+        run_sim(prompt_file, marker, behaviour="orphan_child", timeout_s=30, on_spawn=leader.append)
+    )
+
+    during = await seen(marker, lambda pids: bool(leader) and any(pid != leader[0] for pid in pids))
+    result = await call
+
+    assert [pid for pid in during if pid != result.pid]
+    assert verdict_of(result).ok
+    assert result.duration_s < 3
+    assert_nothing_left(marker)
+
+
+async def test_cancelling_the_call_kills_its_whole_process_group(prompt_file, marker):
+    exits: list[int] = []
+    call = asyncio.create_task(
+        run_sim(prompt_file, marker, behaviour="hang_with_child", timeout_s=60, on_exit=exits.append)
+    )
+    during = await seen(marker, lambda pids: len(pids) == 2)
+
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    assert len(during) == 2
+    assert len(exits) == 1
+    assert exits[0] in during
+    assert_nothing_left(marker)
+
+
+async def test_cancelling_a_call_that_ignores_sigterm_escalates_to_sigkill(prompt_file, marker):
+    leader: list[int] = []
+    call = asyncio.create_task(
+        run_sim(prompt_file, marker, behaviour="ignore_term", timeout_s=60, kill_grace_s=0.3, on_spawn=leader.append)
+    )
+    await seen(marker, lambda pids: bool(pids) and ignores_sigterm(leader[0]))
+
+    started = time.monotonic()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    assert time.monotonic() - started >= 0.3
+    assert_nothing_left(marker)
+
+
+async def test_cancelling_again_during_the_kill_does_not_stop_the_kill(prompt_file, marker):
+    leader: list[int] = []
+    exits: list[int] = []
+    call = asyncio.create_task(
+        run_sim(
+            prompt_file,
+            marker,
+            behaviour="ignore_term",
+            timeout_s=60,
+            kill_grace_s=1.0,
+            on_spawn=leader.append,
+            on_exit=exits.append,
+        )
+    )
+    await seen(marker, lambda pids: bool(pids) and ignores_sigterm(leader[0]))
+
+    call.cancel()
+    await asyncio.sleep(0.1)  # the kill is now waiting out its grace period
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    assert pids_with_env("FPF_RUN_ID", marker) == leader  # the grace period is not over yet
+    await seen(marker, lambda pids: not pids, within_s=5)
+    await asyncio.sleep(0.1)  # on_exit runs right after the group is gone
+    assert exits == leader
+
+
+async def test_a_process_that_escaped_the_group_cannot_hold_up_the_call(marker):
+    escape = (
+        "import subprocess; subprocess.Popen(['sleep', '30'], start_new_session=True); "
+        "print('{\"answer\": 1}', flush=True)"
+    )
+    started = time.monotonic()
+
+    result = await run_fpf(
+        [sys.executable, "-c", escape], env=call_env(marker), timeout_s=10, max_output_bytes=CAP, kill_grace_s=1
+    )
+
+    assert verdict_of(result).ok
+    assert time.monotonic() - started < 5
+    # Out of our reach by design (its own session); the marker fixture cleans it up.
+    assert len(pids_with_env("FPF_RUN_ID", marker)) == 1
+
+
+async def test_stderr_keeps_only_its_last_four_kibibytes(marker):
+    noisy = "import sys; sys.stderr.write('x' * 100_000 + 'THE END\\n'); sys.exit(1)"
+
+    result = await run_fpf(
+        [sys.executable, "-c", noisy], env=call_env(marker), timeout_s=10, max_output_bytes=CAP, kill_grace_s=1
+    )
+
+    assert len(result.stderr_tail) == STDERR_TAIL_BYTES
+    assert result.stderr_tail.endswith(b"xxTHE END\n")
+
+
+async def test_a_missing_program_is_a_spawn_error_and_nothing_is_called_back(marker):
+    called: list[int] = []
+
+    result = await run_fpf(
+        ["/nonexistent/fpf"],
+        env=call_env(marker),
+        timeout_s=10,
+        max_output_bytes=CAP,
+        kill_grace_s=1,
+        on_spawn=called.append,
+        on_exit=called.append,
+    )
+    verdict = verdict_of(result)
+
+    assert result.pid is None
+    assert called == []
+    assert verdict.reason is FailureReason.SPAWN_ERROR
+    assert verdict.excerpt == "cannot start '/nonexistent/fpf': [Errno 2] No such file or directory: '/nonexistent/fpf'"
+
+
+async def test_a_program_without_execute_permission_is_a_spawn_error(tmp_path, marker):
+    script = tmp_path / "fpf"
+    script.write_text("#!/bin/sh\necho '{}'\n")
+    script.chmod(0o644)
+
+    result = await run_fpf([str(script)], env=call_env(marker), timeout_s=10, max_output_bytes=CAP, kill_grace_s=1)
+
+    assert verdict_of(result).reason is FailureReason.SPAWN_ERROR
+    assert "Permission denied" in (result.spawn_error or "")
+
+
+async def test_text_mode_applies_min_bytes_to_a_plain_text_answer(prompt_file, marker):
+    result = await run_sim(prompt_file, marker, text_bytes=5000)
+
+    assert verdict_of(result, "text", min_bytes=5000).ok
+    assert verdict_of(result, "text", min_bytes=5001).reason is FailureReason.TOO_SMALL

@@ -1,0 +1,258 @@
+"""Runs executed end to end by a real arq worker against a real server, with real FPF processes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+
+from helpers import wait_finished, wait_for_event
+from livestats_shared.control import cancel_run, submit_run
+from livestats_shared.history import read_events, read_snapshot, read_stats_hash
+from livestats_shared.spec import PhaseSpec, RunSpec
+from livestats_shared.stats import PRODUCER_PREFIX, fold
+from proc_util import pids_with_env
+
+FAST = {"FPF_SIM_LATENCY_MS": "20", "FPF_SIM_JITTER_MS": "10"}
+
+
+def phase(name: str, calls: int = 1, **kw) -> PhaseSpec:
+    env = {**FAST, **kw.pop("env", {})}
+    return PhaseSpec(name=name, calls=calls, env=env, **kw)
+
+
+def assert_consistent(events, stats_hash) -> None:
+    assert [e.seq for e in events] == list(range(1, len(events) + 1)), "seq must be contiguous from 1"
+    assert events[0].type == "run.queued" and events[-1].type == "run.finished"
+    assert {k: v for k, v in stats_hash.items() if not k.startswith(PRODUCER_PREFIX)} == fold(events)
+
+
+async def test_a_run_with_failures_and_retries_is_complete_ordered_and_folds_to_its_stats(
+    redis, publisher, start_worker, queue_name
+):
+    await start_worker()
+    spec = RunSpec(
+        name="retries",
+        retry_budget_ratio=1.0,
+        backoff_base_s=0.01,
+        phases=[
+            phase("generate", 12, concurrency=4, predicted_tokens=300, env={"FPF_SIM_FAIL_FIRST": "1"}),
+            phase(
+                "evaluate", 8, concurrency=3, env={"FPF_SIM_GARBAGE_RATE": "0.3", "FPF_SIM_SEED": "7"}, max_attempts=5
+            ),
+        ],
+    )
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    finished = await wait_finished(redis, run_id, 60)
+
+    events = await read_events(redis, run_id)
+    assert_consistent(events, await read_stats_hash(redis, run_id))
+    types = Counter(e.type for e in events)
+    assert types["call.started"] == types["call.succeeded"] + types["call.failed"]
+    # generate: every call fails its first attempt (exit code), then succeeds.
+    retries = [e.payload() for e in events if e.type == "call.retrying"]
+    gen_retries = [r for r in retries if r.phase == "generate"]
+    assert len(gen_retries) == 12 and {(r.attempt, r.reason.value) for r in gen_retries} == {(2, "exit_code")}
+    assert all(r.reason.value == "invalid_json" for r in retries if r.phase == "evaluate")
+    snap = await read_snapshot(redis, run_id)
+    assert snap is not None and snap.retries == len(retries) and snap.in_flight == 0
+    assert snap.predicted_tokens == 12 * 300 and snap.output_tokens > 0
+    assert finished.payload().outcome.value == snap.status
+    assert snap.status == "succeeded" or (snap.status == "failed" and snap.reason == "calls_failed")
+    assert snap.last_error is None or snap.status == "failed"
+    phases = [e.payload().phase for e in events if e.type == "phase.started"]
+    assert phases == ["generate", "evaluate"]
+
+
+async def test_the_retry_budget_stops_a_storm_of_valid_small_json_answers_rejected_by_a_text_minimum(
+    redis, publisher, start_worker, queue_name
+):
+    """The old system's 3 KB minimum rejected valid ~400-byte JSON and retried 2,016 times."""
+    await start_worker()
+    misconfigured = phase("evaluate", 50, concurrency=4, output="text", min_bytes=3072, max_attempts=10)
+    spec = RunSpec(name="storm", phases=[misconfigured], backoff_base_s=0.01)
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    finished = (await wait_finished(redis, run_id, 60)).payload()
+    assert (finished.outcome.value, finished.reason) == ("failed", "retry_budget_exhausted")
+
+    events = await read_events(redis, run_id)
+    failures = [e.payload() for e in events if e.type == "call.failed" and e.payload().reason.value == "too_small"]
+    assert failures and all(340 <= int(f.excerpt.split()[0]) <= 420 for f in failures if f.excerpt[0].isdigit())
+    snap = await read_snapshot(redis, run_id)
+    assert snap is not None and snap.retries == spec.retry_budget == 10
+    assert snap.total_calls <= spec.retry_budget + 2 * misconfigured.concurrency  # not thousands
+    assert_consistent(events, await read_stats_hash(redis, run_id))
+
+    # The same answers in json mode are fine: no minimum size for JSON.
+    ok_id = await submit_run(
+        redis, publisher, RunSpec(phases=[phase("evaluate", 10, concurrency=4)]), queue_name=queue_name
+    )
+    assert (await wait_finished(redis, ok_id, 60)).payload().outcome.value == "succeeded"
+
+
+async def test_a_per_run_timeout_ends_the_run_timed_out_with_no_process_left(
+    redis, publisher, start_worker, queue_name
+):
+    await start_worker()
+    spec = RunSpec(
+        timeout_s=2,
+        phases=[phase("generate", 3, concurrency=3, env={"FPF_SIM_BEHAVIOUR": "hang_with_child"}, call_timeout_s=120)],
+    )
+    t0 = time.monotonic()
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    await wait_for_event(redis, run_id, "call.started", 10)
+    assert pids_with_env("FPF_RUN_ID", run_id), "the hanging calls should be running"
+    finished = (await wait_finished(redis, run_id, 15)).payload()
+    assert time.monotonic() - t0 < 2 + 5
+    assert (finished.outcome.value, finished.reason) == ("timed_out", "run_timeout")
+    assert pids_with_env("FPF_RUN_ID", run_id) == []
+    snap = await read_snapshot(redis, run_id)
+    assert snap is not None and snap.in_flight == 0
+    assert_consistent(await read_events(redis, run_id), await read_stats_hash(redis, run_id))
+
+
+async def test_arqs_job_timeout_is_the_ceiling_and_also_ends_the_run_timed_out(
+    redis, publisher, start_worker, queue_name
+):
+    await start_worker(run_timeout_s=1.5)  # the spec asks for 600 s; the worker allows 1.5 s
+    spec = RunSpec(phases=[phase("generate", 2, concurrency=2, env={"FPF_SIM_BEHAVIOUR": "ignore_term"})])
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    finished = (await wait_finished(redis, run_id, 10)).payload()
+    assert finished.outcome.value == "timed_out" and finished.elapsed_s < 1.5 + 5
+    assert pids_with_env("FPF_RUN_ID", run_id) == []
+
+
+async def test_a_per_call_timeout_kills_that_calls_process_group(redis, publisher, start_worker, queue_name):
+    await start_worker()
+    spec = RunSpec(
+        phases=[
+            phase("generate", 1, env={"FPF_SIM_BEHAVIOUR": "hang_with_child"}, call_timeout_s=0.5, max_attempts=1),
+            phase("evaluate", 2),
+        ]
+    )
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    finished = (await wait_finished(redis, run_id, 20)).payload()
+    assert (finished.outcome.value, finished.reason) == ("failed", "calls_failed")
+    failure = next(e.payload() for e in await read_events(redis, run_id) if e.type == "call.failed")
+    assert failure.reason.value == "timeout" and failure.final
+    assert pids_with_env("FPF_RUN_ID", run_id) == []
+
+
+async def test_cancel_kills_the_runs_processes_and_ends_it_cancelled(redis, publisher, start_worker, queue_name):
+    await start_worker(heartbeat_interval_s=30)  # the arq abort path, not the heartbeat check
+    spec = RunSpec(phases=[phase("generate", 4, concurrency=4, env={"FPF_SIM_BEHAVIOUR": "hang_with_child"})])
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    for _ in range(4):
+        await wait_for_event(redis, run_id, "call.started", 10)
+    await asyncio.sleep(0.3)
+    assert len(pids_with_env("FPF_RUN_ID", run_id)) >= 4
+    t0 = time.monotonic()
+    assert await cancel_run(redis, publisher, run_id, reason="stop it") == "cancelling"
+    finished = (await wait_finished(redis, run_id, 10)).payload()
+    assert (finished.outcome.value, finished.reason, finished.detail) == ("cancelled", "cancel_requested", "stop it")
+    assert time.monotonic() - t0 < 5
+    assert pids_with_env("FPF_RUN_ID", run_id) == []
+    events = await read_events(redis, run_id)
+    cancelled = [e for e in events if e.type == "call.failed" and e.payload().reason.value == "cancelled"]
+    assert len(cancelled) == 4
+    assert_consistent(events, await read_stats_hash(redis, run_id))
+
+
+async def test_a_cancel_request_is_also_seen_by_the_heartbeat(redis, publisher, start_worker, queue_name):
+    await start_worker(heartbeat_interval_s=0.2)
+    spec = RunSpec(phases=[phase("generate", 2, concurrency=2, env={"FPF_SIM_BEHAVIOUR": "hang"})])
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    await wait_for_event(redis, run_id, "call.started", 10)
+    from livestats_shared import keys
+
+    await redis.set(keys.run_cancel(run_id), "flag only")  # no arq abort
+    finished = (await wait_finished(redis, run_id, 10)).payload()
+    assert (finished.outcome.value, finished.detail) == ("cancelled", "flag only")
+    assert pids_with_env("FPF_RUN_ID", run_id) == []
+
+
+async def test_a_queued_run_cancelled_before_any_worker_takes_it_never_starts(
+    redis, publisher, start_worker, queue_name
+):
+    run_id = await submit_run(redis, publisher, RunSpec(phases=[phase("generate", 2)]), queue_name=queue_name)
+    assert await cancel_run(redis, publisher, run_id) == "cancelled"
+    await start_worker()
+    await asyncio.sleep(1.0)
+    assert [e.type for e in await read_events(redis, run_id)] == ["run.queued", "run.finished"]
+    assert await cancel_run(redis, publisher, run_id) == "cancelled"  # idempotent
+
+
+async def test_every_bad_output_is_classified_and_the_worker_keeps_working(redis, publisher, start_worker, queue_name):
+    await start_worker(max_output_bytes=1 << 20)
+    behaviours = {
+        "empty": "empty",
+        "binary": "not_utf8",
+        "truncated": "invalid_json",
+        "huge": "too_large",
+        "exit_json": "exit_code",
+        "crash": "killed",
+        "hang": "timeout",
+        "garbage": "invalid_json",
+    }
+    spec = RunSpec(
+        phases=[phase(b, 1, env={"FPF_SIM_BEHAVIOUR": b}, max_attempts=1, call_timeout_s=1.0) for b in behaviours]
+        + [phase("non-utf8-text", 1, output="text", env={"FPF_SIM_BEHAVIOUR": "binary"}, max_attempts=1)]
+    )
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    finished = (await wait_finished(redis, run_id, 60)).payload()
+    assert (finished.outcome.value, finished.reason) == ("failed", "calls_failed")
+    events = await read_events(redis, run_id)
+    reasons = {e.payload().phase: e.payload().reason.value for e in events if e.type == "call.failed"}
+    assert reasons == {**behaviours, "non-utf8-text": "not_utf8"}
+    assert all(len(e.payload().excerpt) <= 200 for e in events if e.type == "call.failed")
+    assert_consistent(events, await read_stats_hash(redis, run_id))
+    # Same worker, next run: fine.
+    ok_id = await submit_run(redis, publisher, RunSpec(phases=[phase("generate", 3)]), queue_name=queue_name)
+    assert (await wait_finished(redis, ok_id, 30)).payload().outcome.value == "succeeded"
+
+
+async def test_a_missing_fpf_command_fails_the_run_fast_with_spawn_error(redis, publisher, start_worker, queue_name):
+    await start_worker(fpf_command=["/nonexistent/fpf", "{prompt_file}"])
+    run_id = await submit_run(
+        redis, publisher, RunSpec(phases=[phase("generate", 20, concurrency=2)]), queue_name=queue_name
+    )
+    finished = (await wait_finished(redis, run_id, 20)).payload()
+    assert (finished.outcome.value, finished.reason) == ("failed", "spawn_error")
+    snap = await read_snapshot(redis, run_id)
+    assert snap is not None and snap.total_calls <= 2
+
+
+async def test_the_server_stopped_and_restarted_mid_run_loses_no_event(
+    redis_server, redis, publisher, start_worker, queue_name
+):
+    server = redis_server.require_control()
+    await start_worker()
+    spec = RunSpec(phases=[phase("generate", 40, concurrency=4, env={"FPF_SIM_LATENCY_MS": "100"})])
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    for _ in range(6):
+        await wait_for_event(redis, run_id, "call.succeeded", 10)
+    await asyncio.to_thread(server.stop)
+    await asyncio.sleep(1.5)  # calls keep running and their events wait in the outbox
+    await asyncio.to_thread(server.start)
+    finished = (await wait_finished(redis, run_id, 60)).payload()
+    assert finished.outcome.value == "succeeded"
+    events = await read_events(redis, run_id)
+    assert_consistent(events, await read_stats_hash(redis, run_id))
+    assert sum(e.type == "call.succeeded" for e in events) == 40
+
+
+async def test_heartbeats_carry_elapsed_remaining_and_child_pids_from_one_clock(
+    redis, publisher, start_worker, queue_name
+):
+    await start_worker(heartbeat_interval_s=0.25)
+    spec = RunSpec(timeout_s=30, phases=[phase("generate", 2, concurrency=2, env={"FPF_SIM_LATENCY_MS": "1500"})])
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    await wait_finished(redis, run_id, 20)
+    beats = [e.payload() for e in await read_events(redis, run_id) if e.type == "heartbeat"]
+    assert len(beats) >= 4
+    for b in beats:
+        assert abs(b.elapsed_s + b.remaining_s - 30) < 0.01  # same clock: they always add up
+    assert any(b.in_flight == 2 and len(b.pids) == 2 for b in beats)
+    gaps = [b2.elapsed_s - b1.elapsed_s for b1, b2 in itertools.pairwise(beats)]
+    assert all(0.15 < g < 0.5 for g in gaps)
