@@ -190,7 +190,7 @@ async def _finish(
         else:
             await _terminate(pgid, collector.exited, grace_s)
         # Even after a clean exit: orphaned grandchildren would run on and keep burning tokens.
-        pass
+        _signal_group(pgid, signal.SIGKILL)
         # Now only a process that left the group (setsid) can hold a pipe; we cannot kill it, so
         # stop waiting for it after a moment.
         if not await _wait(collector.pipes_closed, PIPE_DRAIN_S):

@@ -1,0 +1,23 @@
+"""CLI settings, from LIVESTATS_* environment variables (REDIS_URL also accepted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from livestats_shared import keys
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CliConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIVESTATS_", extra="ignore", populate_by_name=True)
+
+    # Unset: `livestats up` starts the embedded server; other commands use the default below.
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("LIVESTATS_REDIS_URL", "REDIS_URL"))
+    queue_name: str = keys.JOB_QUEUE
+    data_dir: Path = Field(Path(".run"), description="Embedded server data and process logs.")
+    embedded_port: int = Field(6399, ge=1, le=65535, description="Preferred port of the embedded server.")
+
+    @property
+    def url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.embedded_port}/0"

@@ -1,0 +1,184 @@
+"""The `livestats` command line.
+
+Exit codes scripts can rely on:
+    0  success (for `submit --wait`: the run succeeded)
+    1  the run ended but not `succeeded` (submit --wait), or a service failed
+    2  bad input: invalid spec, invalid run id, bad arguments
+    3  no such run
+    4  Redis unavailable
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import orjson
+from livestats_shared.control import UnknownRun, cancel_run, submit_run
+from livestats_shared.errors import InvalidRunId, PublishError
+from livestats_shared.history import iter_events, read_snapshot
+from livestats_shared.ids import validate_run_id
+from livestats_shared.publish import Publisher
+from livestats_shared.redis_client import UNAVAILABLE, connect
+from livestats_shared.spec import RunSpec
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from .config import CliConfig
+from .follow import ProgressView, follow
+from .up import demo_spec, up
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+_UNREACHABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, PublishError)
+Handler = Callable[[Redis, CliConfig, argparse.Namespace], Awaitable[int]]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livestats", description="Real-time telemetry for LLM pipeline runs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("up", help="start server (embedded unless REDIS_URL), worker and a demo run")
+    s.add_argument("--no-demo", action="store_true", help="start the stack without submitting the demo run")
+    s.add_argument("--spec", help="submit this run spec instead of the bundled demo")
+    s.add_argument("--exit-after-run", action="store_true", help="stop everything once the submitted run ends")
+
+    sub.add_parser("worker", help="run one worker process (like `livestats-worker`)")
+
+    s = sub.add_parser("submit", help="submit a run spec (JSON file, or - for stdin)")
+    s.add_argument("spec", help="path to a run spec JSON file, or -")
+    s.add_argument("--run-id", help="use this run id instead of a generated one")
+    s.add_argument("--wait", action="store_true", help="follow the run and exit with its outcome")
+    s.add_argument("--json", action="store_true", help="print machine-readable output")
+
+    s = sub.add_parser("status", help="a run's current snapshot")
+    s.add_argument("run_id")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("events", help="a run's events as NDJSON")
+    s.add_argument("run_id")
+    s.add_argument("--follow", "-f", action="store_true", help="keep printing live events until the run ends")
+    s.add_argument("--after", default="0-0", help="start after this stream id")
+
+    s = sub.add_parser("cancel", help="cancel a queued or running run")
+    s.add_argument("run_id")
+    s.add_argument("--reason", default="cancelled from the command line")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    config = CliConfig()
+    if args.command == "worker":
+        # A separate service: run it as its own program rather than importing it.
+        os.execv(sys.executable, [sys.executable, "-m", "livestats_worker"])
+    if args.command == "up":
+        try:
+            spec = (
+                None
+                if args.no_demo
+                else RunSpec.model_validate_json(Path(args.spec).read_text())
+                if args.spec
+                else demo_spec()
+            )
+        except (OSError, ValidationError) as exc:
+            print(f"error: cannot use spec {args.spec}: {exc}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run)))
+    if args.command == "submit":
+        try:
+            args.spec_text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+        except OSError as exc:
+            print(f"error: cannot read spec: {exc}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+    handlers: dict[str, Handler] = {
+        "submit": _submit,
+        "status": _status,
+        "events": _events,
+        "cancel": _cancel,
+    }
+    sys.exit(asyncio.run(_with_redis(handlers[args.command], config, args)))
+
+
+async def _with_redis(
+    handler: Callable[[Redis, CliConfig, argparse.Namespace], Awaitable[int]],
+    config: CliConfig,
+    args: argparse.Namespace,
+) -> int:
+    redis = connect(config.url, "livestats.cli")
+    try:
+        return await handler(redis, config, args)
+    except (InvalidRunId, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except UnknownRun as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except _UNREACHABLE as exc:
+        print(f"error: Redis unavailable: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    finally:
+        await redis.aclose()
+
+
+async def _submit(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
+    spec = RunSpec.model_validate_json(args.spec_text)
+    async with Publisher(redis) as publisher:
+        run_id = await submit_run(redis, publisher, spec, run_id=args.run_id, queue_name=config.queue_name)
+    print(orjson.dumps({"run_id": run_id}).decode() if args.json else f"submitted run {run_id}")
+    if not args.wait:
+        return EXIT_OK
+    view = ProgressView(run_id, sys.stderr if args.json else sys.stdout)
+    async for event in follow(redis, run_id):
+        view.update(event)
+    outcome = view.snapshot().outcome
+    if args.json:
+        print(view.snapshot().model_dump_json())
+    return EXIT_OK if outcome == "succeeded" else EXIT_RUN_FAILED
+
+
+async def _status(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
+    snap = await read_snapshot(redis, validate_run_id(args.run_id))
+    if snap is None:
+        raise UnknownRun(args.run_id)
+    if args.json:
+        print(snap.model_dump_json())
+    else:
+        print(f"{snap.run_id} {snap.name!r}: {snap.status}" + (f" ({snap.reason})" if snap.reason else ""))
+        print(
+            f"  calls {snap.calls_done}/{snap.planned_calls} done, ok {snap.successful_calls}, "
+            f"failed {snap.failed_calls}, retries {snap.retries}, in flight {snap.in_flight}"
+        )
+        for ph in snap.phases:
+            print(f"  {ph.name}: {ph.done}/{ph.planned} ({ph.failed} failed)")
+        if snap.last_error:
+            print(f"  last error: {snap.last_error['reason']} {snap.last_error['excerpt'][:80]}")
+    return EXIT_OK
+
+
+async def _events(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
+    run_id = validate_run_id(args.run_id)
+    if await read_snapshot(redis, run_id) is None:
+        raise UnknownRun(run_id)
+    out = sys.stdout.buffer
+    if args.follow:
+        async for event in follow(redis, run_id, after=args.after):
+            out.write(orjson.dumps(event.model_dump(mode="json")) + b"\n")
+            out.flush()
+        return EXIT_OK
+    last = args.after
+
+    async for event in iter_events(redis, run_id, after="-" if last == "0-0" else last):
+        out.write(orjson.dumps(event.model_dump(mode="json")) + b"\n")
+    out.flush()
+    return EXIT_OK
+
+
+async def _cancel(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
+    async with Publisher(redis) as publisher:
+        status = await cancel_run(redis, publisher, args.run_id, reason=args.reason)
+    print(status)
+    return EXIT_OK

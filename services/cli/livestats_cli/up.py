@@ -1,0 +1,136 @@
+"""`livestats up` (what `make run` runs): the whole stack on this machine, one command.
+
+Starts the embedded server (unless REDIS_URL is set) and a worker, submits the demo run,
+shows it live, and on Ctrl-C or SIGTERM stops everything it started: worker first (its runs
+end `cancelled` and its events are flushed), then the server (which writes its data to disk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+from livestats_shared.control import submit_run
+from livestats_shared.publish import Publisher
+from livestats_shared.redis_client import connect
+from livestats_shared.spec import RunSpec
+from redis.asyncio import Redis
+
+from .config import CliConfig
+from .embedded import EmbeddedServer, free_port, port_in_use
+from .follow import ProgressView, follow
+
+
+def demo_spec() -> RunSpec:
+    return RunSpec.model_validate_json((files("livestats_cli") / "demo.json").read_text())
+
+
+class Child:
+    """A service process in its own session, so a terminal's Ctrl-C reaches only us and we
+    stop the children in order."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.log_path = log_path
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            print(f"{self.name} did not stop within {timeout_s:g} s; killing it", file=sys.stderr)
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    server: EmbeddedServer | None = None
+    worker: Child | None = None
+    try:
+        if config.redis_url:
+            url = config.redis_url
+            print(f"using Redis at {_redact(url)}")
+        else:
+            port = config.embedded_port if not port_in_use(config.embedded_port) else free_port()
+            server = EmbeddedServer(config.data_dir / "valkey", port)
+            await asyncio.to_thread(server.start)
+            url = server.url
+            print(f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on)")
+        env = {**os.environ, "LIVESTATS_REDIS_URL": url, "LIVESTATS_QUEUE_NAME": config.queue_name}
+        worker = Child("worker", [sys.executable, "-m", "livestats_worker"], env, config.data_dir / "worker.log")
+        print(f"worker pid {worker.proc.pid} (log: {worker.log_path})")
+
+        if spec is not None:
+            outcome = await _run_and_show(url, config, spec, stop)
+            if exit_after_run or stop.is_set():
+                return 0 if outcome in ("succeeded", None) else 1
+        print("\nstack is up. Submit runs with `livestats submit SPEC.json`; Ctrl-C stops everything.")
+        while not stop.is_set():
+            if worker.proc.poll() is not None:
+                print(f"worker exited with {worker.proc.returncode}; see {worker.log_path}", file=sys.stderr)
+                return 1
+            with contextlib.suppress(TimeoutError):  # the timeout is just our check interval
+                await asyncio.wait_for(stop.wait(), 1.0)
+        return 0
+    finally:
+        print("\nstopping...", flush=True)
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+        print("stopped.")
+
+
+async def _run_and_show(url: str, config: CliConfig, spec: RunSpec, stop: asyncio.Event) -> str | None:
+    redis = connect(url, "livestats.cli")
+    try:
+        async with Publisher(redis) as publisher:
+            run_id = await submit_run(redis, publisher, spec, queue_name=config.queue_name)
+        port = url.rsplit(":", 1)[-1].split("/")[0]
+        print(f"\nrun {run_id} ({spec.name}) submitted. Watch it from another terminal too:")
+        print(f"  redis-cli -p {port} XREAD BLOCK 0 STREAMS 'livestats:run:{{{run_id}}}:events' 0-0")
+        print(f"  .venv/bin/livestats events {run_id} --follow\n")
+        view = ProgressView(run_id)
+        watcher = asyncio.create_task(_watch(redis, run_id, view))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not watcher.done():
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            return None
+        await watcher
+        return view.snapshot().outcome
+    finally:
+        await redis.aclose()
+
+
+async def _watch(redis: Redis, run_id: str, view: ProgressView) -> None:
+    async for event in follow(redis, run_id):
+        view.update(event)
+
+
+def _redact(url: str) -> str:
+    """Never print a password: redis://user:secret@host -> redis://user:***@host."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
