@@ -111,7 +111,7 @@ def test_the_fail_rate_is_applied_per_call_and_reproducibly(prompt_file):
     def codes() -> list[int]:
         return [
             simulate(prompt_file, FPF_SIM_SEED="rate", FPF_SIM_FAIL_RATE=0.5, FPF_CALL=call).returncode
-            for call in range(16)
+            for call in range(10)
         ]
 
     first = codes()

@@ -1,0 +1,99 @@
+"""`livestats up` (what `make run` runs) as a user runs it: a real process tree, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from livestats_cli.embedded import EmbeddedServer, free_port
+from livestats_shared.history import read_events
+from livestats_shared.redis_client import connect
+from proc_util import pids_with_env
+
+TINY = {
+    "name": "tiny",
+    "phases": [{"name": "generate", "calls": 6, "concurrency": 3, "env": {"FPF_SIM_LATENCY_MS": "50"}}],
+}
+SLOW = {
+    "name": "slow",
+    "phases": [{"name": "generate", "calls": 50, "concurrency": 4, "env": {"FPF_SIM_LATENCY_MS": "2000"}}],
+}
+
+
+def start_up(tmp_path: Path, spec: dict, *extra: str) -> tuple[subprocess.Popen[str], str, int]:
+    marker = uuid.uuid4().hex
+    port = free_port()
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LIVESTATS_REDIS_URL")}
+    env.update(
+        LIVESTATS_DATA_DIR=str(tmp_path / "run"),
+        LIVESTATS_EMBEDDED_PORT=str(port),
+        LS_TEST_MARKER=marker,
+        PYTHONUNBUFFERED="1",
+    )
+    argv = [sys.executable, "-m", "livestats_cli", "up", "--spec", str(spec_file), *extra]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, marker, port
+
+
+def test_up_shows_a_run_to_the_end_and_leaves_no_process_behind(tmp_path):
+    proc, marker, _port = start_up(tmp_path, TINY, "--exit-after-run")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "embedded server on 127.0.0.1:" in out
+    assert "XREAD BLOCK 0 STREAMS 'livestats:run:{" in out  # the redis-cli recipe is printed
+    assert "run finished: succeeded (completed)" in out
+    assert "6/6" in out
+    assert pids_with_env("LS_TEST_MARKER", marker) == []
+
+
+def test_sigterm_mid_run_stops_everything_and_the_history_survives_a_restart(tmp_path):
+    proc, marker, port = start_up(tmp_path, SLOW)
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "phase generate:" in line:
+            break
+    run_id = next(ln.split()[1] for ln in lines if ln.startswith("run ") and "submitted" in ln)
+    time.sleep(1.5)  # calls are in flight
+    assert len(pids_with_env("LS_TEST_MARKER", marker)) >= 3  # server, worker, FPF calls
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "stopped." in out
+    assert pids_with_env("LS_TEST_MARKER", marker) == []
+
+    # Same data dir, new server: the run's whole history is still there (append-only file).
+    with EmbeddedServer(tmp_path / "run" / "valkey", port) as server:
+
+        async def read() -> list:
+            client = connect(server.url, "livestats.tests")
+            try:
+                return await read_events(client, run_id)
+            finally:
+                await client.aclose()
+
+        events = asyncio.run(read())
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    finished = events[-1].payload()
+    assert events[-1].type == "run.finished"
+    assert (finished.outcome.value, finished.reason) == ("cancelled", "worker_shutdown")
+
+
+@pytest.mark.parametrize("argv", [["up", "--spec", "/nonexistent.json"], ["submit", "/nonexistent.json"]])
+def test_an_unreadable_spec_is_a_clear_error_with_exit_code_2(argv):
+    result = subprocess.run([sys.executable, "-m", "livestats_cli", *argv], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "nonexistent.json" in result.stderr

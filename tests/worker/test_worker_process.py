@@ -1,0 +1,61 @@
+"""The worker as a process: SIGTERM shuts down in phases and leaves nothing running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+
+from helpers import wait_finished, wait_for_event
+from livestats_shared.control import submit_run
+from livestats_shared.spec import PhaseSpec, RunSpec
+from proc_util import pids_with_env
+
+
+async def start_worker_process(redis_url: str, queue: str, **settings: str) -> tuple[asyncio.subprocess.Process, str]:
+    marker = uuid.uuid4().hex
+    env = {
+        **os.environ,
+        "LIVESTATS_REDIS_URL": redis_url,
+        "LIVESTATS_QUEUE_NAME": queue,
+        "LIVESTATS_HEARTBEAT_INTERVAL_S": "0.5",
+        "LS_TEST_MARKER": marker,
+        **{f"LIVESTATS_{k.upper()}": v for k, v in settings.items()},
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "livestats_worker", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    return proc, marker
+
+
+async def test_sigterm_cancels_running_runs_kills_their_calls_and_exits_cleanly(
+    redis, publisher, redis_url, queue_name
+):
+    proc, marker = await start_worker_process(redis_url, queue_name, shutdown_grace_s="0")
+    spec = RunSpec(
+        phases=[PhaseSpec(name="generate", calls=3, concurrency=3, env={"FPF_SIM_BEHAVIOUR": "hang_with_child"})]
+    )
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    for _ in range(3):
+        await wait_for_event(redis, run_id, "call.started", 20)
+    await asyncio.sleep(0.3)
+    assert len(pids_with_env("LS_TEST_MARKER", marker)) >= 1 + 3 * 2  # worker + 3 calls with a child each
+
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finished = (await wait_finished(redis, run_id, 5)).payload()
+    assert (finished.outcome.value, finished.reason) == ("cancelled", "worker_shutdown")
+    assert pids_with_env("LS_TEST_MARKER", marker) == []
+
+
+async def test_sigterm_lets_a_short_run_finish_within_the_grace_period(redis, publisher, redis_url, queue_name):
+    proc, marker = await start_worker_process(redis_url, queue_name, shutdown_grace_s="20")
+    spec = RunSpec(phases=[PhaseSpec(name="generate", calls=2, concurrency=2, env={"FPF_SIM_LATENCY_MS": "1500"})])
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    await wait_for_event(redis, run_id, "call.started", 20)
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 20) == 0
+    assert (await wait_finished(redis, run_id, 5)).payload().outcome.value == "succeeded"
+    assert pids_with_env("LS_TEST_MARKER", marker) == []
