@@ -234,3 +234,23 @@ async def test_run_keys_expire_after_the_terminal_event(redis, publisher):
     mine = [f for _, f in feed if f[b"run_id"] == run_id.encode()]
     assert [f[b"status"] for f in mine] == [b"succeeded", b"queued"]
     assert await redis.zscore(keys.RUNS_INDEX, run_id) is not None
+
+
+async def test_a_write_redis_refuses_fails_loudly_and_other_runs_keep_flowing(redis, publisher, caplog):
+    poisoned, healthy = new_run_id(), new_run_id()
+    await redis.set(keys.run_stats(poisoned), "not a hash")  # every write to this run fails: WRONGTYPE
+    publisher.emit(poisoned, queued())
+    publisher.emit(healthy, queued())
+    with pytest.raises(PublishError, match="WRONGTYPE"):
+        await publisher.publish(poisoned, queued())
+    await publisher.publish(healthy, Heartbeat(elapsed_s=0, remaining_s=1, in_flight=0, pids=[]))
+    assert [e.seq for e in await read_events(redis, healthy)] == [1, 2]
+    assert publisher.failed == 2
+    assert any("not written" in r.getMessage() and poisoned in r.getMessage() for r in caplog.records)
+
+
+async def test_a_closed_publisher_refuses_new_events(redis):
+    pub = await Publisher(redis).start()
+    await pub.close()
+    with pytest.raises(PublishError, match="not running"):
+        pub.emit(new_run_id(), queued())

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from livestats_shared import keys
-from livestats_shared.errors import RunStateConflict
+from livestats_shared.errors import OutboxFull, RunStateConflict
 from livestats_shared.events import (
     EventData,
     Heartbeat,
@@ -36,6 +36,7 @@ log = logging.getLogger("livestats.worker")
 # A cancellation this close to the deadline is the timeout (arq's wait_for and our own
 # deadline fire within milliseconds of each other; which one wins is a race).
 _DEADLINE_SLACK_S = 0.5
+_CANCEL_CHECK_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,9 @@ class RunExecution:
             raise
         finally:
             heartbeats.cancel()
-            await asyncio.gather(heartbeats, return_exceptions=True)
+            for result in await asyncio.gather(heartbeats, return_exceptions=True):
+                if not isinstance(result, asyncio.CancelledError | type(None)):
+                    log.error("run %s: heartbeat task failed", self.run_id, exc_info=result)
             shutil.rmtree(prompt_dir, ignore_errors=True)
         await self._finish(verdict)
         return verdict.outcome.value
@@ -164,14 +167,16 @@ class RunExecution:
         while True:
             await asyncio.sleep(max(0.0, self.clock.tick(n, interval) - loop.time()))
             n += 1
-            self.emit(
-                Heartbeat(
-                    elapsed_s=round(self.clock.elapsed(), 3),
-                    remaining_s=round(self.clock.remaining(), 3),
-                    in_flight=len(self.pids),
-                    pids=sorted(self.pids),
-                )
+            beat = Heartbeat(
+                elapsed_s=round(self.clock.elapsed(), 3),
+                remaining_s=round(self.clock.remaining(), 3),
+                in_flight=len(self.pids),
+                pids=sorted(self.pids),
             )
+            try:
+                self.emit(beat)
+            except OutboxFull as exc:
+                log.error("run %s: heartbeat not recorded: %s", self.run_id, exc)
             reason = await self._cancel_requested()
             if reason is not None and self._task is not None:
                 log.info("run %s: cancel requested (%s)", self.run_id, reason)
@@ -181,8 +186,10 @@ class RunExecution:
 
     async def _cancel_requested(self) -> str | None:
         try:
-            raw: bytes | None = await self.redis.get(keys.run_cancel(self.run_id))
-        except UNAVAILABLE as exc:
+            # Bounded: during an outage the client's own retries could otherwise hold up the
+            # end of a run that is being timed out or shut down.
+            raw: bytes | None = await asyncio.wait_for(self.redis.get(keys.run_cancel(self.run_id)), 2.0)
+        except _CANCEL_CHECK_ERRORS as exc:
             log.warning("run %s: cannot check for a cancel request (%s); will retry", self.run_id, exc)
             return None
         return None if raw is None else raw.decode(errors="replace")

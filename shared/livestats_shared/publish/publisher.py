@@ -85,6 +85,7 @@ class Publisher:
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -92,10 +93,17 @@ class Publisher:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._task = asyncio.create_task(self._drain(), name="livestats-publisher")
+        self._task.add_done_callback(self._drain_ended)
         return self
+
+    def _drain_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Nothing should get here (the loop handles every error); if it does, say so loudly.
+            log.critical("publisher drain task died; events will not be written", exc_info=task.exception())
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Flush within the bound, then stop. Events still buffered are reported, not hidden."""
+        self._closed = True
         flushed = await self.flush(flush_timeout_s)
         if not flushed:
             log.error("publisher closing with %d events not written to Redis", len(self.outbox))
@@ -153,8 +161,8 @@ class Publisher:
         future: asyncio.Future[tuple[int, str]] | None,
         deadline: float,
     ) -> None:
-        if self._loop is None:
-            raise PublishError("publisher not started: call `await publisher.start()` first")
+        if self._loop is None or self._closed:
+            raise PublishError("publisher not running: start it first, and do not use it after close()")
         validate_run_id(run_id)
         ts = _now_ms() if ts is None else ts
         payload = data.model_dump_json().encode()
@@ -205,6 +213,14 @@ class Publisher:
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
+            except Exception as exc:
+                # Not an outage and not a per-run refusal: a bug or a server that answers
+                # nonsense. Retrying would block every later event behind this batch, so the
+                # batch is refused, loudly, and the drain goes on.
+                log.exception("publisher: cannot write a batch of %d events; refusing them", len(batch))
+                self._reject(batch, exc)
+                self.outbox.remove(batch)
+                continue
             if down_since is not None:
                 log.warning(
                     "Redis available again after %.1f s; %d events still buffered",
@@ -229,9 +245,10 @@ class Publisher:
         index_pipe = self.redis.pipeline(transaction=False)
         index_writes = 0
         verdicts: list[tuple[PendingEvent, int, int, bytes | str]] = []
+        rejected: list[tuple[list[PendingEvent], Exception]] = []
         for items, result in zip(groups.values(), results, strict=True):
             if isinstance(result, Exception):
-                self._reject(items, result)
+                rejected.append((items, result))
                 continue
             for item, (status, seq, info) in zip(items, result, strict=True):
                 if status in (0, 1) and item.type in _LIFECYCLE:
@@ -242,6 +259,8 @@ class Publisher:
             await index_pipe.execute()
         # Only now is the batch done: an outage before this point resends all of it.
         self.outbox.remove(batch)
+        for items, exc in rejected:
+            self._reject(items, exc)
         for item, status, seq, info in verdicts:
             self._settle(item, status, seq, info)
 
@@ -291,12 +310,12 @@ class Publisher:
             fut.set_result((seq, text))
 
     def _reject(self, items: list[PendingEvent], exc: Exception) -> None:
-        """Redis refused the script itself (not an outage): retrying cannot help."""
+        """Redis refused the write itself (not an outage): retrying cannot help."""
         self.failed += len(items)
         log.error(
-            "Redis rejected %d events for run %s (%s: %s); they are not written",
+            "%d events (runs %s) not written: %s: %s",
             len(items),
-            items[0].run_id,
+            sorted({i.run_id for i in items}),
             type(exc).__name__,
             exc,
         )
