@@ -79,7 +79,7 @@ def redis_settings(url: str) -> RedisSettings:
 def create_worker(config: WorkerConfig, *, handle_signals: bool = True) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         client = connect(config.redis_url, "livestats.worker")
-        publisher = Publisher(client, producer=config.worker_name, capacity=config.outbox_capacity)
+        publisher = Publisher(client, capacity=config.outbox_capacity)
         ctx[_STATE] = WorkerState(config=config, redis=ctx["redis"], publisher=await publisher.start())
         log.info("worker %s ready on queue %s", config.worker_name, config.queue_name)
 

@@ -8,6 +8,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
+
 from ..errors import OutboxFull
 from ..stats import Delta
 
@@ -17,10 +19,9 @@ class PendingEvent:
     run_id: str
     type: str
     ts: int
-    data: bytes  # JSON payload, encoded once
+    body: orjson.Fragment  # [guard, finished, incr, set, del, type, ts, data] as the script reads it
     delta: Delta
     pseq: int  # producer sequence: lets the script drop a batch we re-send after an outage
-    guard: str = ""
     future: asyncio.Future[tuple[int, str]] | None = None  # set for awaited publishes
     deadline: float = float("inf")  # loop time after which an awaited publish gives up
 
@@ -63,7 +64,9 @@ class Outbox:
         """Remove the given items: normally the head returned by peek_batch, or expired waiters."""
         done = {id(i) for i in items}
         with self._lock:
+            removed = 0
             while self._items and id(self._items[0]) in done:
                 self._items.popleft()
-            if any(id(i) in done for i in self._items):
+                removed += 1
+            if removed < len(done):  # some were not at the head (expired waiters): rebuild
                 self._items = deque(i for i in self._items if id(i) not in done)
