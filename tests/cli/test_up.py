@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -28,7 +29,27 @@ SLOW = {
 }
 
 
-def start_up(tmp_path: Path, spec: dict, *extra: str) -> tuple[subprocess.Popen[str], str, int]:
+@pytest.fixture
+def start_up(tmp_path: Path):
+    """Start `livestats up`; whatever a failing test leaves running is stopped afterwards."""
+    started: list[tuple[subprocess.Popen[str], str]] = []
+
+    def start(spec: dict, *extra: str) -> tuple[subprocess.Popen[str], str, int]:
+        proc, marker, port = _start_up(tmp_path, spec, *extra)
+        started.append((proc, marker))
+        return proc, marker, port
+
+    yield start
+    for proc, marker in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
+        for pid in pids_with_env("LS_TEST_MARKER", marker):
+            with contextlib.suppress(ProcessLookupError):  # it exited since the scan
+                os.kill(pid, signal.SIGKILL)
+
+
+def _start_up(tmp_path: Path, spec: dict, *extra: str) -> tuple[subprocess.Popen[str], str, int]:
     marker = uuid.uuid4().hex
     port = free_port()
     spec_file = tmp_path / "spec.json"
@@ -45,8 +66,8 @@ def start_up(tmp_path: Path, spec: dict, *extra: str) -> tuple[subprocess.Popen[
     return proc, marker, port
 
 
-def test_up_shows_a_run_to_the_end_and_leaves_no_process_behind(tmp_path):
-    proc, marker, _port = start_up(tmp_path, TINY, "--exit-after-run")
+def test_up_shows_a_run_to_the_end_and_leaves_no_process_behind(start_up):
+    proc, marker, _port = start_up(TINY, "--exit-after-run")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "embedded server on 127.0.0.1:" in out
@@ -56,8 +77,8 @@ def test_up_shows_a_run_to_the_end_and_leaves_no_process_behind(tmp_path):
     assert pids_with_env("LS_TEST_MARKER", marker) == []
 
 
-def test_sigterm_mid_run_stops_everything_and_the_history_survives_a_restart(tmp_path):
-    proc, marker, port = start_up(tmp_path, SLOW)
+def test_sigterm_mid_run_stops_everything_and_the_history_survives_a_restart(start_up, tmp_path):
+    proc, marker, port = start_up(SLOW)
     assert proc.stdout is not None
     lines = []
     deadline = time.monotonic() + 30
