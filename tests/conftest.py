@@ -18,6 +18,7 @@ from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 from livestats_worker.config import WorkerConfig
 from livestats_worker.serve import serve
+from proc_util import kill_all_with_env
 from redis.asyncio import Redis
 
 
@@ -92,3 +93,11 @@ async def start_worker(redis_url: str, queue_name: str) -> AsyncIterator[object]
     yield start
     stop.set()
     await asyncio.gather(*running)
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique FPF_RUN_ID; whatever a test leaves running under it is killed afterwards."""
+    value = f"test-{uuid.uuid4().hex}"
+    yield value
+    kill_all_with_env("FPF_RUN_ID", value)

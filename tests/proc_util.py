@@ -7,6 +7,7 @@ environment, so every descendant carries the marker too, whatever process group 
 from __future__ import annotations
 
 import os
+import signal
 
 
 def pids_with_env(key: str, value: str) -> list[int]:
@@ -30,3 +31,12 @@ def pids_with_env(key: str, value: str) -> list[int]:
         if needle in variables:
             found.append(int(name))
     return sorted(found)
+
+
+def kill_all_with_env(key: str, value: str) -> None:
+    """SIGKILL whatever still carries the marker: cleanup after a failing test."""
+    for pid in pids_with_env(key, value):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue  # exited since the scan

@@ -49,6 +49,9 @@ class PhaseSpec(BaseModel):
         bad = [k for k in v if not _ENV_KEY.fullmatch(k)]
         if bad:
             raise ValueError(f"only FPF_[A-Z0-9_]+ variables may be set, not {bad}")
+        nul = [k for k, val in v.items() if "\0" in val]
+        if nul:
+            raise ValueError(f"environment values cannot contain NUL bytes: {nul}")
         return v
 
     @model_validator(mode="after")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -17,7 +16,7 @@ import pytest
 from livestats_cli.embedded import EmbeddedServer, free_port
 from livestats_shared.history import read_events
 from livestats_shared.redis_client import connect
-from proc_util import pids_with_env
+from proc_util import kill_all_with_env, pids_with_env
 
 TINY = {
     "name": "tiny",
@@ -44,9 +43,7 @@ def start_up(tmp_path: Path):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=60)
-        for pid in pids_with_env("LS_TEST_MARKER", marker):
-            with contextlib.suppress(ProcessLookupError):  # it exited since the scan
-                os.kill(pid, signal.SIGKILL)
+        kill_all_with_env("LS_TEST_MARKER", marker)
 
 
 def _start_up(tmp_path: Path, spec: dict, *extra: str) -> tuple[subprocess.Popen[str], str, int]:

@@ -9,11 +9,9 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
-
-from tests.proc_util import pids_with_env
+from proc_util import pids_with_env
 
 SIM = [sys.executable, "-m", "livestats_fpfsim"]
 PROMPT = "Compare answers A and B for item 12; explain which is better.\n"
@@ -24,18 +22,6 @@ def prompt_file(tmp_path):
     path = tmp_path / "prompt.txt"
     path.write_text(PROMPT)
     return path
-
-
-@pytest.fixture
-def marker():
-    """A unique FPF_RUN_ID; whatever a test leaves running under it is killed afterwards."""
-    value = f"test-{uuid.uuid4().hex}"
-    yield value
-    for pid in pids_with_env("FPF_RUN_ID", value):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue  # already gone
 
 
 def sim_env(**env: object) -> dict[str, str]:

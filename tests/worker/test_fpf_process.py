@@ -9,15 +9,14 @@ import os
 import signal
 import sys
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import pytest
 from livestats_shared.events import FailureReason
 from livestats_worker.fpf import STDERR_TAIL_BYTES, ProcessResult, run_fpf
 from livestats_worker.output import CallVerdict, classify
-
-from tests.proc_util import pids_with_env
+from proc_util import pids_with_env
 
 SIM = [sys.executable, "-m", "livestats_fpfsim"]
 PROMPT = "Summarise the evidence for item 7 of phase generate.\n"
@@ -29,16 +28,6 @@ def prompt_file(tmp_path):
     path = tmp_path / "prompt.txt"
     path.write_text(PROMPT)
     return path
-
-
-@pytest.fixture
-def marker():
-    """A unique FPF_RUN_ID; whatever a test leaves running under it is killed afterwards."""
-    value = f"test-{uuid.uuid4().hex}"
-    yield value
-    for pid in pids_with_env("FPF_RUN_ID", value):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def call_env(marker: str, **sim: object) -> dict[str, str]:
@@ -85,6 +74,21 @@ async def seen(marker: str, condition: Callable[[list[int]], bool], within_s: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"processes {pids} never satisfied the condition")
         await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def background(call: Coroutine[Any, Any, ProcessResult]) -> AsyncIterator[asyncio.Task[ProcessResult]]:
+    """Run `call` as a task, cancelled and awaited on the way out if the test did not finish it.
+
+    A call still pending when the test's event loop closes would be cancelled together with
+    asyncio's own pipe-connecting task, which hangs the teardown (CPython gh-125502).
+    """
+    task = asyncio.create_task(call)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
 
 
 def ignores_sigterm(pid: int) -> bool:
@@ -205,10 +209,9 @@ async def test_a_hanging_call_times_out_and_is_terminated(prompt_file, marker):
 
 
 async def test_a_timeout_kills_the_children_of_the_call_too(prompt_file, marker):
-    call = asyncio.create_task(run_sim(prompt_file, marker, behaviour="hang_with_child", timeout_s=1))
-
-    during = await seen(marker, lambda pids: len(pids) == 2)
-    result = await call
+    async with background(run_sim(prompt_file, marker, behaviour="hang_with_child", timeout_s=1)) as call:
+        during = await seen(marker, lambda pids: len(pids) == 2)
+        result = await call
 
     assert len(during) == 2
     assert result.timed_out
@@ -227,12 +230,10 @@ async def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period(promp
 
 async def test_a_child_orphaned_by_a_successful_call_is_killed_without_holding_up_the_call(prompt_file, marker):
     leader: list[int] = []
-    call = asyncio.create_task(
-        run_sim(prompt_file, marker, behaviour="orphan_child", timeout_s=30, on_spawn=leader.append)
-    )
-
-    during = await seen(marker, lambda pids: bool(leader) and any(pid != leader[0] for pid in pids))
-    result = await call
+    call = run_sim(prompt_file, marker, behaviour="orphan_child", timeout_s=30, on_spawn=leader.append)
+    async with background(call) as task:
+        during = await seen(marker, lambda pids: bool(leader) and any(pid != leader[0] for pid in pids))
+        result = await task
 
     assert [pid for pid in during if pid != result.pid]
     assert verdict_of(result).ok
@@ -242,14 +243,13 @@ async def test_a_child_orphaned_by_a_successful_call_is_killed_without_holding_u
 
 async def test_cancelling_the_call_kills_its_whole_process_group(prompt_file, marker):
     exits: list[int] = []
-    call = asyncio.create_task(
-        run_sim(prompt_file, marker, behaviour="hang_with_child", timeout_s=60, on_exit=exits.append)
-    )
-    during = await seen(marker, lambda pids: len(pids) == 2)
+    call = run_sim(prompt_file, marker, behaviour="hang_with_child", timeout_s=60, on_exit=exits.append)
+    async with background(call) as task:
+        during = await seen(marker, lambda pids: len(pids) == 2)
 
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
     assert len(during) == 2
     assert len(exits) == 1
@@ -259,15 +259,14 @@ async def test_cancelling_the_call_kills_its_whole_process_group(prompt_file, ma
 
 async def test_cancelling_a_call_that_ignores_sigterm_escalates_to_sigkill(prompt_file, marker):
     leader: list[int] = []
-    call = asyncio.create_task(
-        run_sim(prompt_file, marker, behaviour="ignore_term", timeout_s=60, kill_grace_s=0.3, on_spawn=leader.append)
-    )
-    await seen(marker, lambda pids: bool(pids) and ignores_sigterm(leader[0]))
+    call = run_sim(prompt_file, marker, behaviour="ignore_term", timeout_s=60, kill_grace_s=0.3, on_spawn=leader.append)
+    async with background(call) as task:
+        await seen(marker, lambda pids: bool(leader) and ignores_sigterm(leader[0]))
 
-    started = time.monotonic()
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
     assert time.monotonic() - started >= 0.3
     assert_nothing_left(marker)
@@ -276,29 +275,56 @@ async def test_cancelling_a_call_that_ignores_sigterm_escalates_to_sigkill(promp
 async def test_cancelling_again_during_the_kill_does_not_stop_the_kill(prompt_file, marker):
     leader: list[int] = []
     exits: list[int] = []
-    call = asyncio.create_task(
-        run_sim(
-            prompt_file,
-            marker,
-            behaviour="ignore_term",
-            timeout_s=60,
-            kill_grace_s=1.0,
-            on_spawn=leader.append,
-            on_exit=exits.append,
-        )
+    call = run_sim(
+        prompt_file,
+        marker,
+        behaviour="ignore_term",
+        timeout_s=60,
+        kill_grace_s=1.0,
+        on_spawn=leader.append,
+        on_exit=exits.append,
     )
-    await seen(marker, lambda pids: bool(pids) and ignores_sigterm(leader[0]))
+    async with background(call) as task:
+        await seen(marker, lambda pids: bool(leader) and ignores_sigterm(leader[0]))
 
-    call.cancel()
-    await asyncio.sleep(0.1)  # the kill is now waiting out its grace period
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
+        task.cancel()
+        await asyncio.sleep(0.1)  # the kill is now waiting out its grace period
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
     assert pids_with_env("FPF_RUN_ID", marker) == leader  # the grace period is not over yet
-    await seen(marker, lambda pids: not pids, within_s=5)
-    await asyncio.sleep(0.1)  # on_exit runs right after the group is gone
-    assert exits == leader
+    # The kill carries on in the background: the group dies and on_exit reports it.
+    await seen(marker, lambda pids: not pids and exits == leader, within_s=5)
+
+
+@pytest.mark.parametrize("ticks", range(8))
+async def test_cancelling_the_call_while_it_starts_still_kills_its_whole_process_group(marker, ticks):
+    # The shell forks its first sleep at once, possibly before run_fpf has finished starting it.
+    spawned: list[int] = []
+    exited: list[int] = []
+    call = run_fpf(
+        ["sh", "-c", "sleep 30 & sleep 30"],
+        env=call_env(marker),
+        timeout_s=60,
+        max_output_bytes=CAP,
+        kill_grace_s=1,
+        on_spawn=spawned.append,
+        on_exit=exited.append,
+    )
+    async with background(call) as task:
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    # Not waiting for the grandchild to let go of the pipes, as asyncio alone would (30 s here).
+    assert time.monotonic() - started < 5
+    assert_nothing_left(marker)
+    assert exited == spawned  # both callbacks, or neither if it was cancelled while starting
 
 
 async def test_a_process_that_escaped_the_group_cannot_hold_up_the_call(marker):

@@ -65,8 +65,9 @@ async def run_fpf(
     exit, then SIGKILL. Whatever happens, SIGKILL then goes to the group once more, so no
     descendant outlives the call. `on_spawn(pid)` runs right after the start and `on_exit(pid)`
     once the group is gone; both should be quick and not raise (if they do, the group is still
-    killed and the exception propagates). A command that cannot be started is reported in
-    `spawn_error`, not raised. On cancellation the group is killed, then CancelledError re-raised.
+    killed and the exception propagates); a call cancelled while still starting gets neither.
+    A command that cannot be started is reported in `spawn_error`, not raised. On cancellation
+    the group is killed, then CancelledError re-raised.
     """
     if not argv:
         raise ValueError("argv must name a program to run")
@@ -75,20 +76,16 @@ async def run_fpf(
             f"need timeout_s > 0, max_output_bytes >= 0 and kill_grace_s >= 0; got "
             f"{timeout_s}, {max_output_bytes}, {kill_grace_s}"
         )
-    loop = asyncio.get_running_loop()
     started = time.monotonic()
+    spawn = asyncio.create_task(_spawn(argv, env, max_output_bytes))
     try:
-        # If this await is cancelled, asyncio itself kills the just-started leader; it cannot
-        # have started anything of its own yet.
-        transport, collector = await loop.subprocess_exec(
-            lambda: _Collector(max_output_bytes),
-            *argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env=dict(env),
-        )
+        transport, collector = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        # Interrupted half-way, asyncio kills only the leader and then waits for every holder
+        # of its pipes to exit, however long that takes (CPython gh-133536). Let the spawn
+        # finish instead, then kill the whole group like any other call.
+        await _shielded(_kill_spawned(spawn, kill_grace_s))
+        raise
     except (OSError, ValueError) as exc:
         # OSError: missing program, no execute permission, fork limits. ValueError: a NUL byte
         # in argv or env. Either way nothing started, and retrying would not help.
@@ -124,6 +121,29 @@ async def run_fpf(
         duration_s=time.monotonic() - started,
         pid=pid,
     )
+
+
+async def _spawn(
+    argv: Sequence[str], env: Mapping[str, str], max_output_bytes: int
+) -> tuple[asyncio.SubprocessTransport, _Collector]:
+    return await asyncio.get_running_loop().subprocess_exec(
+        lambda: _Collector(max_output_bytes),
+        *argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=dict(env),
+    )
+
+
+async def _kill_spawned(spawn: asyncio.Task[tuple[asyncio.SubprocessTransport, _Collector]], grace_s: float) -> None:
+    """Kill what a spawn started once it completes; the caller was cancelled before on_spawn."""
+    try:
+        transport, collector = await spawn
+    except (OSError, ValueError):
+        return  # nothing was started, so nothing is left to kill
+    await _finish(transport, collector, transport.get_pid(), grace_s, on_exit=None)
 
 
 class _Collector(asyncio.SubprocessProtocol):

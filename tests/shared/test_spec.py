@@ -1,0 +1,41 @@
+"""Run spec validation: every bad field is named in the error."""
+
+from __future__ import annotations
+
+import pytest
+from livestats_shared.spec import PhaseSpec, RunSpec
+from pydantic import ValidationError
+
+
+def test_the_retry_budget_is_a_share_of_planned_calls_with_a_floor():
+    spec = RunSpec(phases=[PhaseSpec(name="g", calls=100), PhaseSpec(name="e", calls=50)])
+    assert (spec.planned_calls, spec.retry_budget) == (150, 30)
+    assert RunSpec(phases=[PhaseSpec(name="g", calls=2)]).retry_budget == 3  # retry_budget_min
+
+
+@pytest.mark.parametrize(
+    ("phase", "field", "message"),
+    [
+        ({"name": "g", "calls": 1, "env": {"LD_PRELOAD": "/x.so"}}, "env", "only FPF_"),
+        ({"name": "g", "calls": 1, "env": {"FPF_X": "a\0b"}}, "env", "NUL"),
+        ({"name": "g", "calls": 1, "min_bytes": 3072}, None, "output='text' only"),
+        ({"name": "g h", "calls": 1}, "name", "phase name"),
+        ({"name": "g", "calls": 0}, "calls", "greater than or equal to 1"),
+        ({"name": "g", "calls": 1, "shell": "rm -rf /"}, "shell", "Extra inputs"),
+    ],
+)
+def test_invalid_phases_are_rejected_with_the_field_at_fault(phase, field, message):
+    with pytest.raises(ValidationError) as err:
+        RunSpec.model_validate({"phases": [phase]})
+    assert message in str(err.value)
+    if field:
+        assert field in err.value.errors()[0]["loc"]
+
+
+def test_phase_names_must_be_unique():
+    with pytest.raises(ValidationError, match="unique"):
+        RunSpec(phases=[PhaseSpec(name="g", calls=1), PhaseSpec(name="g", calls=1)])
+
+
+def test_text_mode_may_require_a_minimum_size():
+    assert PhaseSpec(name="g", calls=1, output="text", min_bytes=3072).min_bytes == 3072
