@@ -26,6 +26,7 @@ def assert_consistent(events, stats_hash) -> None:
     assert [e.seq for e in events] == list(range(1, len(events) + 1)), "seq must be contiguous from 1"
     assert events[0].type == "run.queued" and events[-1].type == "run.finished"
     assert {k: v for k, v in stats_hash.items() if not k.startswith(PRODUCER_PREFIX)} == fold(events)
+    assert stats_hash.get("in_flight", "0") == "0", "every started attempt must have ended"
 
 
 async def test_a_run_with_failures_and_retries_is_complete_ordered_and_folds_to_its_stats(
@@ -257,3 +258,23 @@ async def test_heartbeats_carry_elapsed_remaining_and_child_pids_from_one_clock(
     assert any(b.in_flight == 2 and len(b.pids) == 2 for b in beats)
     gaps = [b2.elapsed_s - b1.elapsed_s for b1, b2 in itertools.pairwise(beats)]
     assert all(0.15 < g < 0.5 for g in gaps)
+
+
+async def test_a_job_with_an_invalid_spec_ends_its_run_failed_instead_of_queued_forever(
+    redis, publisher, start_worker, queue_name
+):
+    from arq.connections import ArqRedis
+    from livestats_shared import keys
+    from livestats_shared.events import PhasePlan, RunQueued
+    from livestats_shared.ids import new_run_id
+
+    await start_worker()
+    run_id = new_run_id()
+    await publisher.publish(
+        run_id, RunQueued(name="bad", planned_calls=1, phases=[PhasePlan(name="g", calls=1)], timeout_s=5)
+    )
+    arq = ArqRedis(connection_pool=redis.connection_pool)
+    await arq.enqueue_job(keys.RUN_JOB, run_id, '{"phases": "not a list"}', _job_id=run_id, _queue_name=queue_name)
+    finished = (await wait_finished(redis, run_id, 10)).payload()
+    assert (finished.outcome.value, finished.reason) == ("failed", "invalid_spec")
+    assert "phases" in finished.detail

@@ -11,9 +11,12 @@ from typing import Any, cast
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from livestats_shared import keys
+from livestats_shared.events import Outcome, RunFinished
+from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import REDIS_UNAVAILABLE, UNAVAILABLE, connect
 from livestats_shared.spec import RunSpec
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -39,7 +42,15 @@ def state_of(ctx: dict[str, Any]) -> WorkerState:
 async def execute_run(ctx: dict[str, Any], run_id: str, spec_json: str) -> str:
     """The arq job: execute one run. The job id is the run id."""
     state = state_of(ctx)
-    spec = RunSpec.model_validate_json(spec_json)
+    run_id = validate_run_id(run_id)
+    try:
+        spec = RunSpec.model_validate_json(spec_json)
+    except ValidationError as exc:
+        # Enqueued by something that skipped validation: end the run visibly, not "queued" forever.
+        log.error("run %s has an invalid spec: %s", run_id, exc)
+        finished = RunFinished(outcome=Outcome.FAILED, reason="invalid_spec", detail=str(exc)[:2000])
+        await state.publisher.publish(run_id, finished, guard=("queued",))
+        return Outcome.FAILED.value
     return await RunExecution(state.config, state.redis, state.publisher, run_id, spec).execute()
 
 
