@@ -10,8 +10,10 @@ from livestats_shared.events import Event
 from livestats_shared.history import read_events
 
 
-async def wait_for_event(redis, run_id: str, event_type: str, timeout_s: float = 30.0) -> Event:
-    """Block on the run's stream (XREAD BLOCK, no polling) until an event of `event_type` arrives."""
+async def wait_for_event(redis, run_id: str, event_type: str, timeout_s: float = 30.0, *, count: int = 1) -> Event:
+    """Block on the run's stream (XREAD BLOCK, no polling) until `count` events of `event_type`
+    have arrived since the run began; returns the last of them."""
+    seen = 0
     stream = keys.run_events(run_id)
     last = "0-0"
     deadline = time.monotonic() + timeout_s
@@ -22,9 +24,13 @@ async def wait_for_event(redis, run_id: str, event_type: str, timeout_s: float =
                 last = entry_id
                 event = Event.from_stream_entry(entry_id, fields)
                 if event.type == event_type:
-                    return event
+                    seen += 1
+                    if seen == count:
+                        return event
     events = await read_events(redis, run_id)
-    raise AssertionError(f"no {event_type} for run {run_id} within {timeout_s}s; saw {[e.type for e in events][-10:]}")
+    raise AssertionError(
+        f"not {count} x {event_type} for run {run_id} within {timeout_s}s; saw {[e.type for e in events][-10:]}"
+    )
 
 
 async def wait_finished(redis, run_id: str, timeout_s: float = 30.0) -> Event:

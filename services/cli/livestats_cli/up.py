@@ -17,6 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from livestats_shared.control import submit_run
+from livestats_shared.process import die_with_parent
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 from livestats_shared.spec import RunSpec
@@ -33,13 +34,20 @@ def demo_spec() -> RunSpec:
 
 class Child:
     """A service process in its own session, so a terminal's Ctrl-C reaches only us and we
-    stop the children in order."""
+    stop the children in order; it gets SIGTERM if we die without stopping it."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
         self.name = name
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
         self.log_path = log_path
 
     def stop(self, timeout_s: float = 20.0) -> None:
@@ -57,7 +65,8 @@ class Child:
 async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal went away; stop as cleanly as for Ctrl-C.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
     server: EmbeddedServer | None = None
@@ -69,7 +78,7 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         else:
             port = config.embedded_port if not port_in_use(config.embedded_port) else free_port()
             server = EmbeddedServer(config.data_dir / "valkey", port)
-            await asyncio.to_thread(server.start)
+            server.start()  # in this (main) thread: see EmbeddedServer.start
             url = server.url
             print(f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on)")
         env = {**os.environ, "LIVESTATS_REDIS_URL": url, "LIVESTATS_QUEUE_NAME": config.queue_name}

@@ -23,6 +23,8 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from livestats_shared.process import die_with_parent
+
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_BYTES = 4096  # bytes of stderr kept; the end of a traceback says what went wrong
@@ -133,6 +135,8 @@ async def _spawn(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        # If the worker itself is killed (SIGKILL, OOM), its calls must not run on and spend.
+        preexec_fn=die_with_parent(signal.SIGKILL),
         env=dict(env),
     )
 
