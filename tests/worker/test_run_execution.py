@@ -275,3 +275,22 @@ async def test_a_job_with_an_invalid_spec_ends_its_run_failed_instead_of_queued_
     finished = (await wait_finished(redis, run_id, 10)).payload()
     assert (finished.outcome.value, finished.reason) == ("failed", "invalid_spec")
     assert "phases" in finished.detail
+
+
+async def test_a_long_redis_outage_neither_kills_the_worker_nor_loses_the_runs_events(
+    redis_server, redis, publisher, start_worker, queue_name
+):
+    """Longer than the client's own retries: arq's poll loop would end the worker without ours."""
+    server = redis_server.require_control()
+    await start_worker()
+    spec = RunSpec(phases=[phase("generate", 30, concurrency=3, env={"FPF_SIM_LATENCY_MS": "300"})])
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    await wait_for_event(redis, run_id, "call.succeeded", 10, count=3)
+    await asyncio.to_thread(server.stop)
+    await asyncio.sleep(9)
+    server.start()  # from this thread: the server dies with the thread that started it
+    assert (await wait_finished(redis, run_id, 60)).payload().outcome.value == "succeeded"
+    assert_consistent(await read_events(redis, run_id), await read_stats_hash(redis, run_id))
+    # The same worker still takes new runs.
+    again = await submit_run(redis, publisher, RunSpec(phases=[phase("generate", 2)]), queue_name=queue_name)
+    assert (await wait_finished(redis, again, 30)).payload().outcome.value == "succeeded"
