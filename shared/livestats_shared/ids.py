@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from functools import lru_cache
 from typing import NewType
 
 from .errors import InvalidRunId
@@ -19,9 +20,14 @@ _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 def validate_run_id(value: object) -> RunId:
     """Return `value` as a RunId, or raise InvalidRunId."""
-    if isinstance(value, str) and _RUN_ID.fullmatch(value):
+    if isinstance(value, str) and _is_valid(value):
         return RunId(value)
     raise InvalidRunId(value)
+
+
+@lru_cache(maxsize=4096)  # every event of a run checks the same id: remember the answer
+def _is_valid(value: str) -> bool:
+    return _RUN_ID.fullmatch(value) is not None
 
 
 def new_run_id() -> RunId:

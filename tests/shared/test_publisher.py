@@ -23,9 +23,12 @@ from livestats_shared.events import (
 from livestats_shared.history import read_events, read_snapshot, read_stats_hash
 from livestats_shared.ids import new_run_id
 from livestats_shared.publish import NO_RUN, Publisher, SyncPublisher
-from livestats_shared.publish.publisher import SCRIPT, encode_event
+from livestats_shared.publish.chunks import Chunk
+from livestats_shared.publish.outbox import PendingEvent
+from livestats_shared.publish.publisher import SCRIPT
 from livestats_shared.redis_client import connect
-from livestats_shared.stats import PRODUCER_PREFIX, fold
+from livestats_shared.stats import PRODUCER_PREFIX, delta_for, fold
+from redis.exceptions import ResponseError
 
 
 def queued(calls: int = 10) -> RunQueued:
@@ -94,19 +97,24 @@ async def test_a_guard_lets_exactly_one_of_two_racing_transitions_through(redis,
     assert len(await read_events(redis, run_id)) == 2
 
 
-async def test_a_resent_batch_is_recognised_and_not_written_twice(redis, publisher):
-    """After a connection error the drain task resends its batch; the script must skip what it
-    already applied (the producer sequence), or an outage would double events."""
+async def test_a_resent_chunk_is_recognised_and_not_written_twice(redis, publisher):
+    """After a connection error the drain task resends its chunks unchanged; the script must
+    skip those it already applied (producer sequence), or an outage would double events."""
     run_id = new_run_id()
     await publisher.publish(run_id, queued())
-    _, body = encode_event(Heartbeat(elapsed_s=0, remaining_s=1, in_flight=0, pids=[]), ts=1)
-    batch = b"[[1000000, " + body + b"], [1000001, " + body + b"]]"
-    args = (keys.run_events(run_id), keys.run_stats(run_id), "resender", 1000, 60, run_id, 1, batch)
-    first = await redis.eval(SCRIPT, 2, *args)
-    again = await redis.eval(SCRIPT, 2, *args)
-    assert [r[0] for r in first] == [1, 1] and [r[1] for r in first] == [2, 3]
-    assert [r[0] for r in again] == [0, 0]
+    beat = Heartbeat(elapsed_s=0, remaining_s=1, in_flight=0, pids=[])
+    items = [
+        PendingEvent(run_id, beat.TYPE, 1, beat.model_dump_json().encode(), delta_for(beat, 1), pseq=p)
+        for p in (1000, 1001)
+    ]
+    args = [keys.run_events(run_id), keys.run_stats(run_id), "resender", 1000, 60, run_id, 1]
+    first = await redis.eval(SCRIPT, 2, *args, *Chunk(run_id, items).script_args())
+    again = await redis.eval(SCRIPT, 2, *args, *Chunk(run_id, items).script_args())
+    assert (first[0], first[1]) == (1, 2) and again[0] == 0
     assert [e.seq for e in await read_events(redis, run_id)] == [1, 2, 3]
+    overlapping = [*items[1:], PendingEvent(run_id, beat.TYPE, 1, b"{}", delta_for(beat, 1), pseq=1002)]
+    with pytest.raises(ResponseError, match="overlaps"):
+        await redis.eval(SCRIPT, 2, *args, *Chunk(run_id, overlapping).script_args())
 
 
 async def test_invalid_run_ids_are_refused_before_any_redis_command():

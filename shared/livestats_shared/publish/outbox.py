@@ -8,8 +8,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import orjson
-
 from ..errors import OutboxFull
 from ..stats import Delta
 
@@ -19,9 +17,10 @@ class PendingEvent:
     run_id: str
     type: str
     ts: int
-    body: orjson.Fragment  # [guard, finished, incr, set, del, type, ts, data] as the script reads it
+    data: bytes  # the payload as JSON, encoded once by the producer
     delta: Delta
-    pseq: int  # producer sequence: lets the script drop a batch we re-send after an outage
+    pseq: int  # producer sequence: lets the script drop a chunk we resend after an outage
+    guard: str = ""  # statuses the run must be in ('' = any)
     future: asyncio.Future[tuple[int, str]] | None = None  # set for awaited publishes
     deadline: float = float("inf")  # loop time after which an awaited publish gives up
 

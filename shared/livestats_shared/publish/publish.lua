@@ -1,98 +1,64 @@
--- Append a batch of events to one run atomically, keeping the stats hash in step.
+-- Append a chunk of events to one run atomically, keeping the stats hash in step.
 --
 -- KEYS[1] run event stream, KEYS[2] run stats hash (same hash tag, same slot)
 -- ARGV[1] producer id ('' disables de-duplication)
 -- ARGV[2] stream MAXLEN (approximate)
--- ARGV[3] retention TTL in seconds, applied when a terminal event is written
--- ARGV[4] run id
--- ARGV[5] schema version written as the entry's `v`
--- ARGV[6] the batch as JSON: [[pseq, [guard, finished, incr, set, del, type, ts, data]], ...]
---   incr and set are flat [field, value, ...] lists, del a list of fields; every value,
---   ts included, is a string (Lua numbers would print large integers in exponent form).
---   guard: '' = none; otherwise space-separated statuses the run must be in ('~' = no run yet).
+-- ARGV[3] retention TTL in seconds, applied when the chunk holds a terminal event
+-- ARGV[4] run id              ARGV[5] schema version, written as each entry's `v`
+-- ARGV[6] first producer seq  ARGV[7] last producer seq of the chunk
+-- ARGV[8] guard: '' = none, else space-separated statuses the run must be in ('~' = no run yet)
+-- ARGV[9] 1 if the chunk holds a terminal event
+-- ARGV[10] the chunk's merged stats delta as JSON {"incr": [f, n, ...], "set": [f, v, ...],
+--          "del": [f, ...]}: the net effect of its events, so the hash is written once
+-- ARGV[11...] the entries, three arguments each: type, ts, data
 --
--- Returns one triple per event:
---   {1, seq, id}       applied
---   {0, seq, ''}       duplicate (this producer already wrote this pseq: a resent batch)
---   {-1, 0, status}    refused by the guard; nothing written
+-- Returns {1, first seq, last entry id} when applied, {0, seq, ''} when this producer already
+-- wrote the chunk (resent after a connection error), {-1, 0, status} when the guard refused.
 local stream, stats = KEYS[1], KEYS[2]
 local producer, maxlen, ttl, run_id, v = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local first_pseq, last_pseq, guard = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local pfield = 'producer:' .. producer
 
--- The hash is read lazily and written once at the end: per event only the XADD touches the
--- keyspace. h[field] is the field's current value, or false when it is absent.
-local h, dirty = {}, {}
-local function get(f)
-  local val = h[f]
-  if val == nil then
-    val = redis.call('HGET', stats, f) or false
-    h[f] = val
+if producer ~= '' then
+  local written = tonumber(redis.call('HGET', stats, pfield) or '0')
+  if last_pseq <= written then
+    return {0, tonumber(redis.call('HGET', stats, 'seq') or '0'), ''}
   end
-  return val
-end
-local function put(f, val)
-  h[f] = val
-  dirty[f] = true
-end
-
-local seq = tonumber(get('seq') or '0')
-local last_pseq = producer ~= '' and tonumber(get(pfield) or '0') or nil
-local expire = false
-local out = {}
-
-for _, item in ipairs(cjson.decode(ARGV[6])) do
-  local pseq, ev = item[1], item[2]
-  local guard, finished, incr, set, del = ev[1], ev[2], ev[3], ev[4], ev[5]
-  local etype, ts, data = ev[6], ev[7], ev[8]
-
-  local verdict = nil
-  if last_pseq ~= nil and pseq <= last_pseq then
-    verdict = {0, seq, ''}
-  elseif guard ~= '' then
-    local status = get('status') or '~'
-    local allowed = false
-    for g in string.gmatch(guard, '%S+') do
-      if g == status then allowed = true end
-    end
-    if not allowed then verdict = {-1, 0, status} end
-  end
-
-  if verdict == nil then
-    for j = 1, #incr, 2 do
-      put(incr[j], string.format('%d', (tonumber(get(incr[j])) or 0) + tonumber(incr[j + 1])))
-    end
-    for j = 1, #set, 2 do put(set[j], set[j + 1]) end
-    for j = 1, #del do put(del[j], false) end
-    seq = seq + 1
-    local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-      'v', v, 'type', etype, 'run_id', run_id, 'seq', string.format('%d', seq), 'ts', ts, 'data', data)
-    put('seq', string.format('%d', seq))
-    put('last_id', id)
-    put('last_ts', ts)
-    put('last_type', etype)
-    if last_pseq ~= nil then
-      last_pseq = pseq
-      put(pfield, string.format('%d', pseq))
-    end
-    if finished == 1 then expire = true end
-    verdict = {1, seq, id}
-  end
-  out[#out + 1] = verdict
-end
-
-local sets, dels = {}, {}
-for f in pairs(dirty) do
-  if h[f] then
-    sets[#sets + 1] = f
-    sets[#sets + 1] = h[f]
-  else
-    dels[#dels + 1] = f
+  if first_pseq <= written then
+    return redis.error_reply('livestats: chunk ' .. first_pseq .. '-' .. last_pseq ..
+      ' overlaps what producer ' .. producer .. ' already wrote (up to ' .. written .. ')')
   end
 end
-if #sets > 0 then redis.call('HSET', stats, unpack(sets)) end
-if #dels > 0 then redis.call('HDEL', stats, unpack(dels)) end
-if expire and ttl > 0 then
+
+if guard ~= '' then
+  local status = redis.call('HGET', stats, 'status') or '~'
+  local allowed = false
+  for g in string.gmatch(guard, '%S+') do
+    if g == status then allowed = true end
+  end
+  if not allowed then return {-1, 0, status} end
+end
+
+local delta = cjson.decode(ARGV[10])
+local incr, set, del = delta['incr'], delta['set'], delta['del']
+for j = 1, #incr, 2 do redis.call('HINCRBY', stats, incr[j], incr[j + 1]) end
+if #set > 0 then redis.call('HSET', stats, unpack(set)) end
+if #del > 0 then redis.call('HDEL', stats, unpack(del)) end
+
+local seq = tonumber(redis.call('HGET', stats, 'seq') or '0')
+local first_seq = seq + 1
+local id, etype, ts = '', '', ''
+for j = 11, #ARGV, 3 do
+  etype, ts = ARGV[j], ARGV[j + 1]
+  seq = seq + 1
+  id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+    'v', v, 'type', etype, 'run_id', run_id, 'seq', string.format('%d', seq), 'ts', ts, 'data', ARGV[j + 2])
+end
+
+redis.call('HSET', stats, 'seq', string.format('%d', seq), 'last_id', id, 'last_ts', ts, 'last_type', etype)
+if producer ~= '' then redis.call('HSET', stats, pfield, ARGV[7]) end
+if ARGV[9] == '1' and ttl > 0 then
   redis.call('EXPIRE', stream, ttl)
   redis.call('EXPIRE', stats, ttl)
 end
-return out
+return {1, first_seq, id}

@@ -28,7 +28,6 @@ import time
 from importlib.resources import files
 from typing import Any, NamedTuple
 
-import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
@@ -38,7 +37,8 @@ from ..errors import PublishError, RunStateConflict
 from ..events import SCHEMA_VERSION, EventData
 from ..ids import validate_run_id
 from ..redis_client import UNAVAILABLE
-from ..stats import Delta, delta_for
+from ..stats import delta_for
+from .chunks import Chunk, cut
 from .outbox import Outbox, PendingEvent
 
 log = logging.getLogger("livestats.publisher")
@@ -53,25 +53,6 @@ _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
 class Published(NamedTuple):
     seq: int
     id: str
-
-
-def encode_event(data: EventData, ts: int, guard: str = "") -> tuple[Delta, bytes]:
-    """An event as publish.lua reads it: [guard, finished, incr, set, del, type, ts, data].
-    Done once, in the producer's thread; the drain task only joins the pieces."""
-    delta = delta_for(data, ts)
-    body = orjson.dumps(
-        [
-            guard,
-            int(delta.finished),
-            [x for k, n in delta.incr.items() for x in (k, str(n))],
-            [x for kv in delta.set.items() for x in kv],
-            delta.delete,
-            data.TYPE,
-            str(ts),
-            data.model_dump_json(),
-        ]
-    )
-    return delta, body
 
 
 def _now_ms() -> int:
@@ -185,15 +166,17 @@ class Publisher:
             raise PublishError("publisher not running: start it first, and do not use it after close()")
         validate_run_id(run_id)
         ts = _now_ms() if ts is None else ts
-        delta, body = encode_event(data, ts, guard)
+        delta = delta_for(data, ts)
+        payload = data.model_dump_json().encode()  # once, in the producer's thread
         self.outbox.put(
             lambda pseq: PendingEvent(
                 run_id=run_id,
                 type=data.TYPE,
                 ts=ts,
-                body=orjson.Fragment(body),
+                data=payload,
                 delta=delta,
                 pseq=pseq,
+                guard=guard,
                 future=future,
                 deadline=deadline,
             )
@@ -208,15 +191,18 @@ class Publisher:
     async def _drain(self) -> None:
         backoff = _BACKOFF_MIN_S
         down_since: float | None = None
+        chunks: list[Chunk] = []  # in flight: resent exactly as cut until Redis takes them
         while True:
-            batch = self.outbox.peek_batch(self.batch_size)
-            if not batch:
-                self._wake.clear()
-                if not len(self.outbox):
-                    await self._wake.wait()
-                continue
+            if not chunks:
+                batch = self.outbox.peek_batch(self.batch_size)
+                if not batch:
+                    self._wake.clear()
+                    if not len(self.outbox):
+                        await self._wake.wait()
+                    continue
+                chunks = cut(batch)
             try:
-                await self._write(batch)
+                await self._write(chunks)
             except UNAVAILABLE as exc:
                 if down_since is None:
                     down_since = time.monotonic()
@@ -227,18 +213,19 @@ class Publisher:
                         exc,
                         len(self.outbox),
                     )
-                self._expire_waiters(exc)
+                chunks = self._expire_waiters(chunks, exc)
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
             except Exception as exc:
                 # Not an outage and not a per-run refusal: a bug or a server that answers
-                # nonsense. Retrying would block every later event behind this batch, so the
-                # batch is refused, loudly, and the drain goes on.
-                log.exception("publisher: cannot write a batch of %d events; refusing them", len(batch))
-                self._reject(batch, exc)
-                self.outbox.remove(batch)
-                continue
+                # nonsense. Retrying would block every later event behind these, so they are
+                # refused, loudly, and the drain goes on.
+                items = [i for c in chunks for i in c.items]
+                log.exception("publisher: cannot write a batch of %d events; refusing them", len(items))
+                self.outbox.remove(items)
+                self._reject(items, exc)
+            chunks = []
             if down_since is not None:
                 log.warning(
                     "Redis available again after %.1f s; %d events still buffered",
@@ -248,57 +235,48 @@ class Publisher:
                 down_since = None
             backoff = _BACKOFF_MIN_S
 
-    async def _write(self, batch: list[PendingEvent]) -> None:
-        groups: dict[str, list[PendingEvent]] = {}
-        for item in batch:
-            groups.setdefault(item.run_id, []).append(item)
-        results = await self._run_scripts(groups)
+    async def _write(self, chunks: list[Chunk]) -> None:
+        results = await self._run_scripts(chunks)
         if any(isinstance(r, NoScriptError) for r in results):
-            # Server restarted (or SCRIPT FLUSH): load and resend; the pseq check drops repeats.
+            # Server restarted (or SCRIPT FLUSH): load and resend; chunks already written are
+            # recognised by their producer sequence.
             await self.redis.script_load(SCRIPT)
-            results = await self._run_scripts(groups)
+            results = await self._run_scripts(chunks)
         for r in results:
             if isinstance(r, UNAVAILABLE):
                 raise r
         index_pipe = self.redis.pipeline(transaction=False)
         index_writes = 0
-        verdicts: list[tuple[PendingEvent, int, int, bytes | str]] = []
-        rejected: list[tuple[list[PendingEvent], Exception]] = []
-        for items, result in zip(groups.values(), results, strict=True):
+        verdicts: list[tuple[Chunk, int, int, str]] = []
+        rejected: list[tuple[Chunk, Exception]] = []
+        for chunk, result in zip(chunks, results, strict=True):
             if isinstance(result, Exception):
-                rejected.append((items, result))
+                rejected.append((chunk, result))
                 continue
-            for item, (status, seq, info) in zip(items, result, strict=True):
-                if status in (0, 1) and item.type in _LIFECYCLE:
-                    self._index(index_pipe, item, int(seq))
-                    index_writes += 1
-                verdicts.append((item, int(status), int(seq), info))
+            status, seq, info = int(result[0]), int(result[1]), result[2]
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if status in (0, 1):
+                for offset, item in enumerate(chunk.items):
+                    if item.type in _LIFECYCLE:
+                        self._index(index_pipe, item, seq + offset if status == 1 else seq)
+                        index_writes += 1
+            verdicts.append((chunk, status, seq, text))
         if index_writes:
             await index_pipe.execute()
-        # Only now is the batch done: an outage before this point resends all of it.
-        self.outbox.remove(batch)
-        for items, exc in rejected:
-            self._reject(items, exc)
-        for item, status, seq, info in verdicts:
-            self._settle(item, status, seq, info)
+        # Only now are these events done: an outage before this point resends all of them.
+        self.outbox.remove([i for c in chunks for i in c.items])
+        for chunk, exc in rejected:
+            self._reject(chunk.items, exc)
+        for chunk, status, seq, text in verdicts:
+            self._settle(chunk, status, seq, text)
 
-    async def _run_scripts(self, groups: dict[str, list[PendingEvent]]) -> list[Any]:
+    async def _run_scripts(self, chunks: list[Chunk]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
-        for run_id, items in groups.items():
-            batch = orjson.dumps([[it.pseq, it.body] for it in items])
-            pipe.evalsha(
-                SCRIPT_SHA,
-                2,
-                keys.run_events(run_id),
-                keys.run_stats(run_id),
-                self.producer,
-                str(self.stream_maxlen),
-                str(self.retention_s),
-                run_id,
-                str(SCHEMA_VERSION),
-                # redis-py's stubs say str; bytes go over the wire unchanged.
-                batch,  # type: ignore[arg-type]
-            )
+        head = [self.producer, str(self.stream_maxlen), str(self.retention_s)]
+        for chunk in chunks:
+            run_id = chunk.run_id
+            args = [*head, run_id, str(SCHEMA_VERSION), *chunk.script_args()]
+            pipe.evalsha(SCRIPT_SHA, 2, keys.run_events(run_id), keys.run_stats(run_id), *args)  # type: ignore[arg-type]
         return list(await pipe.execute(raise_on_error=False))
 
     def _index(self, pipe: Pipeline, item: PendingEvent, seq: int) -> None:
@@ -314,21 +292,22 @@ class Publisher:
             fields["phase"] = item.delta.set["current_phase"]
         pipe.xadd(keys.RUNS_FEED, fields, maxlen=keys.RUNS_FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
-    def _settle(self, item: PendingEvent, status: int, seq: int, info: bytes | str) -> None:
-        text = info.decode() if isinstance(info, bytes) else str(info)
+    def _settle(self, chunk: Chunk, status: int, seq: int, info: str) -> None:
+        n = len(chunk.items)
         if status == 1:
-            self.published += 1
+            self.published += n
         elif status == 0:
-            self.duplicates += 1
-        fut = item.future
+            self.duplicates += n
+        item = chunk.items[0]
+        fut = item.future  # only single-event chunks carry one
         if status == -1:
-            conflict = RunStateConflict(item.run_id, None if text == NO_RUN else text)
+            conflict = RunStateConflict(item.run_id, None if info == NO_RUN else info)
             if fut is None:
                 log.error("event %s for run %s refused: %s", item.type, item.run_id, conflict)
             elif not fut.done():
                 fut.set_exception(conflict)
         elif fut is not None and not fut.done():
-            fut.set_result((seq, text))
+            fut.set_result((seq, info))
 
     def _reject(self, items: list[PendingEvent], exc: Exception) -> None:
         """Redis refused the write itself (not an outage): retrying cannot help."""
@@ -344,13 +323,14 @@ class Publisher:
             if item.future is not None and not item.future.done():
                 item.future.set_exception(PublishError(f"Redis rejected the event: {exc}"))
 
-    def _expire_waiters(self, exc: BaseException) -> None:
-        """Awaited publishes past their deadline fail now; fire-and-forget events keep waiting."""
+    def _expire_waiters(self, chunks: list[Chunk], exc: BaseException) -> list[Chunk]:
+        """Awaited publishes past their deadline fail now; fire-and-forget events keep waiting.
+        Returns the in-flight chunks that remain (an awaited event is always a chunk alone)."""
         assert self._loop is not None
         now = self._loop.time()
         expired = [i for i in self.outbox.peek_batch(len(self.outbox)) if i.deadline <= now]
         if not expired:
-            return
+            return chunks
         self.outbox.remove(expired)
         for item in expired:
             if item.future is not None and not item.future.done():
@@ -360,3 +340,5 @@ class Publisher:
                         f"{item.run_id} may not have been written"
                     )
                 )
+        gone = {id(i) for i in expired}
+        return [c for c in chunks if id(c.items[0]) not in gone]

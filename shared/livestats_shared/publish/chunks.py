@@ -1,0 +1,92 @@
+"""Cutting a batch into chunks, one EVALSHA each, and merging their stats deltas.
+
+A chunk is a run of consecutive events of one run. Its deltas are merged in Python so the
+script writes the hash once per chunk and spends its time on the XADDs. An awaited or guarded
+event is a chunk of its own: it needs its exact (seq, id) and its own verdict.
+Chunks are cut once and resent unchanged after a connection error, so the script can tell a
+resent chunk (all of it already written) from a new one by the producer sequence alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+
+from ..stats import Delta
+from .outbox import PendingEvent
+
+MAX_CHUNK = 500  # events per script call: bounds how long one call holds the server
+
+
+@dataclass(eq=False)
+class Chunk:
+    run_id: str
+    items: list[PendingEvent]
+
+    @property
+    def awaited(self) -> bool:
+        return self.items[0].future is not None
+
+    def script_args(self) -> list[str | bytes]:
+        """ARGV[6...] of publish.lua for this chunk."""
+        first, last = self.items[0], self.items[-1]
+        delta = merge(i.delta for i in self.items)
+        encoded = orjson.dumps(
+            {
+                "incr": [x for k, n in delta.incr.items() for x in (k, str(n))],
+                "set": [x for kv in delta.set.items() for x in kv],
+                "del": list(delta.delete),
+            }
+        )
+        args: list[str | bytes] = [
+            str(first.pseq),
+            str(last.pseq),
+            first.guard,
+            "1" if delta.finished else "0",
+            encoded,
+        ]
+        for item in self.items:
+            args += (item.type, str(item.ts), item.data)
+        return args
+
+
+def merge(deltas: Iterable[Delta]) -> Delta:
+    """The net effect of applying `deltas` in order (stats.apply), as one delta.
+
+    Counter fields and set/deleted fields are disjoint in the event schema, so sums, "last set
+    wins" and "deleted unless set again" compose exactly.
+    """
+    incr: dict[str, int] = {}
+    sets: dict[str, str] = {}
+    deleted: dict[str, None] = {}  # ordered set
+    finished = False
+    for d in deltas:
+        for k, n in d.incr.items():
+            incr[k] = incr.get(k, 0) + n  # zero sums are kept: HINCRBY 0 still creates the field
+        for k, v in d.set.items():
+            sets[k] = v
+            deleted.pop(k, None)
+        for k in d.delete:
+            sets.pop(k, None)
+            deleted[k] = None
+        finished = finished or d.finished
+    return Delta(incr=incr, set=sets, delete=tuple(deleted), finished=finished)
+
+
+def cut(batch: list[PendingEvent]) -> list[Chunk]:
+    """Chunks in queue order per run; awaited or guarded events alone."""
+    open_chunk: dict[str, Chunk] = {}
+    chunks: list[Chunk] = []
+    for item in batch:
+        if item.future is not None or item.guard:
+            open_chunk.pop(item.run_id, None)
+            chunks.append(Chunk(item.run_id, [item]))
+            continue
+        chunk = open_chunk.get(item.run_id)
+        if chunk is None or len(chunk.items) >= MAX_CHUNK:
+            chunk = open_chunk[item.run_id] = Chunk(item.run_id, [])
+            chunks.append(chunk)
+        chunk.items.append(item)
+    return chunks
