@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
 from redis.asyncio import Redis
 
 from . import keys
+from .errors import InvalidEvent
 from .events import Event
 from .stats import RunSnapshot
 
+OnInvalid = Callable[[InvalidEvent], None]
 
-async def iter_events(redis: Redis, run_id: str, *, after: str = "-", page: int = 1_000) -> AsyncIterator[Event]:
+
+def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes], on_invalid: OnInvalid | None) -> Event | None:
+    """One stream entry as an Event. A malformed entry (someone XADDed by hand) raises
+    InvalidEvent, or, with `on_invalid`, is reported there and skipped."""
+    try:
+        event = Event.from_stream_entry(entry_id, fields)
+        event.payload()
+    except InvalidEvent as exc:
+        if on_invalid is None:
+            raise
+        on_invalid(exc)
+        return None
+    return event
+
+
+async def iter_events(
+    redis: Redis, run_id: str, *, after: str = "-", page: int = 1_000, on_invalid: OnInvalid | None = None
+) -> AsyncIterator[Event]:
     """Every event of the run after stream id `after` ('-' = from the start), oldest first."""
     stream = keys.run_events(run_id)
     start = after if after == "-" else f"({after}"
     while True:
         entries = await redis.xrange(stream, min=start, max="+", count=page)
         for entry_id, fields in entries:
-            yield Event.from_stream_entry(entry_id, fields)
+            event = decode_entry(entry_id, fields, on_invalid)
+            if event is not None:
+                yield event
         if len(entries) < page:
             return
         last = entries[-1][0]

@@ -13,6 +13,7 @@ from .events import PhasePlan
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Only FPF_* variables reach the subprocess from a spec: a spec must not be able to set
 # PATH, LD_PRELOAD or anything else that changes what runs.
+MAX_SPEC_BYTES = 1 << 20  # a run spec as JSON, bytes
 _ENV_KEY = re.compile(r"FPF_[A-Z0-9_]{1,60}")
 
 
@@ -81,6 +82,14 @@ class RunSpec(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError("phase names must be unique within a run")
         return v
+
+    @model_validator(mode="after")
+    def _bounded_size(self) -> RunSpec:
+        # The spec travels in the run.queued event and the arq job: keep both reasonable.
+        size = len(self.model_dump_json())
+        if size > MAX_SPEC_BYTES:
+            raise ValueError(f"spec is {size} bytes as JSON; at most {MAX_SPEC_BYTES} are accepted")
+        return self
 
     @property
     def planned_calls(self) -> int:

@@ -94,3 +94,22 @@ async def test_bad_input_gets_a_clear_error_and_a_documented_exit_code(
 async def test_an_unreachable_redis_gives_exit_code_4(queue_name):
     code, _, err = await livestats("redis://127.0.0.1:9/0", queue_name, "status", "some-run")
     assert code == 4 and "Redis unavailable" in err
+
+
+async def test_a_malformed_stream_entry_is_reported_and_skipped_not_fatal(redis, redis_url, queue_name, start_worker):
+    from livestats_shared import keys
+
+    await start_worker()
+    code, out, _ = await livestats(
+        redis_url, queue_name, "submit", "-", "--wait", "--json", stdin=json.dumps(FAST_SPEC)
+    )
+    run_id = json.loads(out.splitlines()[0])["run_id"]
+    await redis.xadd(keys.run_events(run_id), {"type": "bogus", "note": "added by hand"})
+    await redis.xadd(
+        keys.run_events(run_id), {"v": 1, "type": "call.failed", "run_id": run_id, "seq": 99, "ts": 1, "data": "{}"}
+    )
+    code, out, err = await livestats(redis_url, queue_name, "events", run_id)
+    assert code == 0, err
+    assert [json.loads(line)["type"] for line in out.splitlines()][-1] == "run.finished"
+    assert err.count("skipped a malformed stream entry") == 2
+    assert "invalid call.failed payload" in err

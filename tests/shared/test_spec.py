@@ -39,3 +39,9 @@ def test_phase_names_must_be_unique():
 
 def test_text_mode_may_require_a_minimum_size():
     assert PhaseSpec(name="g", calls=1, output="text", min_bytes=3072).min_bytes == 3072
+
+
+def test_an_oversized_spec_is_refused_with_its_size():
+    huge = [PhaseSpec(name=f"p{i}", calls=1, prompt="x" * 90_000) for i in range(12)]
+    with pytest.raises(ValidationError, match="at most 1048576"):
+        RunSpec(phases=huge)

@@ -9,13 +9,22 @@ from collections.abc import AsyncIterator
 from typing import TextIO
 
 from livestats_shared import keys
+from livestats_shared.errors import InvalidEvent
 from livestats_shared.events import Event
+from livestats_shared.history import OnInvalid, decode_entry
 from livestats_shared.stats import RunSnapshot, apply, delta_for
 from redis.asyncio import Redis
 
 
-async def follow(redis: Redis, run_id: str, *, after: str = "0-0", block_ms: int = 1000) -> AsyncIterator[Event]:
-    """Every event after `after`, then live ones, until the run's `run.finished`."""
+def report_invalid(exc: InvalidEvent) -> None:
+    print(f"warning: skipped a malformed stream entry: {exc}", file=sys.stderr)
+
+
+async def follow(
+    redis: Redis, run_id: str, *, after: str = "0-0", block_ms: int = 1000, on_invalid: OnInvalid = report_invalid
+) -> AsyncIterator[Event]:
+    """Every event after `after`, then live ones, until the run's `run.finished`. Malformed
+    entries are reported through `on_invalid` and skipped."""
     stream = keys.run_events(run_id)
     last = after
     while True:
@@ -23,7 +32,9 @@ async def follow(redis: Redis, run_id: str, *, after: str = "0-0", block_ms: int
         for _, entries in reply:
             for entry_id, fields in entries:
                 last = entry_id
-                event = Event.from_stream_entry(entry_id, fields)
+                event = decode_entry(entry_id, fields, on_invalid)
+                if event is None:
+                    continue
                 yield event
                 if event.type == "run.finished":
                     return

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from .config import CliConfig
-from .follow import ProgressView, follow
+from .follow import ProgressView, follow, report_invalid
 from .up import demo_spec, up
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
@@ -169,9 +169,8 @@ async def _events(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
             out.write(orjson.dumps(event.model_dump(mode="json")) + b"\n")
             out.flush()
         return EXIT_OK
-    last = args.after
-
-    async for event in iter_events(redis, run_id, after="-" if last == "0-0" else last):
+    after = "-" if args.after == "0-0" else args.after
+    async for event in iter_events(redis, run_id, after=after, on_invalid=report_invalid):
         out.write(orjson.dumps(event.model_dump(mode="json")) + b"\n")
     out.flush()
     return EXIT_OK
