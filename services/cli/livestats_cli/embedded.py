@@ -5,8 +5,6 @@ when it is sent SIGTERM.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -50,10 +48,6 @@ class EmbeddedServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
 
     def start(self, timeout_s: float = 10.0) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -108,18 +102,6 @@ class EmbeddedServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, for fault-injection tests."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):  # it may have died on its own
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     def __enter__(self) -> EmbeddedServer:
         self.start()

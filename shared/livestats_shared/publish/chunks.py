@@ -25,10 +25,6 @@ class Chunk:
     run_id: str
     items: list[PendingEvent]
 
-    @property
-    def awaited(self) -> bool:
-        return self.items[0].future is not None
-
     def script_args(self) -> list[str | bytes]:
         """ARGV[6...] of publish.lua for this chunk."""
         first, last = self.items[0], self.items[-1]

@@ -32,10 +32,6 @@ class SyncPublisher:
     def _call(self, coro: Any, timeout_s: float | None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
-    @property
-    def publisher(self) -> Publisher:
-        return self._publisher
-
     def emit(self, run_id: str, data: EventData, *, ts: int | None = None) -> None:
         """Queue without waiting; raises OutboxFull if Redis has been away for too long."""
         self._publisher.emit(run_id, data, ts=ts)
