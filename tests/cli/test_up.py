@@ -129,3 +129,15 @@ def test_if_up_itself_is_killed_its_server_and_worker_still_stop(start_up):
     while pids_with_env("LS_TEST_MARKER", marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pids_with_env("LS_TEST_MARKER", marker) == []
+
+
+def test_a_second_up_on_the_same_data_dir_is_refused_clearly(start_up, tmp_path):
+    first, _, _ = start_up(SLOW, "--no-demo")
+    assert first.stdout is not None
+    while "worker pid" not in first.stdout.readline():
+        pass
+    second, _, _ = start_up(TINY, "--exit-after-run")
+    out, _ = second.communicate(timeout=30)
+    assert second.returncode == 2
+    assert "another `livestats up` is using" in out
+    assert first.poll() is None  # the first one is unaffected

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 from importlib.resources import files
 from pathlib import Path
+from typing import TextIO
 
 from livestats_shared.control import submit_run
 from livestats_shared.process import die_with_parent
@@ -76,6 +78,13 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
             url = config.redis_url
             print(f"using Redis at {_redact(url)}")
         else:
+            if not _lock_data_dir(config.data_dir):
+                print(
+                    f"error: another `livestats up` is using {config.data_dir}; stop it first, or set "
+                    "LIVESTATS_DATA_DIR to another directory",
+                    file=sys.stderr,
+                )
+                return 2
             port = config.embedded_port if not port_in_use(config.embedded_port) else free_port()
             server = EmbeddedServer(config.data_dir / "valkey", port)
             server.start()  # in this (main) thread: see EmbeddedServer.start
@@ -133,6 +142,23 @@ async def _run_and_show(url: str, config: CliConfig, spec: RunSpec, stop: asynci
 async def _watch(redis: Redis, run_id: str, view: ProgressView) -> None:
     async for event in follow(redis, run_id):
         view.update(event)
+
+
+_held_locks: list[TextIO] = []  # kept open for the life of the process
+
+
+def _lock_data_dir(data_dir: Path) -> bool:
+    """Two servers appending to one append-only file would corrupt it: one `up` per data dir.
+    The lock goes with the process, however it ends."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / "up.lock", "w")  # noqa: SIM115  (held until exit)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return False
+    _held_locks.append(handle)
+    return True
 
 
 def _redact(url: str) -> str:
