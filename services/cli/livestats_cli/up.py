@@ -122,8 +122,10 @@ async def _run_and_show(url: str, config: CliConfig, spec: RunSpec, stop: asynci
             run_id = await submit_run(redis, publisher, spec, queue_name=config.queue_name)
         port = url.rsplit(":", 1)[-1].split("/")[0]
         print(f"\nrun {run_id} ({spec.name}) submitted. Watch it from another terminal too:")
-        print(f"  redis-cli -p {port} XREAD BLOCK 0 STREAMS 'livestats:run:{{{run_id}}}:events' 0-0")
-        print(f"  .venv/bin/livestats events {run_id} --follow\n")
+        stream = f"'livestats:run:{{{run_id}}}:events'"
+        print(f"  redis-cli -p {port} XRANGE {stream} - +                  # everything so far")
+        print(f"  redis-cli -p {port} XREAD BLOCK 0 STREAMS {stream} '$'   # wait for the next event")
+        print(f"  .venv/bin/livestats events {run_id} --follow             # a live tail, as NDJSON\n")
         view = ProgressView(run_id)
         watcher = asyncio.create_task(_watch(redis, run_id, view))
         stopper = asyncio.create_task(stop.wait())
