@@ -23,7 +23,12 @@ async def livestats(redis_url: str, queue: str, *argv: str, stdin: str | None = 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 60)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 60)
+    except TimeoutError:
+        proc.kill()  # never leave a CLI process behind a failing test
+        await proc.wait()
+        raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 

@@ -8,37 +8,42 @@ import signal
 import sys
 import uuid
 
+import pytest
 from helpers import wait_finished, wait_for_event, wait_until
 from livestats_shared.control import submit_run
 from livestats_shared.spec import PhaseSpec, RunSpec
-from proc_util import pids_with_env
+from proc_util import kill_all_with_env, pids_with_env
 
 
-async def start_worker_process(redis_url: str, queue: str, **settings: str) -> tuple[asyncio.subprocess.Process, str]:
-    marker = uuid.uuid4().hex
-    env = {
-        **os.environ,
-        "LIVESTATS_REDIS_URL": redis_url,
-        "LIVESTATS_QUEUE_NAME": queue,
-        "LIVESTATS_HEARTBEAT_INTERVAL_S": "0.5",
-        "LS_TEST_MARKER": marker,
-        **{f"LIVESTATS_{k.upper()}": v for k, v in settings.items()},
-    }
-    proc = await asyncio.create_subprocess_exec(
+@pytest.fixture
+async def start_worker_process(redis_url: str, queue_name: str):
+    """Start `python -m livestats_worker`; whatever a failing test leaves running is killed."""
+    markers: list[str] = []
+
+    async def start(**settings: str) -> tuple[asyncio.subprocess.Process, str]:
+        marker = uuid.uuid4().hex
+        markers.append(marker)
+        env = {
+            **os.environ,
+            "LIVESTATS_REDIS_URL": redis_url,
+            "LIVESTATS_QUEUE_NAME": queue_name,
+            "LIVESTATS_HEARTBEAT_INTERVAL_S": "0.5",
+            "LS_TEST_MARKER": marker,
+            **{f"LIVESTATS_{k.upper()}": v for k, v in settings.items()},
+        }
         # Its log goes to the test's output; an unread pipe would fill and block the worker.
-        sys.executable,
-        "-m",
-        "livestats_worker",
-        env=env,
-        stderr=None,
-    )
-    return proc, marker
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "livestats_worker", env=env, stderr=None)
+        return proc, marker
+
+    yield start
+    for marker in markers:
+        kill_all_with_env("LS_TEST_MARKER", marker)
 
 
 async def test_sigterm_cancels_running_runs_kills_their_calls_and_exits_cleanly(
-    redis, publisher, redis_url, queue_name
+    redis, publisher, start_worker_process, queue_name
 ):
-    proc, marker = await start_worker_process(redis_url, queue_name, shutdown_grace_s="0")
+    proc, marker = await start_worker_process(shutdown_grace_s="0")
     spec = RunSpec(
         phases=[PhaseSpec(name="generate", calls=3, concurrency=3, env={"FPF_SIM_BEHAVIOUR": "hang_with_child"})]
     )
@@ -54,8 +59,10 @@ async def test_sigterm_cancels_running_runs_kills_their_calls_and_exits_cleanly(
     assert pids_with_env("LS_TEST_MARKER", marker) == []
 
 
-async def test_sigterm_lets_a_short_run_finish_within_the_grace_period(redis, publisher, redis_url, queue_name):
-    proc, marker = await start_worker_process(redis_url, queue_name, shutdown_grace_s="20")
+async def test_sigterm_lets_a_short_run_finish_within_the_grace_period(
+    redis, publisher, start_worker_process, queue_name
+):
+    proc, marker = await start_worker_process(shutdown_grace_s="20")
     spec = RunSpec(phases=[PhaseSpec(name="generate", calls=2, concurrency=2, env={"FPF_SIM_LATENCY_MS": "1500"})])
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     await wait_for_event(redis, run_id, "call.started", 20)
@@ -65,8 +72,10 @@ async def test_sigterm_lets_a_short_run_finish_within_the_grace_period(redis, pu
     assert pids_with_env("LS_TEST_MARKER", marker) == []
 
 
-async def test_a_worker_killed_with_sigkill_takes_its_fpf_calls_with_it(redis, publisher, redis_url, queue_name):
-    proc, _ = await start_worker_process(redis_url, queue_name)
+async def test_a_worker_killed_with_sigkill_takes_its_fpf_calls_with_it(
+    redis, publisher, start_worker_process, queue_name
+):
+    proc, _ = await start_worker_process()
     spec = RunSpec(phases=[PhaseSpec(name="generate", calls=3, concurrency=3, env={"FPF_SIM_BEHAVIOUR": "hang"})])
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     await wait_for_event(redis, run_id, "call.started", 20, count=3)
