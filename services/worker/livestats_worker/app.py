@@ -54,6 +54,10 @@ async def execute_run(ctx: dict[str, Any], run_id: str, spec_json: str) -> str:
     return await RunExecution(state.config, state.redis, state.publisher, run_id, spec).execute()
 
 
+class WorkerStopping(Exception):
+    """Raised inside arq's poll loop to end it cleanly on shutdown."""
+
+
 class ResilientWorker(Worker):
     """arq's poll loop lets a connection error end the worker; ours waits for Redis to return.
 
@@ -62,8 +66,16 @@ class ResilientWorker(Worker):
     """
 
     _redis_down_since: float | None = None
+    _stop_polling = False
+
+    def stop_polling(self) -> None:
+        """End the poll loop at its next iteration (with WorkerStopping), never mid-command:
+        cancelling arq inside a pipeline leaves a connection checked out."""
+        self._stop_polling = True
 
     async def _poll_iteration(self) -> None:
+        if self._stop_polling:
+            raise WorkerStopping
         try:
             await super()._poll_iteration()
         except UNAVAILABLE as exc:
@@ -87,7 +99,7 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-def create_worker(config: WorkerConfig, *, handle_signals: bool = True) -> Worker:
+def create_worker(config: WorkerConfig, *, handle_signals: bool = True) -> ResilientWorker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         client = connect(config.redis_url, "livestats.worker")
         publisher = Publisher(client, capacity=config.outbox_capacity)

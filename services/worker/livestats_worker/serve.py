@@ -8,12 +8,11 @@ import asyncio
 import logging
 import signal
 
-from arq.worker import Worker
-
-from .app import create_worker
+from .app import ResilientWorker, WorkerStopping, create_worker
 from .config import WorkerConfig
 
 log = logging.getLogger("livestats.worker")
+_POLL_STOP_S = 5.0  # how long arq's poll loop may take to notice it should stop
 
 
 async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
@@ -27,7 +26,7 @@ async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
     await _shutdown(worker, main, config.shutdown_grace_s)
 
 
-async def _shutdown(worker: Worker, main: asyncio.Task[None], grace_s: float) -> None:
+async def _shutdown(worker: ResilientWorker, main: asyncio.Task[None], grace_s: float) -> None:
     worker.allow_pick_jobs = False
     running = [t for t in worker.tasks.values() if not t.done()]
     if running:
@@ -35,8 +34,13 @@ async def _shutdown(worker: Worker, main: asyncio.Task[None], grace_s: float) ->
         _, still = await asyncio.wait(running, timeout=grace_s) if grace_s > 0 else (set(), set(running))
         for task in still:
             task.cancel()
-    main.cancel()
-    await asyncio.gather(main, *worker.tasks.values(), return_exceptions=True)
+    worker.stop_polling()
+    _, polling = await asyncio.wait({main}, timeout=_POLL_STOP_S)
+    if polling:  # stuck in a command (e.g. Redis is away): cancel after all
+        main.cancel()
+    for result in await asyncio.gather(main, *worker.tasks.values(), return_exceptions=True):
+        if isinstance(result, Exception) and not isinstance(result, WorkerStopping):
+            log.error("worker task ended with an error during shutdown", exc_info=result)
     # arq's close() gathers its job tasks without return_exceptions; they are all done here.
     worker.tasks.clear()
     await worker.close()

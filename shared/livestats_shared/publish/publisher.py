@@ -245,7 +245,10 @@ class Publisher:
         for r in results:
             if isinstance(r, UNAVAILABLE):
                 raise r
-        index_pipe = self.redis.pipeline(transaction=False)
+        async with self.redis.pipeline(transaction=False) as index_pipe:
+            await self._settle_all(chunks, results, index_pipe)
+
+    async def _settle_all(self, chunks: list[Chunk], results: list[Any], index_pipe: Pipeline) -> None:
         index_writes = 0
         verdicts: list[tuple[Chunk, int, int, str]] = []
         rejected: list[tuple[Chunk, Exception]] = []
@@ -271,13 +274,14 @@ class Publisher:
             self._settle(chunk, status, seq, text)
 
     async def _run_scripts(self, chunks: list[Chunk]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
         head = [self.producer, str(self.stream_maxlen), str(self.retention_s)]
-        for chunk in chunks:
-            run_id = chunk.run_id
-            args = [*head, run_id, str(SCHEMA_VERSION), *chunk.script_args()]
-            pipe.evalsha(SCRIPT_SHA, 2, keys.run_events(run_id), keys.run_stats(run_id), *args)  # type: ignore[arg-type]
-        return list(await pipe.execute(raise_on_error=False))
+        # `async with`: a pipeline interrupted by cancellation still returns its connection.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for chunk in chunks:
+                run_id = chunk.run_id
+                args = [*head, run_id, str(SCHEMA_VERSION), *chunk.script_args()]
+                pipe.evalsha(SCRIPT_SHA, 2, keys.run_events(run_id), keys.run_stats(run_id), *args)  # type: ignore[arg-type]
+            return list(await pipe.execute(raise_on_error=False))
 
     def _index(self, pipe: Pipeline, item: PendingEvent, seq: int) -> None:
         """Mirror lifecycle changes into the run index (a separate slot: not in the script)."""
