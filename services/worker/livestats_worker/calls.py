@@ -66,21 +66,19 @@ async def run_call(ctx: CallContext, index: int) -> bool:
     try:
         attempt = 1
         while True:
-            ok, reason = await _attempt(ctx, index, attempt, prompt_file)
-            if ok:
-                return True
-            assert reason is not None
-            if reason not in RETRYABLE or attempt >= phase.max_attempts:
-                return False
+            succeeded, retry_reason = await _attempt(ctx, index, attempt, prompt_file)
+            if retry_reason is None:
+                return succeeded
             attempt += 1
             delay = backoff_delay(attempt, ctx.backoff_base_s, ctx.backoff_max_s)
-            ctx.emit(CallRetrying(phase=phase.name, call=index, attempt=attempt, reason=reason, delay_s=delay))
+            ctx.emit(CallRetrying(phase=phase.name, call=index, attempt=attempt, reason=retry_reason, delay_s=delay))
             await asyncio.sleep(delay)
     finally:
         prompt_file.unlink(missing_ok=True)
 
 
 async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path) -> tuple[bool, FailureReason | None]:
+    """One attempt and its events. Returns (succeeded, reason to retry for, or None if done)."""
     phase = ctx.phase
     env = {**ctx.base_env, "FPF_CALL": str(index), "FPF_ATTEMPT": str(attempt)}
     predicted = phase.predicted_tokens if attempt == 1 else None
@@ -107,17 +105,9 @@ async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path
         # run_fpf has killed the process group before re-raising; record the attempt's end so
         # in_flight returns to zero and the stream says what happened to it.
         if spawned:
-            ctx.emit(
-                CallFailed(
-                    phase=phase.name,
-                    call=index,
-                    attempt=attempt,
-                    reason=FailureReason.CANCELLED,
-                    excerpt="run stopped while this call was running; its processes were killed",
-                    duration_s=round(time.monotonic() - started, 3),
-                    final=True,
-                )
-            )
+            elapsed = round(time.monotonic() - started, 3)
+            note = "run stopped while this call was running; its processes were killed"
+            _emit_failure(ctx, index, attempt, note, FailureReason.CANCELLED, None, elapsed, final=True)
         raise
 
     verdict = classify(result, mode=phase.output, min_bytes=phase.min_bytes)
@@ -146,7 +136,7 @@ async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path
     _emit_failure(ctx, index, attempt, verdict.excerpt, reason, result.exit_code, duration, final=not will_retry)
     if reason is FailureReason.SPAWN_ERROR:
         raise SpawnFailed(f"cannot start the FPF command: {verdict.excerpt}")
-    return False, reason
+    return False, reason if will_retry else None
 
 
 def _emit_failure(
