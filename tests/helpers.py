@@ -28,8 +28,10 @@ async def wait_for_event(redis, run_id: str, event_type: str, timeout_s: float =
                     if seen == count:
                         return event
     events = await read_events(redis, run_id)
+    story = [(e.type, e.data.get("call"), e.data.get("reason")) for e in events if e.type != "heartbeat"]
     raise AssertionError(
-        f"not {count} x {event_type} for run {run_id} within {timeout_s}s; saw {[e.type for e in events][-10:]}"
+        f"not {count} x {event_type} for run {run_id} within {timeout_s}s; {len(events)} events, "
+        f"the last that are not heartbeats: {story[-25:]}"
     )
 
 

@@ -135,7 +135,7 @@ async def test_invalid_run_ids_are_refused_before_any_redis_command():
 
 async def test_the_server_stopped_and_restarted_mid_stream_loses_nothing(redis_server, redis_url):
     server = redis_server.require_control()
-    client = connect(redis_url, "livestats.tests", socket_timeout=2)
+    client = connect(redis_url, "livestats.tests")
     pub = await Publisher(client).start()
     run_id = new_run_id()
     try:
@@ -162,7 +162,7 @@ async def test_the_server_stopped_and_restarted_mid_stream_loses_nothing(redis_s
 
 async def test_an_awaited_publish_fails_loudly_when_redis_stays_away(redis_server, redis_url):
     server = redis_server.require_control()
-    client = connect(redis_url, "livestats.tests", socket_timeout=1)
+    client = connect(redis_url, "livestats.tests")
     pub = await Publisher(client).start()
     try:
         await asyncio.to_thread(server.stop)
@@ -177,7 +177,7 @@ async def test_an_awaited_publish_fails_loudly_when_redis_stays_away(redis_serve
 
 async def test_a_full_outbox_refuses_loudly_instead_of_dropping(redis_server, redis_url):
     server = redis_server.require_control()
-    client = connect(redis_url, "livestats.tests", socket_timeout=1)
+    client = connect(redis_url, "livestats.tests")
     pub = await Publisher(client, capacity=50).start()
     run_id = new_run_id()
     try:

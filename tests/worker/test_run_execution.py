@@ -294,3 +294,21 @@ async def test_a_long_redis_outage_neither_kills_the_worker_nor_loses_the_runs_e
     # The same worker still takes new runs.
     again = await submit_run(redis, publisher, RunSpec(phases=[phase("generate", 2)]), queue_name=queue_name)
     assert (await wait_finished(redis, again, 30)).payload().outcome.value == "succeeded"
+
+
+async def test_the_heartbeat_task_always_stops_when_cancelled(redis, publisher, redis_url):
+    """A cancel landing just as a Redis command completes must not be lost (asyncio.wait_for on
+    3.11 loses it, in our code or inside redis-py, and the run then never finishes)."""
+    import random
+
+    from livestats_worker.config import WorkerConfig
+    from livestats_worker.run import RunExecution
+
+    config = WorkerConfig(redis_url=redis_url, heartbeat_interval_s=0.0005)
+    execution = RunExecution(config, redis, publisher, "hb-test", RunSpec(phases=[phase("g")]))
+    for _ in range(300):
+        task = asyncio.create_task(execution._heartbeats())
+        await asyncio.sleep(random.uniform(0, 0.003))
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert done, "the heartbeat task ignored its cancellation"

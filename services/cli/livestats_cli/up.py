@@ -104,7 +104,8 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
                 print(f"worker exited with {worker.proc.returncode}; see {worker.log_path}", file=sys.stderr)
                 return 1
             with contextlib.suppress(TimeoutError):  # the timeout is just our check interval
-                await asyncio.wait_for(stop.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
         return 0
     finally:
         print("\nstopping...", flush=True)

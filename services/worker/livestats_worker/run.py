@@ -187,8 +187,11 @@ class RunExecution:
     async def _cancel_requested(self) -> str | None:
         try:
             # Bounded: during an outage the client's own retries could otherwise hold up the
-            # end of a run that is being timed out or shut down.
-            raw: bytes | None = await asyncio.wait_for(self.redis.get(keys.run_cancel(self.run_id)), 2.0)
+            # end of a run that is being timed out or shut down. Not asyncio.wait_for: on 3.11
+            # it swallows a cancel that lands as the read completes, and the heartbeat task
+            # then never stops (seen: a timed-out run that never finished).
+            async with asyncio.timeout(2.0):
+                raw: bytes | None = await self.redis.get(keys.run_cancel(self.run_id))
         except _CANCEL_CHECK_ERRORS as exc:
             log.warning("run %s: cannot check for a cancel request (%s); will retry", self.run_id, exc)
             return None

@@ -1,7 +1,8 @@
 """Publish run events to Redis: one ordered, batched, retrying writer per process.
 
-Every event goes through one outbox and one drain task, which groups a batch by run and
-writes each group with a single EVALSHA (assign seq, apply stats deltas, XADD: atomically).
+Every event goes through one outbox and one drain task, which cuts a batch into chunks of
+one run's events and writes each chunk with a single EVALSHA (assign seq, apply the merged
+stats delta, XADD each event: atomically).
 Two ways in:
 
 * `await publish(...)`: waits for the write and returns (seq, stream id). Raises PublishError
@@ -10,7 +11,7 @@ Two ways in:
   Redis takes it, across outages; a full outbox raises OutboxFull to the caller. Nothing is
   dropped silently.
 
-A batch re-sent after a connection error is de-duplicated by the script using the producer
+Chunks resent after a connection error are recognised by the script from the producer
 sequence, so an outage neither loses nor doubles an event.
 """
 
@@ -34,7 +35,15 @@ from redis.exceptions import NoScriptError
 
 from .. import keys
 from ..errors import PublishError, RunStateConflict
-from ..events import SCHEMA_VERSION, EventData
+from ..events import (
+    SCHEMA_VERSION,
+    EventData,
+    PhaseFinished,
+    PhaseStarted,
+    RunFinished,
+    RunQueued,
+    RunStarted,
+)
 from ..ids import validate_run_id
 from ..redis_client import UNAVAILABLE
 from ..stats import delta_for
@@ -46,7 +55,7 @@ log = logging.getLogger("livestats.publisher")
 SCRIPT = (files("livestats_shared.publish") / "publish.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 NO_RUN = "~"  # guard token: the run must not exist yet
-_LIFECYCLE = {"run.queued", "run.started", "run.finished", "phase.started", "phase.finished"}
+_LIFECYCLE = {m.TYPE for m in (RunQueued, RunStarted, RunFinished, PhaseStarted, PhaseFinished)}
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
 
 
@@ -70,6 +79,7 @@ class Publisher:
         stream_maxlen: int = keys.RUN_STREAM_MAXLEN,
         retention_s: int = keys.RUN_RETENTION_S,
         publish_timeout_s: float = 5.0,
+        command_timeout_s: float = 10.0,
     ) -> None:
         self.redis = redis
         self.producer = producer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -78,6 +88,7 @@ class Publisher:
         self.stream_maxlen = stream_maxlen
         self.retention_s = retention_s
         self.publish_timeout_s = publish_timeout_s
+        self.command_timeout_s = command_timeout_s
         self.published = 0  # events written
         self.duplicates = 0  # re-sent events the script recognised
         self.failed = 0  # events Redis rejected outright (never retried)
@@ -202,7 +213,10 @@ class Publisher:
                     continue
                 chunks = cut(batch)
             try:
-                await self._write(chunks)
+                # A server that stops answering without closing the socket counts as an outage
+                # (TimeoutError is an OSError); the chunks are resent once it is back.
+                async with asyncio.timeout(self.command_timeout_s):
+                    await self._write(chunks)
             except UNAVAILABLE as exc:
                 if down_since is None:
                     down_since = time.monotonic()
