@@ -312,3 +312,18 @@ async def test_the_heartbeat_task_always_stops_when_cancelled(redis, publisher, 
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=2)
         assert done, "the heartbeat task ignored its cancellation"
+
+
+async def test_a_prompt_full_of_literal_braces_is_sent_as_written(redis, publisher, start_worker, queue_name):
+    await start_worker()
+    prompt = 'Answer as {"score": <int>, "why": "..."} for item {call} of {phase}; keep {braces} and }{.'
+    spec = RunSpec(phases=[phase("evaluate", 2, prompt=prompt)])
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    assert (await wait_finished(redis, run_id, 20)).payload().outcome.value == "succeeded"
+
+
+def test_only_the_documented_placeholders_are_substituted():
+    from livestats_worker.calls import render_prompt
+
+    rendered = render_prompt('{"a": {call}} {phase} {other} {run_id}', phase="gen", call=3, run_id="r1")
+    assert rendered == '{"a": 3} gen {other} r1'

@@ -47,6 +47,14 @@ def fpf_argv(command: list[str], prompt_file: Path) -> list[str]:
     return [*command, str(prompt_file)]
 
 
+def render_prompt(template: str, **values: object) -> str:
+    """Substitute {phase}, {call}, {run_id} and nothing else: prompts are full of literal braces
+    (JSON examples), which str.format would reject or misread."""
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", str(value))
+    return template
+
+
 def phase_env(config_env: Mapping[str, str], run_id: str, phase: PhaseSpec) -> dict[str, str]:
     env = dict(config_env)
     env.update(phase.env)
@@ -62,7 +70,7 @@ async def run_call(ctx: CallContext, index: int) -> bool:
     """
     phase = ctx.phase
     prompt_file = ctx.prompt_dir / f"{phase.name}-{index}.txt"
-    prompt_file.write_text(phase.prompt.format(phase=phase.name, call=index, run_id=ctx.run_id))
+    prompt_file.write_text(render_prompt(phase.prompt, phase=phase.name, call=index, run_id=ctx.run_id))
     try:
         attempt = 1
         while True:
