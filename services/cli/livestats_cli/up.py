@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TextIO
 
 from livestats_shared.control import submit_run
-from livestats_shared.process import die_with_parent
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 from livestats_shared.spec import RunSpec
 from redis.asyncio import Redis
 
+from . import children
 from .config import CliConfig
 from .embedded import EmbeddedServer, free_port, port_in_use
 from .follow import ProgressView, follow
@@ -32,36 +32,6 @@ from .follow import ProgressView, follow
 
 def demo_spec() -> RunSpec:
     return RunSpec.model_validate_json((files("livestats_cli") / "demo.json").read_text())
-
-
-class Child:
-    """A service process in its own session, so a terminal's Ctrl-C reaches only us and we
-    stop the children in order; it gets SIGTERM if we die without stopping it."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent(),
-            )
-        self.log_path = log_path
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            print(f"{self.name} did not stop within {timeout_s:g} s; killing it", file=sys.stderr)
-            self.proc.kill()
-            self.proc.wait()
 
 
 async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -> int:
@@ -72,7 +42,7 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         loop.add_signal_handler(sig, stop.set)
 
     server: EmbeddedServer | None = None
-    worker: Child | None = None
+    worker: subprocess.Popen[bytes] | None = None
     try:
         if config.redis_url:
             url = config.redis_url
@@ -91,8 +61,9 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
             url = server.url
             print(f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on)")
         env = {**os.environ, "LIVESTATS_REDIS_URL": url, "LIVESTATS_QUEUE_NAME": config.queue_name}
-        worker = Child("worker", [sys.executable, "-m", "livestats_worker"], env, config.data_dir / "worker.log")
-        print(f"worker pid {worker.proc.pid} (log: {worker.log_path})")
+        worker_log = config.data_dir / "worker.log"
+        worker = children.spawn([sys.executable, "-m", "livestats_worker"], worker_log, env)
+        print(f"worker pid {worker.pid} (log: {worker_log})")
 
         if spec is not None:
             outcome = await _run_and_show(url, config, spec, stop)
@@ -100,8 +71,8 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
                 return 0 if outcome in ("succeeded", None) else 1
         print("\nstack is up. Submit runs with `livestats submit SPEC.json`; Ctrl-C stops everything.")
         while not stop.is_set():
-            if worker.proc.poll() is not None:
-                print(f"worker exited with {worker.proc.returncode}; see {worker.log_path}", file=sys.stderr)
+            if worker.poll() is not None:
+                print(f"worker exited with {worker.returncode}; see {worker_log}", file=sys.stderr)
                 return 1
             with contextlib.suppress(TimeoutError):  # the timeout is just our check interval
                 async with asyncio.timeout(1.0):
@@ -110,7 +81,7 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
     finally:
         print("\nstopping...", flush=True)
         if worker is not None:
-            await asyncio.to_thread(worker.stop)
+            await asyncio.to_thread(children.stop, worker, "worker", 20.0)
         if server is not None:
             await asyncio.to_thread(server.stop)
         print("stopped.")
