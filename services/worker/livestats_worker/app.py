@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import WatchError
 
 from .config import WorkerConfig
 from .run import RunExecution
@@ -54,6 +55,12 @@ async def execute_run(ctx: dict[str, Any], run_id: str, spec_json: str) -> str:
     return await RunExecution(state.config, state.redis, state.publisher, run_id, spec).execute()
 
 
+# A connection lost while arq holds a WATCH surfaces as WatchError ("A ConnectionError occurred
+# on while watching one or more keys"), not as ConnectionError; arq's own WATCH races are
+# handled inside arq, so a WatchError reaching the poll loop is an outage too.
+_POLL_OUTAGE: tuple[type[Exception], ...] = (*UNAVAILABLE, WatchError)
+
+
 class WorkerStopping(Exception):
     """Raised inside arq's poll loop to end it cleanly on shutdown."""
 
@@ -78,7 +85,7 @@ class ResilientWorker(Worker):
             raise WorkerStopping
         try:
             await super()._poll_iteration()
-        except UNAVAILABLE as exc:
+        except _POLL_OUTAGE as exc:
             if self._redis_down_since is None:
                 self._redis_down_since = time.monotonic()
                 log.warning(

@@ -21,9 +21,12 @@ async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
-    if main.done():
-        await main  # the worker's loop ended on its own: surface why
+    crashed = main.done() and not main.cancelled() and main.exception() is not None
+    if crashed:
+        log.error("arq's poll loop ended on its own; shutting down", exc_info=main.exception())
     await _shutdown(worker, main, config.shutdown_grace_s)
+    if crashed:
+        await main  # re-raise: the process must exit non-zero so a supervisor restarts it
 
 
 async def _shutdown(worker: ResilientWorker, main: asyncio.Task[None], grace_s: float) -> None:
