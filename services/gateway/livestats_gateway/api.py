@@ -1,0 +1,5 @@
+"""PLACEHOLDER (being written): REST routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

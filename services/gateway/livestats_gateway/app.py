@@ -1,0 +1,57 @@
+"""The gateway application: `create_app(config)` wires Redis, the hub and the routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from livestats_shared.publish import Publisher
+from livestats_shared.redis_client import connect
+
+from . import api, sse, ws
+from .config import GatewayConfig
+from .hub import Hub
+from .index import RunIndex
+from .stalls import StallMonitor
+from .state import State
+
+log = logging.getLogger("livestats.gateway")
+
+
+def create_app(config: GatewayConfig) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        async with AsyncExitStack() as stack:
+            redis = connect(config.redis_url, "livestats.gateway")
+            stack.push_async_callback(redis.aclose)
+            publisher = await stack.enter_async_context(Publisher(redis, producer=None))
+            hub = await stack.enter_async_context(Hub(config, redis))
+            index = await stack.enter_async_context(RunIndex(config, redis, hub))
+            stalls = await stack.enter_async_context(StallMonitor(config, redis, publisher))
+            log.info("gateway ready (redis %s)", redact(config.redis_url))
+            yield State(config=config, redis=redis, publisher=publisher, hub=hub, index=index, stalls=stalls)
+            log.info("gateway stopping")
+            # Teardown runs in reverse: stall monitor, index, hub (closes every client), publisher.
+
+    app = FastAPI(
+        title="livestats gateway",
+        version="1",
+        summary="Live telemetry of LLM pipeline runs: WebSocket/SSE fan-out and the REST API.",
+        lifespan=lifespan,
+    )
+    app.include_router(api.router)
+    app.include_router(sse.router)
+    app.include_router(ws.router)
+    return app
+
+
+def redact(url: str) -> str:
+    """A Redis URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = creds.partition(":")[0]
+    return f"{scheme}{sep}{user + ':***' if user else '***'}@{host}"

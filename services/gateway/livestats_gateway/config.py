@@ -1,0 +1,48 @@
+"""Gateway settings, read once at start from LIVESTATS_GATEWAY_* environment variables."""
+
+from __future__ import annotations
+
+from livestats_shared import keys
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewayConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIVESTATS_GATEWAY_", extra="ignore", populate_by_name=True)
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("LIVESTATS_GATEWAY_REDIS_URL", "LIVESTATS_REDIS_URL", "REDIS_URL"),
+    )
+    # Must match the workers' queue: POST /api/runs enqueues there.
+    queue_name: str = Field(
+        keys.JOB_QUEUE, validation_alias=AliasChoices("LIVESTATS_GATEWAY_QUEUE_NAME", "LIVESTATS_QUEUE_NAME")
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    # -- fan-out -------------------------------------------------------------------------------
+    read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")
+    read_block_ms: int = Field(5_000, ge=10, description="Longest XREAD block; adding a stream wakes it.")
+    replay_page: int = Field(2_000, ge=10, description="XRANGE page size when replaying history.")
+    frame_max_events: int = Field(500, ge=1, description="Most events in one replayed frame.")
+    client_queue_bytes: int = Field(8 << 20, ge=64 << 10, description="Per-client send queue; beyond it: 4008.")
+    client_message_max_bytes: int = Field(4_096, ge=64, description="Largest message a client may send.")
+    heartbeat_s: float = Field(5.0, gt=0, description="Application heartbeat (server time) to every client.")
+    ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket protocol pings.")
+    ws_ping_timeout_s: float = Field(20.0, gt=0)
+    ws_compression: bool = Field(False, description="permessage-deflate: saves bandwidth, costs CPU per client.")
+
+    # -- run index -----------------------------------------------------------------------------
+    index_limit: int = Field(200, ge=1, le=5_000, description="Runs sent to a /ws/runs client on connect.")
+    index_refresh_s: float = Field(1.0, gt=0, description="How often running runs' progress is re-read.")
+
+    # -- stalled runs --------------------------------------------------------------------------
+    stall_check_interval_s: float = Field(1.0, gt=0)
+    stall_margin_s: float = Field(3.0, ge=0, description="Added to two heartbeat intervals.")
+    default_run_heartbeat_s: float = Field(5.0, gt=0, description="For runs that do not state theirs.")
+
+    # -- REST ----------------------------------------------------------------------------------
+    events_page_max: int = Field(5_000, ge=1, description="Largest `limit` on GET /api/runs/{id}/events.")
+    runs_page_max: int = Field(500, ge=1, description="Largest `limit` on GET /api/runs.")
+    shutdown_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open streams get to close.")

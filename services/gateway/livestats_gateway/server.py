@@ -1,0 +1,27 @@
+"""uvicorn settings for the gateway, shared by `livestats gateway` and the tests."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from .app import create_app
+from .config import GatewayConfig
+
+
+def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        # Protocol pings find dead peers; the application heartbeat tells clients the time.
+        ws_ping_interval=config.ws_ping_interval_s,
+        ws_ping_timeout=config.ws_ping_timeout_s,
+        # Clients send only small control messages; a larger frame is refused by the
+        # protocol layer (1009) before it is buffered.
+        ws_max_size=max(config.client_message_max_bytes, 1024) * 4,
+        ws_per_message_deflate=config.ws_compression,
+        timeout_graceful_shutdown=config.shutdown_grace_s,
+        proxy_headers=True,
+        server_header=False,
+    )

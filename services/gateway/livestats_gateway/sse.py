@@ -1,0 +1,5 @@
+"""PLACEHOLDER (being written): SSE route."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

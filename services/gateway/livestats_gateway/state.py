@@ -1,0 +1,30 @@
+"""The typed state the lifespan yields; routes reach it through `app_state(conn)`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypedDict, cast
+
+from livestats_shared.publish import Publisher
+from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
+
+from .config import GatewayConfig
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .index import RunIndex
+    from .stalls import StallMonitor
+
+
+class State(TypedDict):
+    config: GatewayConfig
+    redis: Redis  # shared command client (REST, joins, snapshots); the hub reads on its own
+    publisher: Publisher  # submit, cancel, stalled marks
+    hub: Hub
+    index: RunIndex
+    stalls: StallMonitor
+
+
+def app_state(conn: HTTPConnection) -> State:
+    # Starlette copies the lifespan's state dict into every request's scope.
+    return cast(State, conn.scope["state"])

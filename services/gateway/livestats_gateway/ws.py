@@ -1,0 +1,5 @@
+"""PLACEHOLDER (being written): WebSocket routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
