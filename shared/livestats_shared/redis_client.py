@@ -11,18 +11,22 @@ REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionError, TimeoutError,
 UNAVAILABLE: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, OSError)
 
 
-def connect(url: str, client_name: str) -> Redis:
+def connect(url: str, client_name: str, *, single_connection: bool = False) -> Redis:
     """A client for `url` (redis://, rediss://, with ACL user:password) named for CLIENT LIST.
 
     No socket_timeout, on purpose: with one set, redis-py 5 wraps every write in
     asyncio.wait_for, which on Python 3.11 swallows a cancellation that lands as the write
     completes (measured: ~8% of random cancels lost). A task that cannot be cancelled hangs
     shutdown and timeouts. Callers that need a bound use `asyncio.timeout` around the command.
+
+    `single_connection`: one dedicated connection, for a blocking reader: its cancelled XREAD
+    must never go back to a shared pool (redis-py #2663), and its CLIENT ID stays stable.
     """
     client: Redis = Redis.from_url(
         url,
         client_name=client_name,
         socket_connect_timeout=5.0,
         health_check_interval=30,
+        single_connection_client=single_connection,
     )
     return client

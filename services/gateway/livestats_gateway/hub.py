@@ -1,22 +1,274 @@
-"""PLACEHOLDER (being written): the shared stream reader."""
+"""The shared reader: one blocking XREAD per gateway process over every stream that has a
+subscriber, fanned out to all of them.
+
+Redis load does not grow with the number of viewers: a stream is read once however many
+clients watch it (channels are reference-counted by their subscribers). The reader has its own
+connection; when a stream is added, another connection sends CLIENT UNBLOCK so the new stream
+is read at once instead of after the block runs out.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from livestats_shared.errors import InvalidEvent
+from livestats_shared.history import read_stats_hash
+from livestats_shared.redis_client import UNAVAILABLE, connect
+from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
 from .config import GatewayConfig
+from .subscriber import Subscriber
+from .wire import Batch, CloseCode, Frame, RawEntry, WireEvent, encode_entry, entry_fields, now_ms, raw_stream_replies
+
+log = logging.getLogger("livestats.gateway.hub")
+_BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
+_UNBLOCK_RETRY_S = 0.002
+
+
+class Channel:
+    """One stream and the subscribers reading it through this process."""
+
+    def __init__(self, run_id: str, stream: str) -> None:
+        self.run_id = run_id
+        self.run_id_bytes = run_id.encode()
+        self.stream = stream
+        self.subscribers: set[Subscriber] = set()
+        self.position: bytes | None = None  # last entry id read; None until resolved
+        self.last_seq: int | None = None  # for the continuity check
+        self.resolved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
 class Hub:
     def __init__(self, config: GatewayConfig, redis: Redis) -> None:
         self.config = config
+        self.redis = redis  # commands other than the blocking read
+        self._reader = raw_stream_replies(connect(config.redis_url, "livestats.gateway.reader", single_connection=True))
+        # Stream reads for joins (history replay, attach): unparsed replies, see wire.py.
+        self.history = raw_stream_replies(connect(config.redis_url, "livestats.gateway.history"))
+        self._channels: dict[str, Channel] = {}
+        self._attached: dict[Subscriber, Channel] = {}  # a subscriber reads one stream
+        self.connections: set[Subscriber] = set()  # every open client, for heartbeats and shutdown
+        self._generation = 0  # bumped when a stream is added
+        self._reading_generation = 0  # generation of the XREAD in flight
+        self._in_read = False
+        self._reader_id: int | None = None
+        self._wake = asyncio.Event()
+        self._unblocking: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.connected = False  # the reader's last command succeeded
+        # counters (exported as metrics later; read by tests and /readyz)
+        self.reads = 0
+        self.events_read = 0
+        self.invalid_entries = 0
+        self.resets = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Hub:
+        for coro, name in ((self._read_loop(), "hub-reader"), (self._heartbeat_loop(), "hub-heartbeat")):
+            task = asyncio.create_task(coro, name=name)
+            task.add_done_callback(self._task_ended)
+            self._tasks.append(task)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        return None
+        for sub in list(self.connections):
+            sub.close(CloseCode.GOING_AWAY, "gateway shutting down")
+        for task in [*self._tasks, *([self._unblocking] if self._unblocking else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._reader.aclose()
+        await self.history.aclose()
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("hub task %s died: no live events", task.get_name(), exc_info=task.exception())
 
     def alive(self) -> bool:
-        """The reader loop is running (for /readyz)."""
-        return True
+        """The reader loop runs and its last Redis command succeeded (for /readyz)."""
+        return bool(self._tasks) and not self._tasks[0].done() and self.connected
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connection(self, sub: Subscriber) -> AsyncIterator[Subscriber]:
+        """Register a client for heartbeats and shutdown; detach it from its stream at the end."""
+        self.connections.add(sub)
+        try:
+            yield sub
+        finally:
+            self.connections.discard(sub)
+            self.detach(sub)
+
+    async def attach(self, run_id: str, stream: str, sub: Subscriber) -> Channel:
+        """Subscribe `sub` (still joining: live batches are held) to `stream`. When this
+        returns, every event after the stream's current end will reach `sub`."""
+        channel = self._channels.get(stream)
+        if channel is None:
+            channel = self._channels[stream] = Channel(run_id, stream)
+            channel.subscribers.add(sub)
+            self._attached[sub] = channel
+            try:
+                last = await self.history.xrevrange(stream, count=1)
+            except BaseException as exc:
+                self._drop(channel)
+                channel.resolved.set_exception(exc)
+                channel.resolved.exception()  # retrieved here; other waiters re-raise it
+                raise
+            channel.position = last[0][0] if last else b"0-0"
+            channel.last_seq = _seq_of(last[0][1]) if last else None
+            channel.resolved.set_result(None)
+            self._stream_added()
+        else:
+            channel.subscribers.add(sub)
+            self._attached[sub] = channel
+            await asyncio.shield(channel.resolved)
+        return channel
+
+    def detach(self, sub: Subscriber) -> None:
+        channel = self._attached.pop(sub, None)
+        if channel is not None:
+            channel.subscribers.discard(sub)
+            if not channel.subscribers:
+                # The reader drops it on its next pass; no need to interrupt a block for that.
+                self._drop(channel)
+
+    def _drop(self, channel: Channel) -> None:
+        if self._channels.get(channel.stream) is channel:
+            del self._channels[channel.stream]
+
+    def _stream_added(self) -> None:
+        self._generation += 1
+        self._wake.set()
+        if self._in_read and (self._unblocking is None or self._unblocking.done()):
+            self._unblocking = asyncio.create_task(self._unblock(), name="hub-unblock")
+            self._unblocking.add_done_callback(self._unblock_ended)
+
+    async def _unblock(self) -> None:
+        """Interrupt the reader's XREAD so it picks up the new streams now. CLIENT UNBLOCK can
+        arrive before the XREAD does (then it unblocks nothing): retry until the reader is
+        reading with the current streams."""
+        while self._in_read and self._reading_generation < self._generation and self._reader_id is not None:
+            if await self.redis.client_unblock(self._reader_id):
+                return
+            await asyncio.sleep(_UNBLOCK_RETRY_S)
+
+    def _unblock_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # The reader still sees the stream when its block times out; say why it was late.
+            log.warning("could not interrupt the reader for a new stream: %r", task.exception())
+
+    # -- the reader --------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        backoff = _BACKOFF_MIN_S
+        while True:
+            streams = {c.stream: c.position for c in self._channels.values() if c.position is not None}
+            if not streams:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                if self._reader_id is None:
+                    self._reader_id = int(await self._reader.client_id())
+                self._reading_generation = self._generation
+                self._in_read = True
+                try:
+                    reply = await self._reader.xread(
+                        streams,  # type: ignore[arg-type]
+                        count=self.config.read_count,
+                        block=self.config.read_block_ms,
+                    )
+                finally:
+                    self._in_read = False
+            except UNAVAILABLE as exc:
+                if self.connected or backoff == _BACKOFF_MIN_S:
+                    log.warning("stream reader lost Redis (%s); retrying", exc)
+                self.connected = False
+                self._reader_id = None  # a new connection has a new id
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            if not self.connected:
+                log.info("stream reader connected")
+            self.connected, backoff = True, _BACKOFF_MIN_S
+            self.reads += 1
+            for raw_stream, entries in reply or ():
+                stream = raw_stream.decode()
+                channel = self._channels.get(stream)
+                # Dropped (or dropped and re-added at another position) while we read: skip.
+                if channel is None or channel.position != streams[stream]:
+                    continue
+                await self._deliver(channel, entries)
+
+    async def _deliver(self, channel: Channel, entries: list[RawEntry]) -> None:
+        events: list[WireEvent] = []
+        for entry_id, fields in entries:
+            try:
+                event = encode_entry(entry_id, fields, channel.run_id_bytes)
+            except InvalidEvent as exc:
+                self.invalid_entries += 1
+                log.warning("run %s: skipping an entry livestats did not write: %s", channel.run_id, exc)
+                continue
+            if channel.last_seq is not None and event.seq != channel.last_seq + 1:
+                # Deleted and recreated, or trimmed past us: never skip silently.
+                if events:
+                    self._fanout(channel, Batch(events))
+                    events = []
+                reason = "stream_reset" if event.seq <= channel.last_seq else "gap"
+                detail = f"expected seq {channel.last_seq + 1}, stream has {event.seq}"
+                log.warning("run %s: %s (%s); clients get a reset", channel.run_id, reason, detail)
+                self.resets += 1
+                channel.last_seq = event.seq
+                self._fanout(channel, Batch([event], await self.reset_body(channel.run_id, reason, detail)))
+                continue
+            channel.last_seq = event.seq
+            events.append(event)
+        channel.position = entries[-1][0]
+        self.events_read += len(entries)
+        if events:
+            self._fanout(channel, Batch(events))
+
+    def _fanout(self, channel: Channel, batch: Batch) -> None:
+        for sub in list(channel.subscribers):
+            sub.offer(batch)
+
+    async def reset_body(self, run_id: str, reason: str, detail: str) -> dict[str, Any]:
+        """The body of a `reset` frame: why, and the run's snapshot to start again from."""
+        try:
+            raw = await read_stats_hash(self.redis, run_id)
+        except UNAVAILABLE as exc:
+            log.warning("run %s: reset sent without a snapshot: %s", run_id, exc)
+            raw = {}
+        snapshot = RunSnapshot.from_hash(run_id, raw).model_dump(mode="json") if raw else None
+        return {"reason": reason, "detail": detail, "snapshot": snapshot}
+
+    # -- heartbeats --------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """Server time to every client, encoded once per format per beat."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            body = {"server_ts": now_ms()}
+            frames: dict[str, Frame] = {}
+            for sub in [s for s in self.connections if s.greeted]:
+                frame = frames.get(sub.fmt.name)
+                if frame is None:
+                    frame = frames[sub.fmt.name] = sub.fmt.control("heartbeat", body)
+                sub.push(frame)
+
+
+def _seq_of(flat: list[bytes]) -> int | None:
+    try:
+        return int(entry_fields(flat)[b"seq"])
+    except (KeyError, ValueError):
+        return None

@@ -1,19 +1,153 @@
-"""PLACEHOLDER (being written): the live run index."""
+"""The live run index behind `/ws/runs`: the runs feed (one entry per lifecycle change) read
+once per process, each change sent as the run's fresh summary; running runs' progress is
+re-read every `index_refresh_s` and sent when it changed. One reader per process, not per
+client, and each update is encoded once for every client."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from livestats_shared import keys
+from livestats_shared.control import TERMINAL
+from livestats_shared.errors import InvalidRunId
+from livestats_shared.ids import validate_run_id
+from livestats_shared.redis_client import UNAVAILABLE, connect
+from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
 from .config import GatewayConfig
 from .hub import Hub
+from .subscriber import Subscriber
+from .wire import RunsUpdate, now_ms
+
+log = logging.getLogger("livestats.gateway.index")
+_BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
 
 
 class RunIndex:
     def __init__(self, config: GatewayConfig, redis: Redis, hub: Hub) -> None:
         self.config = config
+        self.redis = redis
+        self.hub = hub
+        self._reader = connect(config.redis_url, "livestats.gateway.index", single_connection=True)
+        self._subs: set[Subscriber] = set()
+        self._active: dict[str, int] = {}  # non-terminal runs -> seq of the summary last sent
+        self._tasks: list[asyncio.Task[None]] = []
+        self.updates_sent = 0
 
     async def __aenter__(self) -> RunIndex:
+        for coro, name in ((self._feed_loop(), "index-feed"), (self._refresh_loop(), "index-refresh")):
+            task = asyncio.create_task(coro, name=name)
+            task.add_done_callback(self._task_ended)
+            self._tasks.append(task)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._reader.aclose()
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("index task %s died; /ws/runs gets no updates", task.get_name(), exc_info=task.exception())
+
+    def alive(self) -> bool:
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    @asynccontextmanager
+    async def subscription(self, sub: Subscriber) -> AsyncIterator[Subscriber]:
+        self._subs.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subs.discard(sub)
+
+    async def join(self, sub: Subscriber) -> None:
+        """The newest `index_limit` runs, then live updates newer than what they showed."""
+        run_ids = [r.decode() for r in await self.redis.zrevrange(keys.RUNS_INDEX, 0, self.config.index_limit - 1)]
+        summaries = await self._summaries(run_ids)
+        sub.control("index", {"runs": summaries, "server_ts": now_ms()})
+        seqs = {s["run_id"]: s["seq"] for s in summaries}
+        sub.control("live", {})
+        sub.go_live(lambda update: update.newer_than(seqs))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _summaries(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Fresh summaries (one pipeline), newest first as given; expired runs are left out."""
+        ids = list(run_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rid in ids:
+                pipe.hgetall(keys.run_stats(rid))
+            hashes = await pipe.execute()
+        out = []
+        for rid, raw in zip(ids, hashes, strict=True):
+            if not raw:
+                self._active.pop(rid, None)
+                continue
+            summary = RunSnapshot.from_hash(rid, {k.decode(): v.decode() for k, v in raw.items()}).model_dump(
+                mode="json"
+            )
+            if summary["status"] in TERMINAL:
+                self._active.pop(rid, None)
+            else:
+                self._active[rid] = summary["seq"]
+            out.append(summary)
+        return out
+
+    def _send(self, summaries: list[dict[str, Any]]) -> None:
+        if summaries and self._subs:
+            update = RunsUpdate(summaries)
+            for sub in list(self._subs):
+                sub.offer(update)
+            self.updates_sent += 1
+
+    async def _feed_loop(self) -> None:
+        position: bytes | None = None
+        backoff = _BACKOFF_MIN_S
+        while True:
+            try:
+                if position is None:
+                    last = await self._reader.xrevrange(keys.RUNS_FEED, count=1)
+                    position = last[0][0] if last else b"0-0"
+                reply = await self._reader.xread(
+                    {keys.RUNS_FEED: position}, count=self.config.read_count, block=self.config.read_block_ms
+                )
+                if not reply:
+                    continue
+                entries = reply[0][1]
+                position = entries[-1][0]
+                changed = dict.fromkeys(rid for _, fields in entries if (rid := _run_id(fields)) is not None)
+                self._send(await self._summaries(changed))
+                backoff = _BACKOFF_MIN_S
+            except UNAVAILABLE as exc:
+                log.warning("run index lost Redis (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _refresh_loop(self) -> None:
+        """Progress of running runs (calls done, failures) is not in the feed: re-read it."""
+        while True:
+            await asyncio.sleep(self.config.index_refresh_s)
+            if not self._subs or not self._active:
+                continue
+            before = dict(self._active)
+            try:
+                summaries = await self._summaries(before)
+            except UNAVAILABLE as exc:
+                log.warning("run index refresh failed: %s", exc)
+                continue
+            self._send([s for s in summaries if s["seq"] != before.get(s["run_id"])])
+
+
+def _run_id(fields: dict[bytes, bytes]) -> str | None:
+    try:
+        return validate_run_id(fields[b"run_id"].decode())
+    except (KeyError, UnicodeDecodeError, InvalidRunId):
+        log.warning("runs feed entry without a valid run_id: %r", fields)
         return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import uvicorn
 
 from .app import create_app
@@ -21,7 +23,7 @@ def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn
         # protocol layer (1009) before it is buffered.
         ws_max_size=max(config.client_message_max_bytes, 1024) * 4,
         ws_per_message_deflate=config.ws_compression,
-        timeout_graceful_shutdown=config.shutdown_grace_s,
+        timeout_graceful_shutdown=math.ceil(config.shutdown_grace_s),
         proxy_headers=True,
         server_header=False,
     )

@@ -1,5 +1,100 @@
-"""PLACEHOLDER (being written): SSE route."""
+"""`GET /api/runs/{run_id}/stream`: the run's feed as Server-Sent Events, for curl and for
+proxies that block WebSockets. Same join as the WebSocket; resume with `Last-Event-ID`."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from livestats_shared import keys
+from livestats_shared.control import UnknownRun
+from livestats_shared.errors import InvalidRunId
+from livestats_shared.history import read_stats_hash
+from livestats_shared.ids import validate_run_id
+from livestats_shared.redis_client import UNAVAILABLE
+
+from .hub import Hub
+from .join import join
+from .state import app_state
+from .subscriber import Subscriber, SubscriberClosed
+from .wire import SSE, CloseCode, Frame, InvalidStreamId, parse_stream_id
+
+log = logging.getLogger("livestats.gateway.sse")
 router = APIRouter()
+_RETRY_MS = 1_000  # tells EventSource how soon to reconnect
+
+
+@router.get(
+    "/api/runs/{run_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "history, then live events"}},
+    summary="The run's events as Server-Sent Events (resume with Last-Event-ID)",
+)
+async def run_stream(
+    request: Request,
+    run_id: str,
+    since: str | None = Query(None, description="Stream id to resume after (Last-Event-ID wins)."),
+    last_event_id: str | None = Header(None),
+) -> StreamingResponse:
+    state = app_state(request)
+    resume = last_event_id or since
+    try:
+        rid = validate_run_id(run_id)
+        if resume:
+            parse_stream_id(resume)
+    except (InvalidRunId, InvalidStreamId) as exc:
+        raise HTTPException(422, str(exc)) from exc
+    # Checked before the 200 goes out, so a wrong id is a plain 404, not an empty stream.
+    try:
+        redis = state["redis"]
+        exists = bool(await read_stats_hash(redis, rid)) or bool(await redis.exists(keys.run_events(rid)))
+    except UNAVAILABLE as exc:
+        raise HTTPException(503, "redis unavailable", headers={"Retry-After": "1"}) from exc
+    if not exists:
+        raise HTTPException(404, f"no run {rid}")
+    sub = Subscriber(SSE, state["config"].client_queue_bytes)
+    return StreamingResponse(
+        _events(state["hub"], sub, rid, resume),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _events(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> AsyncIterator[bytes]:
+    yield b"retry: %d\n\n" % _RETRY_MS
+    async with hub.connection(sub):
+        joiner = asyncio.create_task(_join_or_close(hub, sub, run_id, since), name="sse-join")
+        try:
+            while True:
+                try:
+                    frames = await sub.get()
+                except SubscriberClosed as closed:
+                    yield _bytes(SSE.control("error", {"code": int(closed.code), "message": closed.reason}))
+                    return
+                yield b"".join(_bytes(f) for f in frames)
+        finally:
+            joiner.cancel()
+            await asyncio.gather(joiner, return_exceptions=True)
+
+
+async def _join_or_close(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> None:
+    """Join; if that fails, close the subscription with a code the stream reports."""
+    try:
+        await join(hub, sub, run_id, since)
+    except SubscriberClosed:
+        return  # closed while replaying (slow client, shutdown): the stream reports it
+    except UnknownRun as exc:
+        sub.close(CloseCode.NOT_FOUND, str(exc))
+    except UNAVAILABLE as exc:
+        log.warning("sse join failed, Redis unavailable: %s", exc)
+        sub.close(CloseCode.TRY_AGAIN_LATER, "redis unavailable; reconnect and resume")
+    except Exception:
+        log.exception("sse join failed")
+        sub.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+
+def _bytes(frame: Frame) -> bytes:
+    return frame if isinstance(frame, bytes) else frame.encode()

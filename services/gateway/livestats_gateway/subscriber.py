@@ -1,0 +1,134 @@
+"""One client connection's side of the fan-out: a send queue bounded in bytes, and the buffer
+that holds live batches while the client's history is being replayed (the join handshake)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .wire import CloseCode, Deliverable, Format, Frame
+
+
+class SubscriberClosed(Exception):
+    """The gateway ended this subscription (slow client, shutdown); send `code` and close."""
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(f"{code.name}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class Subscriber:
+    """Frames waiting for one client. The hub calls `offer`; the connection's sender `get`s.
+
+    Live batches are held (not sent) until `go_live`, so a joining client first gets its
+    history and then exactly the live events after it. Queued plus held bytes are bounded:
+    a client that falls behind is closed (4008), it never makes the gateway grow.
+    """
+
+    def __init__(self, fmt: Format, max_bytes: int) -> None:
+        self.fmt = fmt
+        self.max_bytes = max_bytes
+        self._queue: deque[Frame] = deque()
+        self._queued_bytes = 0
+        self._held: list[Deliverable] | None = []  # None once live
+        self._held_bytes = 0
+        self._ready = asyncio.Event()  # frames queued, or closed
+        self._drained = asyncio.Event()  # queue below the low-water mark (replay backpressure)
+        self._drained.set()
+        self.closed: SubscriberClosed | None = None
+        self.greeted = False  # its first frame (hello/index) is queued: heartbeats may follow
+        self.frames_sent = 0
+
+    # -- producer side (hub, join, heartbeats) -------------------------------------------------
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._queued_bytes + self._held_bytes
+
+    @property
+    def live(self) -> bool:
+        return self._held is None
+
+    def offer(self, batch: Deliverable) -> None:
+        """A live batch from the hub: held while joining, queued once live."""
+        if self.closed is not None:
+            return
+        if self._held is not None:
+            self._held.append(batch)
+            self._held_bytes += batch.size
+            self._check_bound()
+            return
+        for frame in batch.frames(self.fmt):
+            self._enqueue(frame)
+
+    def push(self, frame: Frame) -> None:
+        """A frame for this client only (hello, replayed history, heartbeat, pong)."""
+        if self.closed is None:
+            self._enqueue(frame)
+
+    def control(self, kind: str, body: dict[str, Any]) -> None:
+        self.push(self.fmt.control(kind, body))
+        self.greeted = True
+
+    async def writable(self) -> None:
+        """Wait until the client has taken most of its queue (replay must not outrun it)."""
+        await self._drained.wait()
+        if self.closed is not None:
+            raise self.closed
+
+    def go_live(self, keep: Callable[[Any], Deliverable | None]) -> int:
+        """End the join: queue the held batches `keep` lets through, then queue live batches
+        directly. Returns how many held batches were queued."""
+        held, self._held, self._held_bytes = self._held or [], None, 0
+        queued = 0
+        for batch in held:
+            rest = keep(batch)
+            if rest is not None:
+                queued += 1
+                for frame in rest.frames(self.fmt):
+                    self._enqueue(frame)
+        return queued
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        if self.closed is None:
+            self.closed = SubscriberClosed(code, reason)
+            self._queue.clear()
+            self._held = []
+            self._queued_bytes = self._held_bytes = 0
+            self._ready.set()
+            self._drained.set()
+
+    # -- consumer side (the connection's sender) -----------------------------------------------
+
+    async def get(self) -> list[Frame]:
+        """Every frame queued so far (waits for at least one). Raises SubscriberClosed."""
+        while not self._queue:
+            if self.closed is not None:
+                raise self.closed
+            self._ready.clear()
+            await self._ready.wait()
+        if self.closed is not None:
+            raise self.closed
+        frames = list(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._drained.set()
+        self.frames_sent += len(frames)
+        return frames
+
+    # -------------------------------------------------------------------------------------------
+
+    def _enqueue(self, frame: Frame) -> None:
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
+        self._ready.set()
+        if self._queued_bytes > self.max_bytes // 2:
+            self._drained.clear()
+        self._check_bound()
+
+    def _check_bound(self) -> None:
+        if self.buffered_bytes > self.max_bytes:
+            self.close(CloseCode.SLOW_CLIENT, f"client fell more than {self.max_bytes} bytes behind")
