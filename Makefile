@@ -21,7 +21,7 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(RUNTIME_STAMP)
 
-## run: embedded server + worker + a demo run shown live (Ctrl-C stops everything)
+## run: embedded server + worker + gateway + a demo run shown live (Ctrl-C stops everything)
 run: $(RUNTIME_STAMP)
 	$(BIN)/livestats up
 

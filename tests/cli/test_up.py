@@ -6,10 +6,13 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,8 +36,8 @@ def start_up(tmp_path: Path):
     """Start `livestats up`; whatever a failing test leaves running is stopped afterwards."""
     started: list[tuple[subprocess.Popen[str], str]] = []
 
-    def start(spec: dict, *extra: str) -> tuple[subprocess.Popen[str], str, int]:
-        proc, marker, port = _start_up(tmp_path, spec, *extra)
+    def start(spec: dict, *extra: str, gateway_port: int | None = None) -> tuple[subprocess.Popen[str], str, int]:
+        proc, marker, port = _start_up(tmp_path, spec, *extra, gateway_port=gateway_port or free_port())
         started.append((proc, marker))
         return proc, marker, port
 
@@ -46,15 +49,20 @@ def start_up(tmp_path: Path):
         kill_all_with_env("LS_TEST_MARKER", marker)
 
 
-def _start_up(tmp_path: Path, spec: dict, *extra: str) -> tuple[subprocess.Popen[str], str, int]:
+def _start_up(tmp_path: Path, spec: dict, *extra: str, gateway_port: int) -> tuple[subprocess.Popen[str], str, int]:
     marker = uuid.uuid4().hex
     port = free_port()
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LIVESTATS_REDIS_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "LIVESTATS_REDIS_URL") and not k.startswith("LIVESTATS_GATEWAY_")
+    }
     env.update(
         LIVESTATS_DATA_DIR=str(tmp_path / "run"),
         LIVESTATS_EMBEDDED_PORT=str(port),
+        LIVESTATS_GATEWAY_PORT=str(gateway_port),  # never the default 8000: tests run side by side
         LS_TEST_MARKER=marker,
         PYTHONUNBUFFERED="1",
     )
@@ -74,6 +82,76 @@ def test_up_shows_a_run_to_the_end_and_leaves_no_process_behind(start_up):
     assert pids_with_env("LS_TEST_MARKER", marker) == []
 
 
+def _read_until(proc: subprocess.Popen[str], text: str, timeout_s: float = 30) -> list[str]:
+    """The lines `up` printed up to and including the first that contains `text`."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:  # `up` exited
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"{text!r} not printed within {timeout_s} s; got: {''.join(lines)}")
+
+
+def _healthz_status(base_url: str) -> int:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{base_url}/healthz", timeout=5) as response:
+        return int(response.status)
+
+
+def _gateway_pids(marker: str) -> list[int]:
+    found = []
+    for pid in pids_with_env("LS_TEST_MARKER", marker):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"livestats_gateway" in f.read():
+                    found.append(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited since the scan
+    return found
+
+
+def test_up_starts_the_gateway_prints_its_urls_and_stops_it_on_sigterm(start_up):
+    proc, marker, _port = start_up(TINY)
+    lines = _read_until(proc, "stack is up")
+    out = "".join(lines)
+    base = next(ln.split()[2].rstrip(",") for ln in lines if ln.startswith("gateway on "))
+    assert base.startswith("http://127.0.0.1:")
+    assert f"API docs at {base}/docs" in out
+    run_id = next(ln.split()[1] for ln in lines if ln.startswith("run ") and "submitted" in ln)
+    assert f"{base.replace('http://', 'ws://')}/ws/runs/{run_id}" in out
+    assert _healthz_status(base) == 200
+    assert len(_gateway_pids(marker)) == 1
+
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + rest
+    assert _gateway_pids(marker) == []
+    assert pids_with_env("LS_TEST_MARKER", marker) == []
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port something else listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_up_moves_the_gateway_to_a_free_port_when_its_own_is_busy_and_says_so(start_up, busy_port):
+    proc, _marker, _port = start_up(TINY, "--no-demo", gateway_port=busy_port)
+    lines = _read_until(proc, "stack is up")
+    assert any(f"port {busy_port} is busy; the gateway uses" in ln for ln in lines), lines
+    base = next(ln.split()[2].rstrip(",") for ln in lines if ln.startswith("gateway on "))
+    assert base != f"http://127.0.0.1:{busy_port}"
+    assert _healthz_status(base) == 200
+
+
 def test_sigterm_mid_run_stops_everything_and_the_history_survives_a_restart(start_up, tmp_path):
     proc, marker, port = start_up(SLOW)
     assert proc.stdout is not None
@@ -86,7 +164,7 @@ def test_sigterm_mid_run_stops_everything_and_the_history_survives_a_restart(sta
             break
     run_id = next(ln.split()[1] for ln in lines if ln.startswith("run ") and "submitted" in ln)
     time.sleep(1.5)  # calls are in flight
-    assert len(pids_with_env("LS_TEST_MARKER", marker)) >= 3  # server, worker, FPF calls
+    assert len(pids_with_env("LS_TEST_MARKER", marker)) >= 4  # server, worker, gateway, FPF calls
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
@@ -117,7 +195,7 @@ def test_an_unreadable_spec_is_a_clear_error_with_exit_code_2(argv):
     assert "nonexistent.json" in result.stderr
 
 
-def test_if_up_itself_is_killed_its_server_and_worker_still_stop(start_up):
+def test_if_up_itself_is_killed_its_server_worker_and_gateway_still_stop(start_up):
     proc, marker, _port = start_up(SLOW)
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
@@ -133,9 +211,7 @@ def test_if_up_itself_is_killed_its_server_and_worker_still_stop(start_up):
 
 def test_a_second_up_on_the_same_data_dir_is_refused_clearly(start_up, tmp_path):
     first, _, _ = start_up(SLOW, "--no-demo")
-    assert first.stdout is not None
-    while "worker pid" not in first.stdout.readline():
-        pass
+    _read_until(first, "worker pid")
     second, _, _ = start_up(TINY, "--exit-after-run")
     out, _ = second.communicate(timeout=30)
     assert second.returncode == 2

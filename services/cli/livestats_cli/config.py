@@ -17,6 +17,8 @@ class CliConfig(BaseSettings):
     queue_name: str = keys.JOB_QUEUE
     data_dir: Path = Field(Path(".run"), description="Embedded server data and process logs.")
     embedded_port: int = Field(6399, ge=1, le=65535, description="Preferred port of the embedded server.")
+    # The same variable the gateway reads, so it means one thing whoever starts the gateway.
+    gateway_port: int = Field(8000, ge=1, le=65535, description="Preferred port of the gateway `up` starts.")
 
     @property
     def url(self) -> str:

@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--exit-after-run", action="store_true", help="stop everything once the submitted run ends")
 
     sub.add_parser("worker", help="run one worker process (like `livestats-worker`)")
+    sub.add_parser("gateway", help="run the gateway: WebSocket/SSE fan-out and REST API (like `livestats-gateway`)")
 
     s = sub.add_parser("submit", help="submit a run spec (JSON file, or - for stdin)")
     s.add_argument("spec", help="path to a run spec JSON file, or -")
@@ -72,9 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     config = CliConfig()
-    if args.command == "worker":
+    if args.command in ("worker", "gateway"):
         # A separate service: run it as its own program rather than importing it.
-        os.execv(sys.executable, [sys.executable, "-m", "livestats_worker"])
+        os.execv(sys.executable, [sys.executable, "-m", f"livestats_{args.command}"])
     if args.command == "up":
         try:
             spec = (

@@ -1,8 +1,9 @@
 """`livestats up` (what `make run` runs): the whole stack on this machine, one command.
 
-Starts the embedded server (unless REDIS_URL is set) and a worker, submits the demo run,
-shows it live, and on Ctrl-C or SIGTERM stops everything it started: worker first (its runs
-end `cancelled` and its events are flushed), then the server (which writes its data to disk).
+Starts the embedded server (unless REDIS_URL is set), a worker and the gateway (on 127.0.0.1),
+submits the demo run, shows it live, and on Ctrl-C or SIGTERM stops everything it started:
+the gateway first (its clients are closed while Redis is still there), then the worker (its
+runs end `cancelled` and its events are flushed), then the server (which writes its data to disk).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from .config import CliConfig
 from .embedded import EmbeddedServer, free_port, port_in_use
 from .follow import ProgressView, follow
 
+_GATEWAY_START_S = 20.0  # imports and binds in about a second; generous for a busy machine
+_GATEWAY_STOP_S = 15.0  # its own grace for open streams is 5 s by default
+
 
 def demo_spec() -> RunSpec:
     return RunSpec.model_validate_json((files("livestats_cli") / "demo.json").read_text())
@@ -43,6 +47,7 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
 
     server: EmbeddedServer | None = None
     worker: subprocess.Popen[bytes] | None = None
+    gateway: subprocess.Popen[bytes] | None = None
     try:
         if config.redis_url:
             url = config.redis_url
@@ -65,21 +70,34 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         worker = children.spawn([sys.executable, "-m", "livestats_worker"], worker_log, env)
         print(f"worker pid {worker.pid} (log: {worker_log})")
 
+        gateway_log = config.data_dir / "gateway.log"
+        gateway, gateway_url = _spawn_gateway(config, env, url, gateway_log)
+        failure = await children.wait_healthy(gateway, f"{gateway_url}/healthz", _GATEWAY_START_S, stop)
+        if failure is not None:
+            print(f"error: the gateway {failure}; see {gateway_log}", file=sys.stderr)
+            return 1
+        if stop.is_set():
+            return 0
+        print(f"gateway on {gateway_url}, API docs at {gateway_url}/docs (log: {gateway_log})")
+
         if spec is not None:
-            outcome = await _run_and_show(url, config, spec, stop)
+            outcome = await _run_and_show(url, gateway_url, config, spec, stop)
             if exit_after_run or stop.is_set():
                 return 0 if outcome in ("succeeded", None) else 1
         print("\nstack is up. Submit runs with `livestats submit SPEC.json`; Ctrl-C stops everything.")
         while not stop.is_set():
-            if worker.poll() is not None:
-                print(f"worker exited with {worker.returncode}; see {worker_log}", file=sys.stderr)
-                return 1
+            for proc, name, log in ((worker, "worker", worker_log), (gateway, "gateway", gateway_log)):
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; see {log}", file=sys.stderr)
+                    return 1
             with contextlib.suppress(TimeoutError):  # the timeout is just our check interval
                 async with asyncio.timeout(1.0):
                     await stop.wait()
         return 0
     finally:
         print("\nstopping...", flush=True)
+        if gateway is not None:
+            await asyncio.to_thread(children.stop, gateway, "gateway", _GATEWAY_STOP_S)
         if worker is not None:
             await asyncio.to_thread(children.stop, worker, "worker", 20.0)
         if server is not None:
@@ -87,7 +105,26 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         print("stopped.")
 
 
-async def _run_and_show(url: str, config: CliConfig, spec: RunSpec, stop: asyncio.Event) -> str | None:
+def _spawn_gateway(config: CliConfig, env: dict[str, str], url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = config.gateway_port if not port_in_use(config.gateway_port) else free_port()
+    if port != config.gateway_port:
+        print(f"port {config.gateway_port} is busy; the gateway uses {port} instead")
+    gateway_env = {
+        **env,
+        # Set explicitly: the gateway prefers its own variables to LIVESTATS_REDIS_URL and
+        # LIVESTATS_QUEUE_NAME, and it must read the server and queue the worker reads.
+        "LIVESTATS_GATEWAY_REDIS_URL": url,
+        "LIVESTATS_GATEWAY_QUEUE_NAME": config.queue_name,
+        "LIVESTATS_GATEWAY_HOST": "127.0.0.1",
+        "LIVESTATS_GATEWAY_PORT": str(port),
+    }
+    proc = children.spawn([sys.executable, "-m", "livestats_gateway"], log, gateway_env)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def _run_and_show(
+    url: str, gateway_url: str, config: CliConfig, spec: RunSpec, stop: asyncio.Event
+) -> str | None:
     redis = connect(url, "livestats.cli")
     try:
         async with Publisher(redis) as publisher:
@@ -97,7 +134,9 @@ async def _run_and_show(url: str, config: CliConfig, spec: RunSpec, stop: asynci
         stream = f"'livestats:run:{{{run_id}}}:events'"
         print(f"  redis-cli -p {port} XRANGE {stream} - +                  # everything so far")
         print(f"  redis-cli -p {port} XREAD BLOCK 0 STREAMS {stream} '$'   # wait for the next event")
-        print(f"  .venv/bin/livestats events {run_id} --follow             # a live tail, as NDJSON\n")
+        print(f"  .venv/bin/livestats events {run_id} --follow             # a live tail, as NDJSON")
+        ws_url = gateway_url.replace("http://", "ws://", 1)
+        print(f"  {ws_url}/ws/runs/{run_id}   # the same events from the gateway, over WebSocket\n")
         view = ProgressView(run_id)
         watcher = asyncio.create_task(_watch(redis, run_id, view))
         stopper = asyncio.create_task(stop.wait())
