@@ -79,6 +79,9 @@ class RunStarted(_Data):
     timeout_s: float
     deadline_ts: int  # epoch ms
     retry_budget: int
+    # The worker's heartbeat interval: the gateway marks the run `stalled` after two missed
+    # beats plus a margin. None (older workers): the gateway's default applies.
+    heartbeat_s: float | None = Field(None, gt=0)
 
 
 class PhaseStarted(_Data):

@@ -16,6 +16,14 @@ RUNS_INDEX = f"{PREFIX}:runs"
 # phase changes, finished), for `/ws/runs` and `redis-cli XREAD ... STREAMS livestats:runs:feed $`.
 RUNS_FEED = f"{PREFIX}:runs:feed"
 RUNS_FEED_MAXLEN = 10_000  # entries (approximate trim)
+# Runs that have started and not yet finished: sorted set of run ids scored by start time
+# (epoch ms). The gateway's stall monitor scans it for runs whose heartbeats stopped.
+RUNS_ACTIVE = f"{PREFIX}:runs:active"
+
+# Stall-monitor leader lease: a string holding the holder's token; only the holder scans.
+STALL_LEADER = f"{PREFIX}:gateway:stall-leader"
+# Lease TTL in stall-check intervals: the holder renews every interval, so it can miss two.
+STALL_LEASE_INTERVALS = 3  # intervals
 
 # arq queue for run jobs, and the function name the worker registers.
 JOB_QUEUE = f"{PREFIX}:queue"

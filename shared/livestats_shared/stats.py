@@ -68,15 +68,16 @@ def delta_for(data: EventData, ts: int) -> Delta:
             sets.update({phase_field(p.name, "planned"): str(p.calls) for p in data.phases})
             return Delta(set=sets)
         case RunStarted():
-            return Delta(
-                set={
-                    "status": "running",
-                    "started_ts": str(ts),
-                    "worker": data.worker,
-                    "deadline_ts": str(data.deadline_ts),
-                    "retry_budget": str(data.retry_budget),
-                }
-            )
+            sets = {
+                "status": "running",
+                "started_ts": str(ts),
+                "worker": data.worker,
+                "deadline_ts": str(data.deadline_ts),
+                "retry_budget": str(data.retry_budget),
+            }
+            if data.heartbeat_s is not None:
+                sets["heartbeat_s"] = _num(data.heartbeat_s)
+            return Delta(set=sets)
         case PhaseStarted():
             return Delta(set={"current_phase": data.phase, "phase_index": str(data.index)})
         case PhaseFinished():
@@ -197,6 +198,7 @@ class RunSnapshot(BaseModel):
     finished_ts: int | None = None
     deadline_ts: int | None = None
     heartbeat_ts: int | None = None
+    heartbeat_s: float | None = None
     elapsed_s: float | None = None
     remaining_s: float | None = None
     outcome: str | None = None

@@ -73,6 +73,7 @@ class RunExecution:
                     timeout_s=self.clock.timeout_s,
                     deadline_ts=self.clock.deadline_wall_ms,
                     retry_budget=self.budget.limit,
+                    heartbeat_s=self.config.heartbeat_interval_s,
                 ),
                 guard=("queued",),
             )

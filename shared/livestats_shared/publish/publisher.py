@@ -302,6 +302,10 @@ class Publisher:
         if item.type == "run.queued":
             pipe.zadd(keys.RUNS_INDEX, {item.run_id: item.ts}, nx=True)
             pipe.zremrangebyscore(keys.RUNS_INDEX, "-inf", item.ts - self.retention_s * 1000)
+        elif item.type == "run.started":
+            pipe.zadd(keys.RUNS_ACTIVE, {item.run_id: item.ts})
+        elif item.type == "run.finished":
+            pipe.zrem(keys.RUNS_ACTIVE, item.run_id)
         status = item.delta.set.get("status", "")
         fields: dict[str, str | int] = {"run_id": item.run_id, "type": item.type, "seq": seq, "ts": item.ts}
         if status:
