@@ -52,7 +52,9 @@ class RunWatcher:
                 self.restart = True
         return frame
 
-    async def session(self, *, until_seq: int | None = None, max_frames: int | None = None, timeout_s: float = 30) -> None:
+    async def session(
+        self, *, until_seq: int | None = None, max_frames: int | None = None, timeout_s: float = 30
+    ) -> None:
         """One connection: read until `until_seq` arrived, `max_frames` were read, or close."""
         self.connects += 1
         frames = 0
@@ -90,7 +92,8 @@ async def publish_run(publisher, run_id: str, n: int, *, per_tick: int = 200, ti
 
     calls = (n - 2) // 2
     await publisher.publish(
-        run_id, RunQueued(name="load", planned_calls=calls, phases=[PhasePlan(name="generate", calls=calls)], timeout_s=60)
+        run_id,
+        RunQueued(name="load", planned_calls=calls, phases=[PhasePlan(name="generate", calls=calls)], timeout_s=60),
     )
     sent = 1
     while sent < n - 1:

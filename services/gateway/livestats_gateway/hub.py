@@ -60,12 +60,13 @@ class Hub:
         self._wake = asyncio.Event()
         self._unblocking: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.connected = False  # the reader's last command succeeded
+        self.connected = True  # False while the reader cannot reach Redis
         # counters (exported as metrics later; read by tests and /readyz)
         self.reads = 0
         self.events_read = 0
         self.invalid_entries = 0
         self.resets = 0
+        self.slow_disconnects = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -90,7 +91,8 @@ class Hub:
             log.critical("hub task %s died: no live events", task.get_name(), exc_info=task.exception())
 
     def alive(self) -> bool:
-        """The reader loop runs and its last Redis command succeeded (for /readyz)."""
+        """The reader loop runs and is not failing to reach Redis (for /readyz; an idle reader
+        with no streams to read is alive)."""
         return bool(self._tasks) and not self._tasks[0].done() and self.connected
 
     @property

@@ -74,7 +74,14 @@ class RunIndex:
         sub.control("index", {"runs": summaries, "server_ts": now_ms()})
         seqs = {s["run_id"]: s["seq"] for s in summaries}
         sub.control("live", {})
-        sub.go_live(lambda update: update.newer_than(seqs))
+
+        def keep(update: RunsUpdate) -> RunsUpdate | None:
+            rest = update.newer_than(seqs)
+            if rest is not None:
+                seqs.update((r["run_id"], r["seq"]) for r in rest.runs)
+            return rest
+
+        sub.go_live(keep)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -78,7 +78,11 @@ async def join(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> Non
     sent_up_to = last_sid
 
     def keep(batch: Batch) -> Batch | None:
-        return batch.after(sent_up_to)
+        nonlocal sent_up_to
+        rest = batch.after(sent_up_to)
+        if rest is not None and rest.last_sid is not None:
+            sent_up_to = rest.last_sid
+        return rest
 
     # No await from here on: the held batches and the switch to live happen in one step.
     sub.control("live", {"last_id": format_stream_id(last_sid) if last_sid != (0, 0) else None})

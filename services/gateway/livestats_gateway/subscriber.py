@@ -34,10 +34,12 @@ class Subscriber:
         self._queue: deque[Frame] = deque()
         self._queued_bytes = 0
         self._held: list[Deliverable] | None = []  # None once live
+        self._keep: Callable[[Any], Deliverable | None] | None = None  # set by go_live
         self._held_bytes = 0
         self._ready = asyncio.Event()  # frames queued, or closed
         self._drained = asyncio.Event()  # queue below the low-water mark (replay backpressure)
         self._drained.set()
+        self._closed_event = asyncio.Event()
         self.closed: SubscriberClosed | None = None
         self.greeted = False  # its first frame (hello/index) is queued: heartbeats may follow
         self.frames_sent = 0
@@ -61,8 +63,12 @@ class Subscriber:
             self._held_bytes += batch.size
             self._check_bound()
             return
-        for frame in batch.frames(self.fmt):
-            self._enqueue(frame)
+        # The reader can still be behind the history this client was sent: `keep` drops what
+        # it already has (a copy is made only while the reader catches up).
+        rest = self._keep(batch) if self._keep is not None else batch
+        if rest is not None:
+            for frame in rest.frames(self.fmt):
+                self._enqueue(frame)
 
     def push(self, frame: Frame) -> None:
         """A frame for this client only (hello, replayed history, heartbeat, pong)."""
@@ -80,9 +86,10 @@ class Subscriber:
             raise self.closed
 
     def go_live(self, keep: Callable[[Any], Deliverable | None]) -> int:
-        """End the join: queue the held batches `keep` lets through, then queue live batches
-        directly. Returns how many held batches were queued."""
+        """End the join: queue the held batches `keep` lets through, then live batches as they
+        come, through the same filter. Returns how many held batches were queued."""
         held, self._held, self._held_bytes = self._held or [], None, 0
+        self._keep = keep
         queued = 0
         for batch in held:
             rest = keep(batch)
@@ -100,6 +107,14 @@ class Subscriber:
             self._queued_bytes = self._held_bytes = 0
             self._ready.set()
             self._drained.set()
+            self._closed_event.set()
+
+    async def wait_closed(self) -> None:
+        """Raise SubscriberClosed once the gateway ends this subscription. The sender may be
+        stuck writing to a client that stopped reading; this is how the session notices."""
+        await self._closed_event.wait()
+        assert self.closed is not None
+        raise self.closed
 
     # -- consumer side (the connection's sender) -----------------------------------------------
 

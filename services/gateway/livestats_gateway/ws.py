@@ -49,7 +49,8 @@ async def _session(websocket: WebSocket, sub: Subscriber, joining: Coroutine[Any
     joiner = asyncio.create_task(joining, name="ws-join")
     sender = asyncio.create_task(_send(websocket, sub), name="ws-send")
     receiver = asyncio.create_task(_receive(websocket, sub, max_message), name="ws-receive")
-    pending: set[asyncio.Task[Any]] = {joiner, sender, receiver}
+    watcher = asyncio.create_task(sub.wait_closed(), name="ws-watch")
+    pending: set[asyncio.Task[Any]] = {joiner, sender, receiver, watcher}
     close: tuple[int, str] | None = None
     try:
         while close is None and pending:
@@ -62,14 +63,22 @@ async def _session(websocket: WebSocket, sub: Subscriber, joining: Coroutine[Any
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+    if close is not None and close[0] == CloseCode.SLOW_CLIENT:
+        app_state(websocket)["hub"].slow_disconnects += 1
     if close is not None and close[0] != _GONE and websocket.client_state == WebSocketState.CONNECTED:
         try:
-            await websocket.close(code=close[0], reason=close[1][:120])
+            # Bounded: a client that stopped reading cannot take the close frame either (it gets
+            # it if it reads again within the bound; after that uvicorn closes the transport).
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await websocket.close(code=close[0], reason=close[1][:120])
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:  # the peer left meanwhile
             log.debug("close after the peer left: %r", exc)
+        except TimeoutError:
+            log.info("client did not take its close frame (%s) within %s s; dropping it", close[0], _CLOSE_TIMEOUT_S)
 
 
 _GONE = -1  # the client disconnected: nothing to send
+_CLOSE_TIMEOUT_S = 5.0
 
 
 def _close_for(task: asyncio.Task[Any]) -> tuple[int, str] | None:

@@ -1,0 +1,142 @@
+"""Fan-out under load: slow clients, Redis load per viewer, restarts, several gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from helpers import wait_until
+from livestats_shared.events import CallFailed, FailureReason, PhasePlan, RunQueued
+from livestats_shared.ids import new_run_id
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from ws_client import RunWatcher, publish_run
+
+GATEWAY_READS = ("xread", "xrange", "xrevrange", "hgetall", "exists", "client|unblock", "client|id")
+
+
+async def _command_calls(redis) -> dict[str, int]:
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+async def test_a_client_that_never_reads_is_closed_as_slow_while_fast_clients_keep_up(start_gateway, publisher):
+    gateway = start_gateway(client_queue_bytes=256 << 10)
+    run_id, n = new_run_id(), 5_000
+    await publisher.publish(
+        run_id, RunQueued(name="slow", planned_calls=n, phases=[PhasePlan(name="p", calls=n)], timeout_s=60)
+    )
+    # A client library that stops reading from its socket once it holds 4 frames. (The kernel's
+    # receive buffer stays small because the application does not read: autotuning follows reads.)
+    slow = await connect(f"{gateway.ws}/ws/runs/{run_id}", max_queue=4, max_size=None)
+    fast = [RunWatcher(gateway.ws, run_id) for _ in range(3)]
+    readers = [asyncio.create_task(w.session(until_seq=n + 1, timeout_s=60)) for w in fast]
+    await wait_until(lambda: all(any(c["type"] == "live" for c in w.controls) for w in fast))
+
+    excerpt = "x" * 1_000  # ~1.2 KB per event: ~6 MB in all, more than the socket buffers take
+    hub = gateway.app_state["hub"]
+    slow_drain = asyncio.create_task(_read_after(slow, lambda: hub.slow_disconnects > 0))
+    for call in range(n):
+        publisher.emit(
+            run_id,
+            CallFailed(
+                phase="p",
+                call=call,
+                attempt=1,
+                reason=FailureReason.EMPTY,
+                excerpt=excerpt,
+                duration_s=0.1,
+                final=False,
+            ),
+        )
+        if call % 100 == 0:
+            await asyncio.sleep(0.01)  # ~10k events/s; the fast readers share this loop
+    await asyncio.gather(*readers)
+    assert [(w.close_code, len(w.seqs)) for w in fast] == [(None, n + 1)] * 3
+
+    # Once the gateway gave up on it, the slow client reads: a prefix of the run, then its close.
+    seen = await slow_drain
+    assert slow.close_code == 4008
+    assert 0 < seen < n
+    assert len(hub.connections) == 0  # nothing of the slow client is kept
+
+
+async def _read_after(ws, ready) -> int:
+    await wait_until(ready, timeout_s=30, interval_s=0.01)
+    seen = 0
+    try:
+        async with asyncio.timeout(30):
+            async for raw in ws:
+                seen += raw.count('"seq":')
+    except ConnectionClosed:
+        return seen
+    return seen
+
+
+async def test_redis_load_is_the_same_with_1_and_with_200_clients_watching_a_run(gateway, publisher, redis):
+    async def measure(clients: int) -> tuple[float, float]:
+        run_id = new_run_id()
+        await publish_run(publisher, run_id, 4)
+        sockets = [await connect(f"{gateway.ws}/ws/runs/{run_id}", max_size=None) for _ in range(clients)]
+        drains = [asyncio.create_task(_drain(ws)) for ws in sockets]
+        await asyncio.sleep(0.5)  # joins done
+        await redis.config_resetstat()
+        started = time.monotonic()
+        for _ in range(200):  # 1,000 events/s for 2 s
+            for _ in range(10):
+                publisher.emit(
+                    run_id,
+                    CallFailed(phase="p", call=1, attempt=1, reason=FailureReason.EMPTY, duration_s=0.1, final=False),
+                )
+            await asyncio.sleep(0.01)
+        await publisher.flush(5)
+        calls = await _command_calls(redis)
+        elapsed = time.monotonic() - started
+        for ws in sockets:
+            await ws.close()
+        for task in drains:
+            task.cancel()
+        total = sum(calls.values()) / elapsed
+        reads = sum(calls.get(c, 0) for c in GATEWAY_READS) / elapsed
+        return total, reads
+
+    total_1, reads_1 = await measure(1)
+    total_200, reads_200 = await measure(200)
+    assert abs(total_200 - total_1) / total_1 < 0.10, (total_1, total_200)
+    # The gateway's own reads do not multiply with viewers (one XREAD per batch, not per client).
+    assert reads_200 <= reads_1 * 1.10 + 5, (reads_1, reads_200)
+
+
+async def _drain(ws) -> None:
+    try:
+        async for _ in ws:
+            pass
+    except ConnectionClosed:
+        return
+
+
+async def test_clients_resume_with_contiguous_seq_across_a_gateway_restart(gateway, publisher):
+    run_id, n = new_run_id(), 6_000
+    producer = asyncio.create_task(publish_run(publisher, run_id, n, per_tick=50, tick_s=0.01))
+    watchers = [RunWatcher(gateway.ws, run_id) for _ in range(5)]
+    followers = [asyncio.create_task(w.follow(n, timeout_s=60)) for w in watchers]
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(gateway.stop)
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(gateway.start)
+    await asyncio.gather(producer, *followers)
+    for w in watchers:
+        assert w.seqs == list(range(1, n + 1))
+        assert w.connects >= 2  # each was cut off by the restart and resumed with `since`
+
+
+async def test_two_gateways_serve_the_same_run_identically(start_gateway, publisher):
+    first, second = start_gateway(), start_gateway()
+    run_id, n = new_run_id(), 5_000
+    producer = asyncio.create_task(publish_run(publisher, run_id, n, per_tick=100))
+    watchers = [RunWatcher(g.ws, run_id) for g in (first, second) for _ in range(5)]
+    await asyncio.gather(producer, *(w.session(until_seq=n) for w in watchers))
+    reference = watchers[0].ids
+    assert len(reference) == n
+    for w in watchers:
+        assert w.seqs == list(range(1, n + 1)) and w.ids == reference
