@@ -67,7 +67,8 @@ async def test_malformed_messages_get_an_error_frame_and_oversized_ones_close_th
     watcher = RunWatcher(gateway.ws, run_id)
     await watcher.session(until_seq=4)
     assert watcher.seqs == [1, 2, 3, 4]
-    assert httpx.get(f"{gateway.http}/healthz").status_code == 200
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{gateway.http}/healthz")).status_code == 200
 
 
 async def test_clients_get_a_server_time_heartbeat_after_their_hello(gateway, publisher):

@@ -90,7 +90,8 @@ async def healthz() -> Health:
     responses={503: {"model": Readiness, "description": "Not ready; `reason` says why."}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Redis answers PING within a second and the stream reader is running."""
+    """Redis answers PING within a second and the background loops (stream reader, run index,
+    stalled-run monitor) are running."""
     state = app_state(request)
     reason: str | None = None
     try:
@@ -101,6 +102,10 @@ async def readyz(request: Request) -> JSONResponse:
         reason = f"Redis unavailable ({type(exc).__name__}: {exc})"
     if reason is None and not state["hub"].alive():
         reason = "stream reader is not running"
+    if reason is None and not state["index"].alive():
+        reason = "run index reader is not running"
+    if reason is None and not state["stalls"].alive():
+        reason = "stalled-run monitor is not running"
     if reason is None:
         return JSONResponse(Readiness(status="ready").model_dump())
     return JSONResponse(
