@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -93,6 +94,31 @@ async def start_worker(redis_url: str, queue_name: str) -> AsyncIterator[object]
     yield start
     stop.set()
     await asyncio.gather(*running)
+
+
+@pytest.fixture
+async def start_worker_process(redis_url: str, queue_name: str):
+    """Start `python -m livestats_worker`; whatever a failing test leaves running is killed."""
+    markers: list[str] = []
+
+    async def start(**settings: str) -> tuple[asyncio.subprocess.Process, str]:
+        marker = uuid.uuid4().hex
+        markers.append(marker)
+        env = {
+            **os.environ,
+            "LIVESTATS_REDIS_URL": redis_url,
+            "LIVESTATS_QUEUE_NAME": queue_name,
+            "LIVESTATS_HEARTBEAT_INTERVAL_S": "0.5",
+            "LS_TEST_MARKER": marker,
+            **{f"LIVESTATS_{k.upper()}": v for k, v in settings.items()},
+        }
+        # Its log goes to the test's output; an unread pipe would fill and block the worker.
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "livestats_worker", env=env, stderr=None)
+        return proc, marker
+
+    yield start
+    for marker in markers:
+        kill_all_with_env("LS_TEST_MARKER", marker)
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 import time
 import uuid
 from contextlib import AsyncExitStack
@@ -22,7 +20,7 @@ from livestats_shared.publish import NO_RUN
 from livestats_shared.redis_client import connect
 from livestats_shared.spec import PhaseSpec, RunSpec
 from livestats_shared.stats import RunSnapshot
-from proc_util import kill_all_with_env, pids_with_env
+from proc_util import pids_with_env
 
 STALLS_LOG = "livestats.gateway.stalls"
 
@@ -40,28 +38,6 @@ async def open_monitor(redis_url, publisher):
             return await stack.enter_async_context(StallMonitor(config, client, publisher))
 
         yield open_
-
-
-@pytest.fixture
-async def start_worker_process(redis_url: str, queue_name: str):
-    """`python -m livestats_worker` with a marker; whatever a failing test leaves running is killed."""
-    markers: list[str] = []
-
-    async def start() -> asyncio.subprocess.Process:
-        marker = uuid.uuid4().hex
-        markers.append(marker)
-        env = {
-            **os.environ,
-            "LIVESTATS_REDIS_URL": redis_url,
-            "LIVESTATS_QUEUE_NAME": queue_name,
-            "LIVESTATS_HEARTBEAT_INTERVAL_S": "0.5",
-            "LS_TEST_MARKER": marker,
-        }
-        return await asyncio.create_subprocess_exec(sys.executable, "-m", "livestats_worker", env=env, stderr=None)
-
-    yield start
-    for marker in markers:
-        kill_all_with_env("LS_TEST_MARKER", marker)
 
 
 async def start_silent_run(publisher, run_id: str, *, silent_for_s: float, heartbeat_s: float | None) -> str:
@@ -96,7 +72,7 @@ async def test_a_worker_killed_with_sigkill_mid_run_is_marked_stalled_by_the_gat
     redis, publisher, start_worker_process, start_gateway, queue_name, marker
 ):
     gateway = start_gateway(stall_margin_s=0.5)
-    proc = await start_worker_process()
+    proc, _ = await start_worker_process()
     spec = RunSpec(phases=[PhaseSpec(name="generate", calls=2, concurrency=2, env={"FPF_SIM_BEHAVIOUR": "hang"})])
     run_id = await submit_run(redis, publisher, spec, run_id=marker, queue_name=queue_name)
     await wait_for_event(redis, run_id, "heartbeat", 20)

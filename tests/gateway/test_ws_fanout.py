@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 from helpers import wait_until
 from livestats_shared.events import CallFailed, FailureReason, PhasePlan, RunQueued
 from livestats_shared.ids import new_run_id
@@ -140,3 +141,33 @@ async def test_two_gateways_serve_the_same_run_identically(start_gateway, publis
     assert len(reference) == n
     for w in watchers:
         assert w.seqs == list(range(1, n + 1)) and w.ids == reference
+
+
+async def test_one_gateway_serves_a_thousand_active_runs_at_once(gateway, publisher, redis):
+    runs = [new_run_id() for _ in range(1_000)]
+    plan = RunQueued(name="many", planned_calls=1, phases=[PhasePlan(name="p", calls=1)], timeout_s=60)
+    for run_id in runs:
+        publisher.emit(run_id, plan)
+    await publisher.flush(10)
+    sockets = []
+    for run_id in runs:
+        sockets.append(await connect(f"{gateway.ws}/ws/runs/{run_id}", max_size=None))
+    for ws in sockets:  # each has its history (run.queued) and is live
+        while orjson.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "live":
+            pass
+    hub = gateway.app_state["hub"]
+    assert hub.channel_count == 1_000
+    reads_before = hub.reads
+    for run_id in runs:
+        publisher.emit(
+            run_id, CallFailed(phase="p", call=0, attempt=1, reason=FailureReason.EMPTY, duration_s=0.1, final=False)
+        )
+    for ws, run_id in zip(sockets, runs, strict=True):
+        frame = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        while frame["type"] != "events":
+            frame = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert [(e["run_id"], e["seq"]) for e in frame["events"]] == [(run_id, 2)]
+    # 1,000 streams, one XREAD each time: far fewer reads than runs.
+    assert hub.reads - reads_before < 100
+    for ws in sockets:
+        await ws.close()

@@ -3,41 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-import uuid
 
-import pytest
 from helpers import wait_finished, wait_for_event, wait_until
 from livestats_shared.control import submit_run
 from livestats_shared.spec import PhaseSpec, RunSpec
-from proc_util import kill_all_with_env, pids_with_env
-
-
-@pytest.fixture
-async def start_worker_process(redis_url: str, queue_name: str):
-    """Start `python -m livestats_worker`; whatever a failing test leaves running is killed."""
-    markers: list[str] = []
-
-    async def start(**settings: str) -> tuple[asyncio.subprocess.Process, str]:
-        marker = uuid.uuid4().hex
-        markers.append(marker)
-        env = {
-            **os.environ,
-            "LIVESTATS_REDIS_URL": redis_url,
-            "LIVESTATS_QUEUE_NAME": queue_name,
-            "LIVESTATS_HEARTBEAT_INTERVAL_S": "0.5",
-            "LS_TEST_MARKER": marker,
-            **{f"LIVESTATS_{k.upper()}": v for k, v in settings.items()},
-        }
-        # Its log goes to the test's output; an unread pipe would fill and block the worker.
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "livestats_worker", env=env, stderr=None)
-        return proc, marker
-
-    yield start
-    for marker in markers:
-        kill_all_with_env("LS_TEST_MARKER", marker)
+from proc_util import pids_with_env
 
 
 async def test_sigterm_cancels_running_runs_kills_their_calls_and_exits_cleanly(
