@@ -65,7 +65,10 @@ def start_gateway(redis_url: str, queue_name: str) -> Iterator[object]:
     def start(**overrides: object) -> GatewayHandle:
         settings: dict[str, object] = {"heartbeat_s": 0.5, "stall_check_interval_s": 0.2, **overrides}
         config = GatewayConfig(
-            redis_url=redis_url, queue_name=queue_name, port=free_port(), **settings  # type: ignore[arg-type]
+            redis_url=redis_url,
+            queue_name=queue_name,
+            port=free_port(),
+            **settings,  # type: ignore[arg-type]
         )
         handle = GatewayHandle(config).start()
         started.append(handle)

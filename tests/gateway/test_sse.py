@@ -10,7 +10,9 @@ from livestats_shared.ids import new_run_id
 from ws_client import publish_run
 
 
-async def _read_sse(client: httpx.AsyncClient, url: str, *, until_seq: int, stop_after: int | None = None, headers=None):
+async def _read_sse(
+    client: httpx.AsyncClient, url: str, *, until_seq: int, stop_after: int | None = None, headers=None
+):
     """Parse the stream; return (events, control messages) once `until_seq` or `stop_after` events arrived."""
     events, controls, message = [], [], {}
     async with client.stream("GET", url, headers=headers or {}, timeout=30) as response:

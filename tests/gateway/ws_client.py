@@ -23,6 +23,7 @@ class RunWatcher:
     last_id: str | None = None
     close_code: int | None = None
     connects: int = 0
+    sinces: list[str | None] = field(default_factory=list)  # the `since` of each connect
     restart: bool = False  # after a reset, the next event starts the numbering again
 
     @property
@@ -57,6 +58,7 @@ class RunWatcher:
     ) -> None:
         """One connection: read until `until_seq` arrived, `max_frames` were read, or close."""
         self.connects += 1
+        self.sinces.append(self.last_id)
         frames = 0
         async with asyncio.timeout(timeout_s):
             async with connect(self.url(), max_size=None, open_timeout=10) as ws:
