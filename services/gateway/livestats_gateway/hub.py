@@ -21,12 +21,12 @@ from livestats_shared.redis_client import UNAVAILABLE, connect
 from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
+from .background import BackgroundTasks, Backoff
 from .config import GatewayConfig
 from .subscriber import Subscriber
 from .wire import Batch, CloseCode, Frame, RawEntry, WireEvent, encode_entry, entry_fields, now_ms, raw_stream_replies
 
 log = logging.getLogger("livestats.gateway.hub")
-_BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
 _UNBLOCK_RETRY_S = 0.002
 
 
@@ -59,7 +59,7 @@ class Hub:
         self._reader_id: int | None = None
         self._wake = asyncio.Event()
         self._unblocking: asyncio.Task[None] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks(log, "no live events are delivered")
         self.connected = True  # False while the reader cannot reach Redis
         # counters (exported as metrics later; read by tests and /readyz)
         self.reads = 0
@@ -71,29 +71,23 @@ class Hub:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Hub:
-        for coro, name in ((self._read_loop(), "hub-reader"), (self._heartbeat_loop(), "hub-heartbeat")):
-            task = asyncio.create_task(coro, name=name)
-            task.add_done_callback(self._task_ended)
-            self._tasks.append(task)
+        self._tasks.start(self._read_loop(), "hub-reader")
+        self._tasks.start(self._heartbeat_loop(), "hub-heartbeat")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         for sub in list(self.connections):
             sub.close(CloseCode.GOING_AWAY, "gateway shutting down")
-        for task in [*self._tasks, *([self._unblocking] if self._unblocking else [])]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._unblocking is not None:
+            self._unblocking.cancel()
+        await self._tasks.stop()
         await self._reader.aclose()
         await self.history.aclose()
-
-    def _task_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.critical("hub task %s died: no live events", task.get_name(), exc_info=task.exception())
 
     def alive(self) -> bool:
         """The reader loop runs and is not failing to reach Redis (for /readyz; an idle reader
         with no streams to read is alive)."""
-        return bool(self._tasks) and not self._tasks[0].done() and self.connected
+        return self._tasks.alive() and self.connected
 
     @property
     def channel_count(self) -> int:
@@ -172,7 +166,7 @@ class Hub:
     # -- the reader --------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        backoff = _BACKOFF_MIN_S
+        backoff = Backoff()
         while True:
             streams = {c.stream: c.position for c in self._channels.values() if c.position is not None}
             if not streams:
@@ -193,16 +187,16 @@ class Hub:
                 finally:
                     self._in_read = False
             except UNAVAILABLE as exc:
-                if self.connected or backoff == _BACKOFF_MIN_S:
+                if self.connected or backoff.first_attempt:
                     log.warning("stream reader lost Redis (%s); retrying", exc)
                 self.connected = False
                 self._reader_id = None  # a new connection has a new id
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await backoff.wait()
                 continue
             if not self.connected:
                 log.info("stream reader connected")
-            self.connected, backoff = True, _BACKOFF_MIN_S
+            self.connected = True
+            backoff.reset()
             self.reads += 1
             for raw_stream, entries in reply or ():
                 stream = raw_stream.decode()

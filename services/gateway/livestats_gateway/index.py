@@ -19,13 +19,13 @@ from livestats_shared.redis_client import UNAVAILABLE, connect
 from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
+from .background import BackgroundTasks, Backoff
 from .config import GatewayConfig
 from .hub import Hub
 from .subscriber import Subscriber
 from .wire import RunsUpdate, now_ms
 
 log = logging.getLogger("livestats.gateway.index")
-_BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
 
 
 class RunIndex:
@@ -36,28 +36,20 @@ class RunIndex:
         self._reader = connect(config.redis_url, "livestats.gateway.index", single_connection=True)
         self._subs: set[Subscriber] = set()
         self._active: dict[str, int] = {}  # non-terminal runs -> seq of the summary last sent
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks(log, "/ws/runs gets no updates")
         self.updates_sent = 0
 
     async def __aenter__(self) -> RunIndex:
-        for coro, name in ((self._feed_loop(), "index-feed"), (self._refresh_loop(), "index-refresh")):
-            task = asyncio.create_task(coro, name=name)
-            task.add_done_callback(self._task_ended)
-            self._tasks.append(task)
+        self._tasks.start(self._feed_loop(), "index-feed")
+        self._tasks.start(self._refresh_loop(), "index-refresh")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.stop()
         await self._reader.aclose()
 
-    def _task_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.critical("index task %s died; /ws/runs gets no updates", task.get_name(), exc_info=task.exception())
-
     def alive(self) -> bool:
-        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+        return self._tasks.alive()
 
     @asynccontextmanager
     async def subscription(self, sub: Subscriber) -> AsyncIterator[Subscriber]:
@@ -116,7 +108,7 @@ class RunIndex:
 
     async def _feed_loop(self) -> None:
         position: bytes | None = None
-        backoff = _BACKOFF_MIN_S
+        backoff = Backoff()
         while True:
             try:
                 if position is None:
@@ -131,11 +123,10 @@ class RunIndex:
                 position = entries[-1][0]
                 changed = dict.fromkeys(rid for _, fields in entries if (rid := _run_id(fields)) is not None)
                 self._send(await self._summaries(changed))
-                backoff = _BACKOFF_MIN_S
+                backoff.reset()
             except UNAVAILABLE as exc:
                 log.warning("run index lost Redis (%s); retrying", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await backoff.wait()
 
     async def _refresh_loop(self) -> None:
         """Progress of running runs (calls done, failures) is not in the feed: re-read it."""
