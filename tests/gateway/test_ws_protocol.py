@@ -40,6 +40,7 @@ async def test_unknown_run_invalid_id_and_bad_since_each_close_with_their_own_co
     run_id = new_run_id()
     await publish_run(publisher, run_id, 4)
     assert await _close_code(f"{gateway.ws}/ws/runs/{run_id}?since=yesterday") == 4400
+    assert await _close_code(f"{gateway.ws}/ws/runs/{run_id}?since=99999999999999999999-0") == 4400  # > 64 bits
 
 
 async def test_malformed_messages_get_an_error_frame_and_oversized_ones_close_the_socket(gateway, publisher):

@@ -16,6 +16,7 @@ from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
 from .schemas import EventPage
+from .wire import STREAM_ID_PART_MAX, format_stream_id, parse_stream_id
 
 log = logging.getLogger("livestats.gateway.api")
 
@@ -25,7 +26,6 @@ SCAN_BUDGET = 5_000  # index entries
 FILTER_BATCH = 200  # index entries read per round trip while a status filter skips runs
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 STREAM_ID_PATTERN = r"^[0-9]+(-[0-9]+)?$"
-_U64_MAX = (1 << 64) - 1
 
 Row = tuple[bytes, float]  # (member, score) of the run index
 
@@ -123,13 +123,10 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
 def exclusive_start(after: str) -> str | None:
     """The XRANGE start just after stream id `after` (`ms` or `ms-seq`), or None when no id can
     follow it. Raises ValueError for an id Redis would refuse (a part beyond 64 bits)."""
-    ms_text, _, seq_text = after.partition("-")
-    ms, seq = int(ms_text), int(seq_text or 0)
-    if ms > _U64_MAX or seq > _U64_MAX:
-        raise ValueError(f"stream id {after!r} is out of range: each part must fit in 64 bits")
-    if (ms, seq) == (_U64_MAX, _U64_MAX):
+    sid = parse_stream_id(after)
+    if sid == (STREAM_ID_PART_MAX, STREAM_ID_PART_MAX):
         return None
-    return f"({ms}-{seq}"
+    return f"({format_stream_id(sid)}"
 
 
 async def read_event_page(redis: Redis, run_id: RunId, *, start: str | None, limit: int) -> EventPage | None:

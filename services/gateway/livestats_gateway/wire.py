@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 PROTOCOL_VERSION = 1
 _STREAM_ID = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
+STREAM_ID_PART_MAX = (1 << 64) - 1
 
 Frame = str | bytes  # WebSocket frames are text; SSE chunks are bytes
 
@@ -46,7 +47,10 @@ def parse_stream_id(raw: str) -> tuple[int, int]:
     m = _STREAM_ID.match(raw)
     if m is None:
         raise InvalidStreamId(f"not a stream id: {raw[:40]!r} (expected <ms>-<n>)")
-    return int(m[1]), int(m[2] or 0)
+    sid = int(m[1]), int(m[2] or 0)
+    if max(sid) > STREAM_ID_PART_MAX:  # Redis would refuse it: say so here, not as a server error
+        raise InvalidStreamId(f"stream id {raw!r} is out of range: each part must fit in 64 bits")
+    return sid
 
 
 def format_stream_id(sid: tuple[int, int]) -> str:
