@@ -4,9 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
+BENCH_STAMP   := $(VENV)/.bench-installed
 PYTEST_ARGS ?=
+ARGS ?=
 
-.PHONY: run test lint fmt clean
+.PHONY: run test lint fmt clean bench bench-quick
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "livestats needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
@@ -28,6 +30,17 @@ run: $(RUNTIME_STAMP)
 ## test: the whole suite against a private server on a free port
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@touch $@ $(RUNTIME_STAMP)
+
+## bench: the benchmark suite, livestats side by side with the alternatives (~15 min; ARGS=--quick: < 2 min)
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick $(ARGS)
 
 ## lint: ruff + mypy strict
 lint: $(DEV_STAMP)

@@ -1,0 +1,122 @@
+"""Publishing the workload at a steady rate: through livestats' Publisher (what a worker does;
+designs a, b and d read it), or through broadcaster's `publish` (design c).
+
+Every event is a `call.started` whose `pid` carries the moment it was handed to the publisher
+(ns since the epoch), so a client can time it end to end; the feed also keeps every event's
+send time by seq, for the polling design whose frames carry a snapshot's seq, not events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+import orjson
+from broadcaster import Broadcast
+from livestats_shared.events import CallStarted
+from livestats_shared.publish import Publisher
+from livestats_shared.redis_client import connect
+
+from .alternatives.broadcast import channel
+
+TICK_S = 0.001
+
+
+class Feed:
+    """Publishes to `runs` round-robin at `rate` events/s between `start` and `stop`."""
+
+    def __init__(self, url: str, *, broadcaster: bool = False) -> None:
+        self.url = url
+        self.broadcaster = broadcaster
+        self.sent: dict[str, list[int]] = defaultdict(list)  # run -> send time (ns) of seq 1, 2, ...
+        self.lag_s = 0.0  # how far the feed fell behind its schedule at worst
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[int] | None = None
+        self._bc: Broadcast | None = None
+        self._pub: Publisher | None = None
+
+    async def __aenter__(self) -> Feed:
+        if self.broadcaster:
+            self._bc = await Broadcast(self.url.replace("redis://", "redis-stream://", 1)).__aenter__()
+        else:
+            self._pub = await Publisher(connect(self.url, "livestats.bench.feed")).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._bc is not None:
+            await self._bc.__aexit__()
+        if self._pub is not None:
+            await self._pub.close()
+            await self._pub.redis.aclose()
+
+    async def seed(self, runs: list[str]) -> None:
+        """One untimed event per run, so the run exists before clients join (livestats refuses
+        a run it has never seen: 4404)."""
+        if self._pub is not None:
+            for run in runs:
+                self._emit(run, 0, None)
+            await self.flush()
+
+    async def fill(self, run: str, n: int) -> None:
+        """`n` untimed events as fast as the publisher takes them (a history to replay)."""
+        assert self._pub is not None
+        for i in range(n):
+            self._emit(run, i, None)
+            if i % 1_000 == 999:
+                await below(self._pub, 20_000)
+        await self.flush()
+
+    async def flush(self) -> None:
+        if self._pub is not None and not await self._pub.flush(60):
+            raise RuntimeError("publisher did not flush within 60 s")
+
+    def start(self, runs: list[str], rate: float) -> None:
+        self._stop.clear()
+        self.lag_s = 0.0
+        self._task = asyncio.create_task(self._pace(runs, rate))
+
+    async def stop(self) -> int:
+        """Stop, wait until every event is written; returns how many were published."""
+        self._stop.set()
+        assert self._task is not None
+        n = await self._task
+        await self.flush()
+        return n
+
+    def _emit(self, run: str, i: int, now: int | None) -> CallStarted:
+        sent = self.sent[run]
+        sent.append(now or 0)
+        data = CallStarted(phase="bench", call=i, attempt=1, pid=now)
+        if self._pub is not None:
+            self._pub.emit(run, data)
+        return data
+
+    async def _pace(self, runs: list[str], rate: float) -> int:
+        t0 = time.perf_counter()
+        i = 0
+        while not self._stop.is_set():
+            due = int((time.perf_counter() - t0) * rate)
+            self.lag_s = max(self.lag_s, (due - i) / rate)
+            while i < due:
+                run = runs[i % len(runs)]
+                now = time.time_ns()
+                data = self._emit(run, i, now)
+                if self._bc is not None:
+                    await self._bc.publish(channel(run), _envelope(run, len(self.sent[run]), now, data))
+                i += 1
+            await asyncio.sleep(TICK_S)
+        return i
+
+
+async def below(pub: Publisher, n: int) -> None:
+    """Let the drain catch up until at most `n` events wait (emit raises OutboxFull when full)."""
+    while True:
+        if len(pub.outbox) <= n:
+            return
+        await asyncio.sleep(0.001)
+
+
+def _envelope(run: str, seq: int, now_ns: int, data: CallStarted) -> str:
+    body = {"v": 1, "type": data.TYPE, "run_id": run, "seq": seq, "ts": now_ns // 1_000_000}
+    return orjson.dumps({**body, "data": data.model_dump(mode="json")}).decode()

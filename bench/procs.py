@@ -1,0 +1,132 @@
+"""The processes a benchmark needs, each in its own process (no load generator shares a GIL with
+a server): the embedded Valkey, the livestats gateway, the alternative apps. Plus what we read
+off them: RSS, CPU time, INFO commandstats, the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+from livestats_cli.embedded import EmbeddedServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """A server subprocess on a port of its own, its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, log_dir: Path) -> None:
+        self.name, self.port = name, port
+        self.log_path = log_dir / f"{name}.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while not _listening(port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{name} did not start; see {self.log_path}")
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_valkey(data_dir: Path) -> EmbeddedServer:
+    server = EmbeddedServer(data_dir, appendonly=False)  # nothing to keep; disk writes would add noise
+    server.start()
+    return server
+
+
+def start_gateway(redis_url: str, log_dir: Path) -> Server:
+    port = free_port()
+    env = {
+        "LIVESTATS_GATEWAY_REDIS_URL": redis_url,
+        "LIVESTATS_GATEWAY_PORT": str(port),
+        "LIVESTATS_GATEWAY_QUEUE_NAME": "livestats:bench-queue",
+    }
+    return Server("livestats", [sys.executable, "-m", "livestats_gateway"], env, port, log_dir)
+
+
+def start_alternative(name: str, redis_url: str, log_dir: Path) -> Server:
+    """`name` is a module of bench/alternatives; served by uvicorn with the gateway's defaults
+    (same event loop, HTTP and WebSocket implementations)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", f"bench.alternatives.{name}:app", "--port", str(port)]
+    argv += ["--log-level", "warning", "--no-access-log"]
+    return Server(name, argv, {"BENCH_REDIS_URL": redis_url}, port, log_dir)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def command_calls(url: str) -> dict[str, int]:
+    """Calls per command since the server started (INFO commandstats), INFO itself excluded."""
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    calls.pop("info", None)
+    return calls
+
+
+def machine(url: str) -> dict[str, object]:
+    client = redis.Redis.from_url(url)
+    try:
+        server = client.info("server")
+    finally:
+        client.close()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return {
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "server": f"valkey {server.get('valkey_version', server.get('redis_version'))}",
+        "load_avg_at_start": os.getloadavg(),
+        "commit": commit.stdout.strip(),
+    }
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor()

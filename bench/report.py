@@ -1,0 +1,114 @@
+"""The results as a Markdown table (printed, written next to the JSON, shown in the README),
+with the ratios of livestats to each alternative and the targets of issue 8."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .suite import DESIGNS, LABELS
+
+Get = Callable[[dict[str, Any], str], Any]
+
+
+def _fmt(value: Any, spread: Any = None, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:,.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
+    if spread and spread[0] != spread[1]:
+        text += f" ({_fmt(spread[0], None, 2)}-{_fmt(spread[1], None, 2)})"
+    return text
+
+
+def _cell(section: dict[str, Any] | None, key: str) -> str:
+    if not section or key not in section:
+        return "n/a"
+    return _fmt(section[key], section.get(key + "_spread"))
+
+
+def rows(r: dict[str, Any]) -> list[tuple[str, dict[str, str], str]]:
+    """(metric, cell per design, target) rows."""
+
+    def per(section: str, key: str, sub: str | None = None) -> dict[str, str]:
+        data = r.get(section, {})
+        return {d: _cell(data.get(d, {}).get(sub) if sub else data.get(d), key) for d in DESIGNS}
+
+    out = [
+        ("latency p50 ms (1,000 ev/s, 100 clients)", per("latency", "p50_ms"), ""),
+        ("latency p99 ms", per("latency", "p99_ms"), "<= 10"),
+        ("latency max ms", per("latency", "max_ms"), ""),
+        ("delivered events/s (1,000 clients, 10 runs)", per("fanout", "delivered_per_s"), ">= 100,000"),
+        ("server CPU, cores (fan-out)", per("fanout", "server_cpu"), ""),
+        ("load-generator CPU, cores (fan-out)", per("fanout", "client_cpu"), ""),
+    ]
+    for n in ("1", "100", "1000"):
+        out.append(
+            (f"Redis commands per published event, {n} client(s)", per("commands", "commands_per_published", n), "flat")
+        )
+    out.append(
+        ("Redis commands per delivered event, 1,000 clients", per("commands", "commands_per_delivered", "1000"), "")
+    )
+    out += [
+        ("replay 100,000 events: history s", per("replay", "history_s"), ""),
+        ("replay: first live event s", per("replay", "first_live_s"), "<= 1"),
+        ("ingest events/s (one process)", per("ingest", "events_per_s"), ">= 30,000"),
+        ("record call p50 µs (caller side)", per("ingest", "call_p50_us"), ""),
+        ("record call p99 µs", per("ingest", "call_p99_us"), ""),
+        ("RSS KB per idle connection (1,000)", per("memory", "kb_per_conn"), "<= 30"),
+    ]
+    soak = r.get("soak")
+    if soak:
+        cells = dict.fromkeys(DESIGNS, "n/a")
+        cells["livestats"] = f"{soak['growth_pct']:+.1f}% ({soak['duration_s']:.0f} s)"
+        out.append(("RSS growth over the soak, after warm-up", cells, "<= 5%"))
+    return out
+
+
+def ratios(r: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    """How many times better livestats is than each alternative (>1: livestats wins)."""
+
+    def ratio(section: str, key: str, higher_is_better: bool, sub: str | None = None) -> dict[str, str]:
+        data = r.get(section, {})
+
+        def value(d: str) -> Any:
+            node = data.get(d, {})
+            node = node.get(sub, {}) if sub else node
+            return node.get(key)
+
+        ours = value("livestats")
+        cells = {}
+        for d in DESIGNS[:-1]:
+            theirs = value(d)
+            if ours is None or theirs is None or not ours or not theirs:
+                cells[d] = "n/a"
+            else:
+                cells[d] = f"{(ours / theirs if higher_is_better else theirs / ours):,.1f}x"
+        return cells
+
+    return [
+        ("latency p99: theirs / ours", ratio("latency", "p99_ms", False)),
+        ("delivered events/s: ours / theirs", ratio("fanout", "delivered_per_s", True)),
+        (
+            "commands per delivered event (1,000 clients): theirs / ours",
+            ratio("commands", "commands_per_delivered", False, "1000"),
+        ),
+    ]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    r = result["results"]
+    m = result["machine"]
+    head = "| metric | " + " | ".join(LABELS[d] for d in DESIGNS) + " | target |"
+    lines = [
+        f"`{result['command']}` on {m['cores']} cores ({m['cpu']}), Python {m['python']}, {m['server']}, "
+        f"commit {m['commit']}, {result['started']}; median of {result['settings']['reps']} runs (min-max).",
+        "",
+        head,
+        "|" + "---|" * (len(DESIGNS) + 2),
+    ]
+    for name, cells, target in rows(r):
+        lines.append(f"| {name} | " + " | ".join(cells[d] for d in DESIGNS) + f" | {target} |")
+    lines += ["", "| livestats vs | " + " | ".join(LABELS[d] for d in DESIGNS[:-1]) + " |", "|---|---|---|---|"]
+    for name, cells in ratios(r):
+        lines.append(f"| {name} | " + " | ".join(cells[d] for d in DESIGNS[:-1]) + " |")
+    return "\n".join(lines) + "\n"
