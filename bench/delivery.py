@@ -54,6 +54,8 @@ async def _windows(bench: Bench, design: Design, feed: Feed, clients: Clients, r
                 "frames_per_s": res["frames"] / window,
                 "window_s": window,
                 "server_cpu": cpu / s.window_s,  # cores busy
+                # CPU per delivery: what a busy machine changes least (latency is mostly queueing then)
+                "server_cpu_us_per_delivered": cpu / s.window_s / (delivered / window) * 1e6 if delivered else None,
                 "client_cpu": res["client_cpu_s"] / window,
                 "publish_ms_max": res["publish_ms_max"],
                 "commands": served,

@@ -39,6 +39,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, dict[str, str], str]]:
         ("latency max ms", per("latency", "max_ms"), ""),
         ("delivered events/s (1,000 clients, 10 runs)", per("fanout", "delivered_per_s"), ">= 100,000"),
         ("server CPU, cores (fan-out)", per("fanout", "server_cpu"), ""),
+        ("server CPU µs per delivered event (fan-out)", per("fanout", "server_cpu_us_per_delivered"), ""),
         ("load-generator CPU, cores (fan-out)", per("fanout", "client_cpu"), ""),
     ]
     for n in ("1", "100", "1000"):
@@ -52,6 +53,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, dict[str, str], str]]:
         ("replay 100,000 events: history s", per("replay", "history_s"), ""),
         ("replay: first live event s", per("replay", "first_live_s"), "<= 1"),
         ("ingest events/s (one process)", per("ingest", "events_per_s"), ">= 30,000"),
+        ("ingest CPU µs per event (publishing process)", per("ingest", "cpu_us_per_event"), ""),
         ("record call p50 µs (caller side)", per("ingest", "call_p50_us"), ""),
         ("record call p99 µs", per("ingest", "call_p99_us"), ""),
         ("RSS KB per idle connection (1,000)", per("memory", "kb_per_conn"), "<= 30"),

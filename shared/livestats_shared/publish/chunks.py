@@ -36,16 +36,11 @@ class Chunk:
                 "del": list(delta.delete),
             }
         )
-        args: list[str | bytes] = [
-            str(first.pseq),
-            str(last.pseq),
-            first.guard,
-            "1" if delta.finished else "0",
-            encoded,
-        ]
-        for item in self.items:
-            args += (item.type, str(item.ts), item.data)
-        return args
+        # The entries as one argument: redis-py packs every argument in Python (measured as a
+        # sixth of a publishing process's CPU at three arguments per event); a NUL cannot occur
+        # in a type, a decimal ts or JSON text, so it separates them.
+        entries = b"\0".join(b"%s\0%d\0%s" % (item.type.encode(), item.ts, item.data) for item in self.items)
+        return [str(first.pseq), str(last.pseq), first.guard, "1" if delta.finished else "0", encoded, entries]
 
 
 def merge(deltas: Iterable[Delta]) -> Delta:

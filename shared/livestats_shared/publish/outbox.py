@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import OutboxFull
@@ -38,9 +37,9 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, build: Callable[[int], PendingEvent]) -> PendingEvent:
-        """Append `build(pseq)`; the sequence is assigned under the same lock as the append, so
-        producer order equals queue order whichever thread calls."""
+    def put(self, item: PendingEvent) -> PendingEvent:
+        """Append `item` with its producer sequence, assigned under the same lock as the append,
+        so producer order equals queue order whichever thread calls."""
         with self._lock:
             if len(self._items) >= self.capacity:
                 self.refused += 1
@@ -49,7 +48,7 @@ class Outbox:
                     f"{self.refused} refused so far"
                 )
             self._seq += 1
-            item = build(self._seq)
+            item.pseq = self._seq
             self._items.append(item)
             return item
 

@@ -65,7 +65,7 @@ class Published(NamedTuple):
 
 
 def _now_ms() -> int:
-    return int(time.time() * 1000)
+    return time.time_ns() // 1_000_000
 
 
 class Publisher:
@@ -179,19 +179,8 @@ class Publisher:
         ts = _now_ms() if ts is None else ts
         delta = delta_for(data, ts)
         payload = data.model_dump_json().encode()  # once, in the producer's thread
-        self.outbox.put(
-            lambda pseq: PendingEvent(
-                run_id=run_id,
-                type=data.TYPE,
-                ts=ts,
-                data=payload,
-                delta=delta,
-                pseq=pseq,
-                guard=guard,
-                future=future,
-                deadline=deadline,
-            )
-        )
+        # pseq is assigned by the outbox, under its lock
+        self.outbox.put(PendingEvent(run_id, data.TYPE, ts, payload, delta, 0, guard, future, deadline))
         if threading.get_ident() == self._loop_thread:
             self._wake.set()
         else:
