@@ -154,6 +154,49 @@ class _SseFormat:
         return b"event: %s\ndata: %s\n\n" % (kind.encode(), orjson.dumps({"type": kind, **body}))
 
 
+_EVENTS_HEAD = '{"type":"events","events":['
+COALESCE_MAX_CHARS = 64 << 10
+# Every envelope is longer than this (its fixed keys and stream id alone are), so a merged frame
+# of at most frame_max_events * this many characters never holds more events than that.
+MIN_EVENT_CHARS = 64
+
+
+def coalesce(frames: list[Frame], max_events: int) -> list[Frame]:
+    """Consecutive WebSocket `events` frames waiting for one client as one frame, up to
+    COALESCE_MAX_CHARS and never more than `max_events` events. A client that fell behind then
+    costs one send (and one syscall) for all it missed instead of one per batch; a client that
+    keeps up has one frame queued at a time and gets it as it is. Order is kept; control frames
+    are never merged."""
+    limit = min(COALESCE_MAX_CHARS, max_events * MIN_EVENT_CHARS)
+    if len(frames) < 2:
+        return frames
+    out: list[Frame] = []
+    run: list[str] = []
+    size = 0
+    for frame in frames:
+        if isinstance(frame, str) and frame.startswith(_EVENTS_HEAD):
+            if run and size + len(frame) > limit:
+                out.append(_merge(run))
+                run, size = [], 0
+            run.append(frame)
+            size += len(frame)
+            continue
+        if run:
+            out.append(_merge(run))
+            run, size = [], 0
+        out.append(frame)
+    if run:
+        out.append(_merge(run))
+    return out
+
+
+def _merge(run: list[str]) -> str:
+    if len(run) == 1:
+        return run[0]
+    head = len(_EVENTS_HEAD)
+    return _EVENTS_HEAD + ",".join(f[head:-2] for f in run) + "]}"
+
+
 WS: Format = _WebSocketFormat()
 SSE: Format = _SseFormat()
 

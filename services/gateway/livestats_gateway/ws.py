@@ -18,7 +18,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from .join import join
 from .state import app_state
 from .subscriber import Subscriber, SubscriberClosed
-from .wire import WS, CloseCode, InvalidStreamId, now_ms
+from .wire import WS, CloseCode, InvalidStreamId, coalesce, now_ms
 
 log = logging.getLogger("livestats.gateway.ws")
 router = APIRouter()
@@ -47,7 +47,8 @@ async def _session(websocket: WebSocket, sub: Subscriber, joining: Coroutine[Any
     the connection closes."""
     max_message = app_state(websocket)["config"].client_message_max_bytes
     joiner = asyncio.create_task(joining, name="ws-join")
-    sender = asyncio.create_task(_send(websocket, sub), name="ws-send")
+    max_events = app_state(websocket)["config"].frame_max_events
+    sender = asyncio.create_task(_send(websocket, sub, max_events), name="ws-send")
     receiver = asyncio.create_task(_receive(websocket, sub, max_message), name="ws-receive")
     watcher = asyncio.create_task(sub.wait_closed(), name="ws-watch")
     pending: set[asyncio.Task[Any]] = {joiner, sender, receiver, watcher}
@@ -107,9 +108,9 @@ def _close_for(task: asyncio.Task[Any]) -> tuple[int, str] | None:
     return (CloseCode.INTERNAL_ERROR, "internal error")
 
 
-async def _send(websocket: WebSocket, sub: Subscriber) -> None:
+async def _send(websocket: WebSocket, sub: Subscriber, max_events: int) -> None:
     while True:
-        for frame in await sub.get():
+        for frame in coalesce(await sub.get(), max_events):
             if isinstance(frame, str):
                 await websocket.send_text(frame)
             else:
