@@ -66,6 +66,8 @@ def start_valkey(data_dir: Path) -> EmbeddedServer:
 def start_gateway(redis_url: str, log_dir: Path) -> Server:
     port = free_port()
     env = {
+        # BENCH_GATEWAY_PYTHONPATH: measure another checkout's gateway (before/after comparisons)
+        "PYTHONPATH": os.environ.get("BENCH_GATEWAY_PYTHONPATH", ""),
         "LIVESTATS_GATEWAY_REDIS_URL": redis_url,
         "LIVESTATS_GATEWAY_PORT": str(port),
         "LIVESTATS_GATEWAY_QUEUE_NAME": "livestats:bench-queue",
