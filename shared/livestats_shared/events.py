@@ -58,10 +58,21 @@ class TokenUsage(BaseModel):
         return self.input_tokens + self.output_tokens
 
 
+Complexity = Literal["low", "medium", "high", "maintenance"]
+
+
 class PhasePlan(BaseModel):
+    """A phase as planned. The estimation fields are optional (streams without them parse):
+    `predicted_tokens` is the whole phase's prediction (the spec's per-call prediction x calls)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     calls: int
+    category: str | None = None  # implementation, refactoring, configuration, testing, ...
+    complexity: Complexity | None = None
+    deliverables: int | None = Field(None, ge=1)
+    predicted_tokens: int | None = Field(None, ge=0)
+    is_test: bool = False  # a test sample: excluded from estimation summaries
 
 
 class RunQueued(_Data):
@@ -71,6 +82,7 @@ class RunQueued(_Data):
     phases: list[PhasePlan]
     timeout_s: float
     spec: dict[str, Any] = Field(default_factory=dict)
+    replay_of: str | None = None  # the run this one re-publishes (`livestats replay`)
 
 
 class RunStarted(_Data):
@@ -90,6 +102,11 @@ class PhaseStarted(_Data):
     index: int
     calls: int
     concurrency: int
+    # The phase's estimation fields, as in PhasePlan (optional).
+    category: str | None = None
+    complexity: Complexity | None = None
+    deliverables: int | None = Field(None, ge=1)
+    predicted_tokens: int | None = Field(None, ge=0)
 
 
 class PhaseFinished(_Data):
@@ -99,6 +116,8 @@ class PhaseFinished(_Data):
     succeeded: int
     failed: int
     duration_s: float
+    # Tokens the phase's answers reported using (sum of their usage); None if none reported.
+    actual_tokens: int | None = Field(None, ge=0)
 
 
 class CallStarted(_Data):

@@ -39,6 +39,7 @@ class CallContext:
     backoff_max_s: float
     emit: Emit
     pids: set[int]  # live child pids, for heartbeats
+    reported_tokens: int | None = None  # sum of the usage the phase's answers reported, if any
 
 
 def fpf_argv(command: list[str], prompt_file: Path) -> list[str]:
@@ -123,6 +124,8 @@ async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path
     if not spawned:
         ctx.emit(CallStarted(phase=phase.name, call=index, attempt=attempt, pid=None, predicted_tokens=predicted))
     if verdict.ok:
+        if verdict.usage is not None:
+            ctx.reported_tokens = (ctx.reported_tokens or 0) + verdict.usage.total_tokens
         ctx.emit(
             CallSucceeded(
                 phase=phase.name,

@@ -126,7 +126,18 @@ class RunExecution:
 
     async def _run_phase(self, index: int, phase: PhaseSpec, prompt_dir: Path) -> None:
         started = self.clock.elapsed()
-        self.emit(PhaseStarted(phase=phase.name, index=index, calls=phase.calls, concurrency=phase.concurrency))
+        self.emit(
+            PhaseStarted(
+                phase=phase.name,
+                index=index,
+                calls=phase.calls,
+                concurrency=phase.concurrency,
+                category=phase.category,
+                complexity=phase.complexity,
+                deliverables=phase.deliverables,
+                predicted_tokens=phase.phase_predicted_tokens,
+            )
+        )
         ctx = CallContext(
             config=self.config,
             run_id=self.run_id,
@@ -158,6 +169,7 @@ class RunExecution:
                 succeeded=len(outcomes) - failed,
                 failed=failed,
                 duration_s=round(self.clock.elapsed() - started, 3),
+                actual_tokens=ctx.reported_tokens,
             )
         )
 
