@@ -28,6 +28,7 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from . import export, replay, report
 from .config import CliConfig
 from .follow import ProgressView, follow, report_invalid
 from .up import demo_spec, up
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("cancel", help="cancel a queued or running run")
     s.add_argument("run_id")
     s.add_argument("--reason", default="cancelled from the command line")
+
+    for command in (report, export, replay):
+        command.add_parser(sub)
     return p
 
 
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: cannot use spec {args.spec}: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run)))
+    if args.command == "report":
+        sys.exit(report.run(args))  # a file in, a report out: no Redis
     if args.command == "submit":
         try:
             args.spec_text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
@@ -100,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         "status": _status,
         "events": _events,
         "cancel": _cancel,
+        "export": export.run,
+        "replay": replay.run,
     }
     sys.exit(asyncio.run(_with_redis(handlers[args.command], config, args)))
 
