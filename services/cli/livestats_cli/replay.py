@@ -145,24 +145,26 @@ async def replay(
             if delay > 0:
                 await asyncio.sleep(delay)
         new_id = new_ids[event.run_id]
-        data = _mapped(event, speed)
+        now_ms = int(time.time() * 1000)
+        data = _mapped(event, speed, now_ms)
         if isinstance(data, RunQueued):
             # Awaited and guarded: the new run must not exist, and it must exist before its events.
-            await publisher.publish(new_id, data.model_copy(update={"replay_of": event.run_id}), guard=(NO_RUN,))
+            replay_of = data.model_copy(update={"replay_of": event.run_id})
+            await publisher.publish(new_id, replay_of, guard=(NO_RUN,), ts=now_ms)
             on_start(event.run_id, new_id)
         else:
-            publisher.emit(new_id, data)
+            publisher.emit(new_id, data, ts=now_ms)
     if not await publisher.flush(FLUSH_TIMEOUT_S):
         raise PublishError(f"{len(publisher.outbox)} replayed events not written within {FLUSH_TIMEOUT_S:g} s")
     return new_ids
 
 
-def _mapped(event: Event, speed: float | None) -> EventData:
+def _mapped(event: Event, speed: float | None, now_ms: int) -> EventData:
+    """The event's payload as the replay publishes it at `now_ms` (its new `ts`)."""
     data = event.payload()
     if not isinstance(data, RunStarted):
         return data
     factor = speed or 1.0  # instant: the deadline keeps its real distance
-    now_ms = int(time.time() * 1000)  # the clock the Publisher stamps the event with
     update: dict[str, object] = {"deadline_ts": now_ms + round((data.deadline_ts - event.ts) / factor)}
     if data.heartbeat_s is not None and factor < 1:
         update["heartbeat_s"] = data.heartbeat_s / factor
