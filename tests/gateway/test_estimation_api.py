@@ -10,6 +10,7 @@ import httpx
 import pytest
 from helpers import wait_finished
 from livestats_shared.control import submit_run
+from livestats_shared.history import read_events
 from livestats_shared.spec import RunSpec
 
 PROMPT = "x" * 40  # 10 input tokens; no placeholders, so every call's prompt is the same
@@ -79,6 +80,15 @@ async def test_a_finished_runs_estimation_has_its_phases_samples_and_summaries(
     snap = (await client.get(f"/api/runs/{run_id}")).json()
     assert (snap["predicted_tokens"], snap["total_tokens"]) == (2 * 100 + 60 + 5, 220 + 3 * 30)
     assert [p["actual_tokens"] for p in snap["phases"]] == [220, 30, 30, 30]
+
+    # The phase events say the same: what each phase declared, and what its answers reported.
+    events = await read_events(redis, run_id)
+    started = [e.payload() for e in events if e.type == "phase.started"]
+    assert [(p.category, p.complexity, p.deliverables, p.predicted_tokens) for p in started[:2]] == [
+        ("implementation", "high", 5, 200),
+        ("documentation", "low", 1, 60),
+    ]
+    assert [e.data["actual_tokens"] for e in events if e.type == "phase.finished"] == [220, 30, 30, 30]
 
     across = (await client.get("/api/estimation", params={"since": since})).json()
     assert (across["runs_examined"], across["runs_with_samples"]) == (1, 1)
