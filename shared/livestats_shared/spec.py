@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,6 +18,13 @@ _ENV_KEY = re.compile(r"FPF_[A-Z0-9_]{1,60}")
 # Categories are open-ended (implementation, refactoring, testing, ...) but become stats-hash
 # fields and report keys: short lowercase words only.
 CATEGORY_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
+
+
+class PhaseEstimate(TypedDict):
+    category: str | None
+    complexity: Complexity | None
+    deliverables: int | None
+    predicted_tokens: int | None
 
 
 class PhaseSpec(BaseModel):
@@ -64,10 +71,14 @@ class PhaseSpec(BaseModel):
             raise ValueError(f"environment values cannot contain NUL bytes: {nul}")
         return v
 
-    @property
-    def phase_predicted_tokens(self) -> int | None:
-        """The whole phase's prediction: the per-call prediction times the calls."""
-        return None if self.predicted_tokens is None else self.predicted_tokens * self.calls
+    def estimate(self) -> PhaseEstimate:
+        """The estimation fields its phase events carry; predicted tokens for the whole phase."""
+        return PhaseEstimate(
+            category=self.category,
+            complexity=self.complexity,
+            deliverables=self.deliverables,
+            predicted_tokens=None if self.predicted_tokens is None else self.predicted_tokens * self.calls,
+        )
 
     @model_validator(mode="after")
     def _min_bytes_needs_text(self) -> PhaseSpec:
@@ -114,15 +125,4 @@ class RunSpec(BaseModel):
         return max(self.retry_budget_min, math.ceil(self.retry_budget_ratio * self.planned_calls))
 
     def plan(self) -> list[PhasePlan]:
-        return [
-            PhasePlan(
-                name=p.name,
-                calls=p.calls,
-                category=p.category,
-                complexity=p.complexity,
-                deliverables=p.deliverables,
-                predicted_tokens=p.phase_predicted_tokens,
-                is_test=p.is_test,
-            )
-            for p in self.phases
-        ]
+        return [PhasePlan(name=p.name, calls=p.calls, is_test=p.is_test, **p.estimate()) for p in self.phases]

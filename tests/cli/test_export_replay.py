@@ -3,10 +3,7 @@ replayed as a new run and exported again gives the same events but for ids and t
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 
 import pytest
 from helpers import wait_finished
@@ -15,6 +12,7 @@ from livestats_shared.control import submit_run
 from livestats_shared.estimation import EstimationSample
 from livestats_shared.history import read_snapshot
 from livestats_shared.spec import RunSpec
+from test_commands import livestats as run_cli
 
 FAST = {"FPF_SIM_LATENCY_MS": "20", "FPF_SIM_JITTER_MS": "5"}
 SPEC = RunSpec.model_validate(
@@ -34,20 +32,7 @@ MAPPED = {"id", "run_id", "ts"}
 
 
 async def livestats(redis_url: str, *argv: str) -> tuple[int, str, str]:
-    env = {**os.environ, "LIVESTATS_REDIS_URL": redis_url}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "livestats_cli", *argv,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(60):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()  # never leave a CLI process behind a failing test
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_cli(redis_url, "unused-queue", *argv)  # export and replay use no queue
 
 
 def read_export(path) -> tuple[dict, list[dict]]:

@@ -128,14 +128,7 @@ class RunExecution:
         started = self.clock.elapsed()
         self.emit(
             PhaseStarted(
-                phase=phase.name,
-                index=index,
-                calls=phase.calls,
-                concurrency=phase.concurrency,
-                category=phase.category,
-                complexity=phase.complexity,
-                deliverables=phase.deliverables,
-                predicted_tokens=phase.phase_predicted_tokens,
+                phase=phase.name, index=index, calls=phase.calls, concurrency=phase.concurrency, **phase.estimate()
             )
         )
         ctx = CallContext(
