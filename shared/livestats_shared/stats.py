@@ -66,6 +66,10 @@ def delta_for(data: EventData, ts: int) -> Delta:
                 "timeout_s": _num(data.timeout_s),
                 "created_ts": str(ts),
             }
+            if data.owner is not None:
+                sets["owner"] = data.owner
+            if data.team is not None:
+                sets["team"] = data.team
             for p in data.phases:
                 sets[phase_field(p.name, "planned")] = str(p.calls)
                 sets.update(_estimate_fields(p.name, p.category, p.complexity, p.deliverables, p.predicted_tokens))
@@ -241,6 +245,8 @@ class RunSnapshot(BaseModel):
     reason: str | None = None
     detail: str | None = None
     worker: str | None = None
+    owner: str | None = None  # who submitted it (None: an operator tool; admins only)
+    team: str | None = None  # shared with this team
     replay_of: str | None = None  # the run this one replays
     phases: list[PhaseProgress] = []
 

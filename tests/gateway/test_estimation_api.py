@@ -41,7 +41,7 @@ SPEC = RunSpec.model_validate(
 
 @pytest.fixture
 async def client(gateway):
-    async with httpx.AsyncClient(base_url=gateway.http, timeout=10) as http:
+    async with gateway.client() as http:  # the admin token
         yield http
 
 
@@ -106,3 +106,28 @@ async def test_estimation_of_an_unknown_or_invalid_run_is_an_error(client, run_i
 async def test_the_across_runs_report_refuses_a_bad_limit(client):
     answer = await client.get("/api/estimation", params={"limit": 0})
     assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["query", "limit"]
+
+
+async def test_estimation_needs_a_token_and_shows_only_runs_the_caller_may_see(
+    gateway, redis, publisher, make_token, queue_name, start_worker
+):
+    since = int(time.time() * 1000)
+    await start_worker()
+    run_id = await submit_run(redis, publisher, SPEC, queue_name=queue_name, owner="alice")
+    await wait_finished(redis, run_id, 30)
+    alice, bob = await make_token("alice", "read"), await make_token("bob", "read")
+
+    async with (
+        gateway.client(alice) as as_alice,
+        gateway.client(bob) as as_bob,
+        httpx.AsyncClient(base_url=gateway.http) as anonymous,
+    ):
+        assert (await anonymous.get(f"/api/runs/{run_id}/estimation")).status_code == 401
+        assert (await anonymous.get("/api/estimation")).status_code == 401
+        assert (await as_alice.get(f"/api/runs/{run_id}/estimation")).json()["summary"]["count"] == 2
+        # Someone else's run answers like one that does not exist.
+        assert (await as_bob.get(f"/api/runs/{run_id}/estimation")).status_code == 404
+        mine = (await as_alice.get("/api/estimation", params={"since": since})).json()
+        theirs = (await as_bob.get("/api/estimation", params={"since": since})).json()
+    assert (mine["runs_examined"], mine["summary"]["count"]) == (1, 2)
+    assert (theirs["runs_examined"], theirs["summary"]["count"]) == (0, 0)

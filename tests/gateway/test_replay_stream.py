@@ -41,9 +41,9 @@ async def test_a_replayed_run_streams_to_a_websocket_client_like_a_live_one(
             replay(replayer, {original_id: original}, speed=1.0, on_start=lambda _, new: started.set_result(new))
         )
         new_id = await started
-        watcher = RunWatcher(gateway.ws, new_id)
+        watcher = RunWatcher(gateway.ws, new_id, headers=gateway.headers)
         order: list[str] = []  # frame types as they arrived
-        async with asyncio.timeout(30), connect(watcher.url()) as ws:
+        async with asyncio.timeout(30), connect(watcher.url(), additional_headers=watcher.headers) as ws:
             async for raw in ws:
                 frame = watcher.take(raw)  # checks that every seq follows the previous one
                 order.append(frame["type"])
