@@ -100,7 +100,12 @@ def delta_for(data: EventData, ts: int) -> Delta:
             )
             return Delta(set=sets)
         case PhaseFinished():
-            return Delta(incr={"phases_done": 1}, set={phase_field(data.phase, "state"): "finished"})
+            sets = {phase_field(data.phase, "state"): "finished"}
+            if data.actual_tokens is not None:
+                # The phase's own total: a producer without call events (a shell orchestrator)
+                # has no other way to report tokens. Set, not counted: actual_tokens counts.
+                sets[phase_field(data.phase, "reported_tokens")] = str(data.actual_tokens)
+            return Delta(incr={"phases_done": 1}, set=sets)
         case CallStarted():
             incr = {"total_calls": 1, "in_flight": 1}
             if data.attempt == 1 and data.predicted_tokens is not None:
@@ -206,6 +211,7 @@ class PhaseProgress(BaseModel):
     deliverables: int | None = None
     predicted_tokens: int | None = None  # the whole phase's prediction
     actual_tokens: int = 0  # tokens the phase's answers reported (live)
+    reported_tokens: int | None = None  # the total its phase.finished stated, if any
     is_test: bool = False
 
 
@@ -265,6 +271,7 @@ class RunSnapshot(BaseModel):
                 deliverables=_opt_int(h.get(phase_field(n, "deliverables"))),
                 predicted_tokens=_opt_int(h.get(phase_field(n, "predicted_tokens"))),
                 actual_tokens=int(h.get(phase_field(n, "actual_tokens"), 0)),
+                reported_tokens=_opt_int(h.get(phase_field(n, "reported_tokens"))),
                 is_test=h.get(phase_field(n, "is_test")) == "1",
             )
             for n in names

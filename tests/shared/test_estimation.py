@@ -228,3 +228,14 @@ def test_a_runs_samples_come_from_its_snapshot_ended_phases_only():
     interrupted = run_samples(over)[1]
     assert (interrupted.phase_id, interrupted.success, interrupted.is_test) == ("r1/cmp", False, True)
     assert interrupted.actual_tokens == 0
+
+
+def test_a_phase_without_call_events_is_a_sample_with_the_tokens_its_phase_finished_states():
+    # What an external producer (a shell orchestrator) sends: phase events, no calls.
+    events = _events(
+        RunQueued(name="sh", planned_calls=0, phases=[PhasePlan(name="refactor", calls=0)], timeout_s=60),
+        PhaseStarted(phase="refactor", index=0, calls=0, concurrency=1, category="refactoring", predicted_tokens=900),
+        PhaseFinished(phase="refactor", index=0, succeeded=0, failed=0, duration_s=30, actual_tokens=1200),
+    )
+    (refactor,) = run_samples(RunSnapshot.from_hash("r1", fold(events)))
+    assert (refactor.category, refactor.predicted_tokens, refactor.actual_tokens) == ("refactoring", 900, 1200)
