@@ -156,3 +156,30 @@ async def test_export_and_replay_errors_have_documented_exit_codes(redis_url, ar
 async def test_export_to_a_directory_that_does_not_exist_is_bad_input_not_an_outage(redis_url, finished_run):
     code, _, err = await livestats(redis_url, "export", finished_run, "-o", "/no/such/dir/out.ndjson")
     assert code == 2 and "cannot write" in err
+
+
+async def test_an_instant_replay_longer_than_the_outbox_waits_for_the_publisher_instead_of_failing(redis, monkeypatch):
+    from livestats_cli import replay as replay_module
+    from livestats_shared.events import CallStarted, CallSucceeded, Event, Outcome, PhasePlan, RunFinished, RunQueued
+    from livestats_shared.history import read_events
+    from livestats_shared.publish import Publisher
+
+    calls = 249
+    payloads = [RunQueued(name="long", planned_calls=calls, phases=[PhasePlan(name="g", calls=calls)], timeout_s=60)]
+    for call in range(calls):
+        payloads += [
+            CallStarted(phase="g", call=call, attempt=1),
+            CallSucceeded(phase="g", call=call, attempt=1, duration_s=0.1, bytes=9),
+        ]
+    payloads.append(RunFinished(outcome=Outcome.SUCCEEDED, reason="completed"))
+    events = [
+        Event(type=p.TYPE, run_id="long-original", seq=i, ts=1_000 + i, data=p.model_dump(mode="json"))
+        for i, p in enumerate(payloads, start=1)
+    ]
+    # 500 events through an outbox of 100: without waiting, emit() would raise OutboxFull.
+    monkeypatch.setattr(replay_module, "BACKLOG_EVENTS", 50)
+    async with Publisher(redis, capacity=100) as publisher:
+        new_ids = await replay_module.replay(publisher, {"long-original": events}, speed=None, on_start=lambda *_: None)
+    replayed = await read_events(redis, new_ids["long-original"])
+    assert [e.seq for e in replayed] == list(range(1, 501))
+    assert [e.type for e in replayed] == [e.type for e in events]

@@ -39,7 +39,10 @@ from .config import CliConfig
 from .exits import EXIT_BAD_INPUT, EXIT_OK
 from .export import FORMAT, VERSION
 
-FLUSH_TIMEOUT_S = 60.0  # an instant replay of a long run queues its events at once
+FLUSH_TIMEOUT_S = 60.0  # longest wait for the publisher to write what is queued
+# An instant replay waits for the publisher every this many queued events: a run's stream holds
+# up to 250,000 events, more than the publisher's outbox takes (it refuses, never drops).
+BACKLOG_EVENTS = 10_000
 OnStart = Callable[[str, str], None]  # (original run id, new run id)
 
 
@@ -154,9 +157,15 @@ async def replay(
             on_start(event.run_id, new_id)
         else:
             publisher.emit(new_id, data, ts=now_ms)
+            if len(publisher.outbox) >= BACKLOG_EVENTS:
+                await _flush(publisher)
+    await _flush(publisher)
+    return new_ids
+
+
+async def _flush(publisher: Publisher) -> None:
     if not await publisher.flush(FLUSH_TIMEOUT_S):
         raise PublishError(f"{len(publisher.outbox)} replayed events not written within {FLUSH_TIMEOUT_S:g} s")
-    return new_ids
 
 
 def _mapped(event: Event, speed: float | None, now_ms: int) -> EventData:
