@@ -189,8 +189,7 @@ def run_samples(snapshot: RunSnapshot) -> list[EstimationSample]:
                 complexity=phase.complexity,
                 deliverables=phase.deliverables,
                 predicted_tokens=phase.predicted_tokens,
-                # The phase's stated total when it has one (an external producer's only figure).
-                actual_tokens=phase.actual_tokens if phase.reported_tokens is None else phase.reported_tokens,
+                actual_tokens=phase.used_tokens,
                 success=phase.state == "finished" and phase.failed == 0,
                 is_test=phase.is_test,
             )

@@ -212,6 +212,13 @@ class PhaseProgress(BaseModel):
     predicted_tokens: int | None = None  # the whole phase's prediction
     actual_tokens: int = 0  # tokens the phase's answers reported (live)
     reported_tokens: int | None = None  # the total its phase.finished stated, if any
+
+    @property
+    def used_tokens(self) -> int:
+        """The phase's actual tokens: the total it stated (a producer without call events has no
+        other figure), else the sum its answers reported."""
+        return self.actual_tokens if self.reported_tokens is None else self.reported_tokens
+
     is_test: bool = False
 
 
