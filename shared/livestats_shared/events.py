@@ -59,6 +59,9 @@ class TokenUsage(BaseModel):
 
 
 Complexity = Literal["low", "medium", "high", "maintenance"]
+# Categories are open-ended (implementation, refactoring, testing, ...) but become report keys
+# and stats-hash values: short lowercase words only.
+CATEGORY_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
 
 
 class PhasePlan(BaseModel):
@@ -68,7 +71,7 @@ class PhasePlan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     calls: int
-    category: str | None = None  # implementation, refactoring, configuration, testing, ...
+    category: str | None = Field(None, pattern=CATEGORY_PATTERN)  # implementation, testing, ...
     complexity: Complexity | None = None
     deliverables: int | None = Field(None, ge=1)
     predicted_tokens: int | None = Field(None, ge=0)
@@ -107,7 +110,7 @@ class PhaseStarted(_Data):
     calls: int
     concurrency: int
     # The phase's estimation fields, as in PhasePlan (optional).
-    category: str | None = None
+    category: str | None = Field(None, pattern=CATEGORY_PATTERN)
     complexity: Complexity | None = None
     deliverables: int | None = Field(None, ge=1)
     predicted_tokens: int | None = Field(None, ge=0)

@@ -8,16 +8,13 @@ from typing import Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .events import Complexity, PhasePlan
+from .events import CATEGORY_PATTERN, Complexity, PhasePlan
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Only FPF_* variables reach the subprocess from a spec: a spec must not be able to set
 # PATH, LD_PRELOAD or anything else that changes what runs.
 MAX_SPEC_BYTES = 1 << 20  # a run spec as JSON, bytes
 _ENV_KEY = re.compile(r"FPF_[A-Z0-9_]{1,60}")
-# Categories are open-ended (implementation, refactoring, testing, ...) but become stats-hash
-# fields and report keys: short lowercase words only.
-CATEGORY_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
 
 
 class PhaseEstimate(TypedDict):
