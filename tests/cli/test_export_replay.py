@@ -52,7 +52,8 @@ async def test_export_replay_export_gives_the_same_events_but_for_ids_and_times(
     redis, redis_url, finished_run, tmp_path
 ):
     first, second = tmp_path / "first.ndjson", tmp_path / "second.ndjson"
-    code, _, err = await livestats(redis_url, "export", finished_run, "-o", str(first))
+    # A run named twice is exported once.
+    code, _, err = await livestats(redis_url, "export", finished_run, finished_run, "-o", str(first))
     assert code == 0, err
     header, original = read_export(first)
     assert (header["format"], header["version"], header["runs"]) == ("livestats.export", 1, [finished_run])
@@ -129,6 +130,16 @@ async def test_a_bad_export_file_is_refused_whole_before_anything_is_published(
     headless.write_text("\n".join(lines[1:]) + "\n")
     code, _, err = await livestats(redis_url, "replay", str(headless))
     assert code == 2 and "not a livestats.export header" in err
+
+    repeated = tmp_path / "repeated.ndjson"
+    repeated.write_text("\n".join([*lines, lines[-1]]) + "\n")
+    code, _, err = await livestats(redis_url, "replay", str(repeated))
+    assert code == 2 and f"line {len(lines) + 1}: run {finished_run} seq" in err
+
+    header_only = tmp_path / "header-only.ndjson"
+    header_only.write_text(lines[0] + "\n")
+    code, _, err = await livestats(redis_url, "replay", str(header_only))
+    assert code == 2 and "holds no events" in err
 
     trimmed = tmp_path / "trimmed.ndjson"
     trimmed.write_text("\n".join([lines[0], *lines[2:]]) + "\n")  # the stream lost its run.queued

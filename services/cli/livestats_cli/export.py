@@ -48,7 +48,7 @@ def add_parser(sub: Any) -> None:  # argparse's _SubParsersAction is private
 
 
 async def run(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
-    run_ids = [validate_run_id(r) for r in args.run_ids]
+    run_ids = list(dict.fromkeys(validate_run_id(r) for r in args.run_ids))  # each run once
     snapshots: list[RunSnapshot] = []
     for rid in run_ids:
         snap = await read_snapshot(redis, rid)

@@ -115,7 +115,12 @@ def read_export(lines: Iterable[bytes]) -> dict[str, list[Event]]:
             raise BadExport(f"line {number}: not a livestats event: {exc}") from exc
         if event.v != SCHEMA_VERSION:
             raise BadExport(f"line {number}: event schema {event.v}; this livestats reads {SCHEMA_VERSION}")
-        runs.setdefault(event.run_id, []).append(event)
+        events = runs.setdefault(event.run_id, [])
+        if events and event.seq <= events[-1].seq:
+            raise BadExport(f"line {number}: run {event.run_id} seq {event.seq} after {events[-1].seq} (repeated?)")
+        events.append(event)
+    if not runs:
+        raise BadExport("the file holds no events")
     for run_id, events in runs.items():
         if events[0].type != RunQueued.TYPE:
             # A stream trimmed by MAXLEN lost its start: a run cannot begin in the middle.
