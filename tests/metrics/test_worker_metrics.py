@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from conftest import scrape, scrape_text, total
 from helpers import wait_finished
 from livestats_shared.control import submit_run
 from livestats_shared.history import read_events
 from livestats_shared.spec import PhaseSpec, RunSpec
+from scrape_util import scrape, scrape_text, total
 
 FAST = {"FPF_SIM_LATENCY_MS": "0", "FPF_SIM_JITTER_MS": "0"}
 

@@ -10,10 +10,11 @@ from fastapi import FastAPI
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 
-from . import api, sse, ws
+from . import api, metrics, sse, ws
 from .config import GatewayConfig
 from .hub import Hub
 from .index import RunIndex
+from .metrics import GatewayMetrics
 from .stalls import StallMonitor
 from .state import State
 
@@ -27,11 +28,15 @@ def create_app(config: GatewayConfig) -> FastAPI:
             redis = connect(config.redis_url, "livestats.gateway")
             stack.push_async_callback(redis.aclose)
             publisher = await stack.enter_async_context(Publisher(redis, producer=None))
-            hub = await stack.enter_async_context(Hub(config, redis))
+            counts = GatewayMetrics()
+            hub = await stack.enter_async_context(Hub(config, redis, counts))
             index = await stack.enter_async_context(RunIndex(config, redis, hub))
             stalls = await stack.enter_async_context(StallMonitor(config, redis, publisher))
+            counts.watch(hub, stalls)
             log.info("gateway ready (redis %s)", redact(config.redis_url))
-            yield State(config=config, redis=redis, publisher=publisher, hub=hub, index=index, stalls=stalls)
+            yield State(
+                config=config, redis=redis, publisher=publisher, hub=hub, index=index, stalls=stalls, metrics=counts
+            )
             log.info("gateway stopping")
             # Teardown runs in reverse: stall monitor, index, hub (closes every client), publisher.
 
@@ -44,6 +49,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(api.router)
     app.include_router(sse.router)
     app.include_router(ws.router)
+    app.include_router(metrics.router)
     return app
 
 

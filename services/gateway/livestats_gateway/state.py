@@ -13,6 +13,7 @@ from .config import GatewayConfig
 if TYPE_CHECKING:
     from .hub import Hub
     from .index import RunIndex
+    from .metrics import GatewayMetrics
     from .stalls import StallMonitor
 
 
@@ -23,6 +24,7 @@ class State(TypedDict):
     hub: Hub
     index: RunIndex
     stalls: StallMonitor
+    metrics: GatewayMetrics  # this process's registry, served at /metrics
 
 
 def app_state(conn: HTTPConnection) -> State:
