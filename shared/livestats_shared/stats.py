@@ -65,6 +65,10 @@ def delta_for(data: EventData, ts: int) -> Delta:
                 "timeout_s": _num(data.timeout_s),
                 "created_ts": str(ts),
             }
+            if data.owner is not None:
+                sets["owner"] = data.owner
+            if data.team is not None:
+                sets["team"] = data.team
             sets.update({phase_field(p.name, "planned"): str(p.calls) for p in data.phases})
             return Delta(set=sets)
         case RunStarted():
@@ -205,6 +209,8 @@ class RunSnapshot(BaseModel):
     reason: str | None = None
     detail: str | None = None
     worker: str | None = None
+    owner: str | None = None  # who submitted it (None: an operator tool; admins only)
+    team: str | None = None  # shared with this team
     phases: list[PhaseProgress] = []
 
     @classmethod

@@ -17,7 +17,7 @@ async def _run_and_watch(redis, publisher, gateway, queue_name: str, i: int) -> 
     # A name and a model never seen before: a label made from either would add series.
     spec = RunSpec(phases=[PhaseSpec(name=f"phase-{i}", calls=1, output="text", env={"FPF_MODEL": f"model-{i}"})])
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
-    async with asyncio.timeout(30), connect(f"{gateway.ws}/ws/runs/{run_id}") as ws:
+    async with asyncio.timeout(30), connect(f"{gateway.ws}/ws/runs/{run_id}", additional_headers=gateway.headers) as ws:
         async for raw in ws:
             if any(e["type"] == "run.finished" for e in orjson.loads(raw).get("events", [])):
                 break

@@ -81,7 +81,8 @@ def test_compose_starts_in_dependency_order_behind_healthchecks_and_needs_its_se
     assert "redis-data:/data" in services["redis"]["volumes"]
     assert "--appendonly yes" in " ".join(services["redis"]["command"])
     text = (ROOT / "compose.yaml").read_text()
-    assert {"REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= set(_SECRET.findall(text))
+    assert {"REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "LIVESTATS_ADMIN_TOKEN"} <= set(_SECRET.findall(text))
+    assert _SECRET.fullmatch(services["gateway"]["environment"]["LIVESTATS_GATEWAY_ADMIN_TOKEN"])
     assert _SECRET.fullmatch(services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"])
     for url in (
         services["worker"]["environment"]["LIVESTATS_REDIS_URL"],

@@ -17,15 +17,18 @@ from ws_client import publish_run
 
 async def test_gateway_counts_what_its_clients_received(gateway, publisher, promtool):
     url = f"{gateway.http}/metrics"
+    # /metrics needs no token (aggregates only) while the API does
+    async with httpx.AsyncClient(base_url=gateway.http, timeout=5) as anonymous:
+        assert (await anonymous.get("/api/runs")).status_code == 401
     assert scrape(url) and total(scrape(url), "livestats_gateway_clients") == 0
     run_id = new_run_id()
     await publish_run(publisher, run_id, 10)  # history: queued, 4 x (started, succeeded), finished
 
     received: list[dict] = []
     async with (
-        connect(f"{gateway.ws}/ws/runs/{run_id}") as ws,
-        httpx.AsyncClient(timeout=10) as http,
-        http.stream("GET", f"{gateway.http}/api/runs/{run_id}/stream") as sse,
+        connect(f"{gateway.ws}/ws/runs/{run_id}", additional_headers=gateway.headers) as ws,
+        gateway.client() as http,
+        http.stream("GET", f"/api/runs/{run_id}/stream") as sse,
     ):
         await wait_until(lambda: total(scrape(url), "livestats_gateway_clients", transport="sse") == 1)
         m = scrape(url)
@@ -67,7 +70,7 @@ async def test_resets_sent_on_resume_are_counted_by_reason(gateway, publisher, r
     first_id = (await redis.xrange(keys.run_events(run_id), count=1))[0][0].decode()
     # 1-1 lies before the retained history; <first ms>-999 lies inside it but is no entry.
     for since in ("1-1", first_id.split("-")[0] + "-999"):
-        async with connect(f"{gateway.ws}/ws/runs/{run_id}?since={since}") as ws:
+        async with connect(f"{gateway.ws}/ws/runs/{run_id}?since={since}", additional_headers=gateway.headers) as ws:
             while orjson.loads(await ws.recv())["type"] != "live":
                 pass
     m = scrape(f"{gateway.http}/metrics")

@@ -118,7 +118,7 @@ async def test_prometheus_scrapes_gateway_and_worker_during_a_run(
         ],
     )
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
-    async with connect(f"{gateway.ws}/ws/runs/{run_id}"):
+    async with connect(f"{gateway.ws}/ws/runs/{run_id}", additional_headers=gateway.headers):
         # scraped while the run is going: a client is connected and calls are in flight
         await _until(prometheus, "livestats_gateway_clients{transport='ws'}", {"gateway": 1})
         await _until(prometheus, "max_over_time(livestats_calls_in_flight[1m]) > 0", {"worker": 5})

@@ -21,10 +21,10 @@ from websockets.asyncio.client import connect
 FAST = {"FPF_SIM_LATENCY_MS": "20", "FPF_SIM_JITTER_MS": "0"}
 
 
-async def _watch(base: str, run_id: str) -> int:
+async def _watch(gateway, run_id: str) -> int:
     """Follow a run from its start to run.finished; how many events arrived."""
     seen = 0
-    async with asyncio.timeout(60), connect(f"{base}/ws/runs/{run_id}") as ws:
+    async with asyncio.timeout(60), connect(f"{gateway.ws}/ws/runs/{run_id}", additional_headers=gateway.headers) as ws:
         async for raw in ws:
             frame = orjson.loads(raw)
             for event in frame.get("events", []):
@@ -62,7 +62,7 @@ async def test_sums_over_two_workers_and_two_gateways_are_exact(
     )
     run_ids = [await submit_run(redis, publisher, spec, queue_name=queue_name) for _ in range(6)]
     ghost = await _silent_run(publisher)
-    watchers = [asyncio.create_task(_watch(g.ws, r)) for r in [*run_ids, ghost] for g in gateways]
+    watchers = [asyncio.create_task(_watch(g, r)) for r in [*run_ids, ghost] for g in gateways]
     received = await asyncio.gather(*watchers)
     for run_id in run_ids:
         assert (await wait_finished(redis, run_id)).payload().outcome.value == "succeeded"

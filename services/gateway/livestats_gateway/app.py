@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from livestats_shared.auth import Scope, TokenRecord, TokenStore, digest, load_token_file
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 
-from . import api, metrics, sse, ws
+from . import api, metrics, session, sse, ws
 from .config import GatewayConfig
 from .hub import Hub
 from .index import RunIndex
+from .limits import ConnectionLimiter
 from .metrics import GatewayMetrics
 from .stalls import StallMonitor
 from .state import State
@@ -33,9 +35,18 @@ def create_app(config: GatewayConfig) -> FastAPI:
             index = await stack.enter_async_context(RunIndex(config, redis, hub))
             stalls = await stack.enter_async_context(StallMonitor(config, redis, publisher))
             counts.watch(hub, stalls)
+            tokens = TokenStore(redis, fixed_tokens(config))
             log.info("gateway ready (redis %s)", redact(config.redis_url))
             yield State(
-                config=config, redis=redis, publisher=publisher, hub=hub, index=index, stalls=stalls, metrics=counts
+                config=config,
+                redis=redis,
+                publisher=publisher,
+                hub=hub,
+                index=index,
+                stalls=stalls,
+                tokens=tokens,
+                streams=ConnectionLimiter(config.max_streams_per_principal),
+                metrics=counts,
             )
             log.info("gateway stopping")
             # Teardown runs in reverse: stall monitor, index, hub (closes every client), publisher.
@@ -46,11 +57,21 @@ def create_app(config: GatewayConfig) -> FastAPI:
         summary="Live telemetry of LLM pipeline runs: WebSocket/SSE fan-out and the REST API.",
         lifespan=lifespan,
     )
+    app.include_router(session.router)
     app.include_router(api.router)
     app.include_router(sse.router)
     app.include_router(ws.router)
     app.include_router(metrics.router)
     return app
+
+
+def fixed_tokens(config: GatewayConfig) -> list[TokenRecord]:
+    """Tokens from settings and the tokens file; a malformed file stops the start (fail fast)."""
+    records = load_token_file(config.tokens_file) if config.tokens_file is not None else []
+    if config.admin_token is not None:
+        secret = config.admin_token.get_secret_value()
+        records.append(TokenRecord(id="settings", digest=digest(secret), principal="admin", scopes={Scope.ADMIN}))
+    return records
 
 
 def redact(url: str) -> str:
