@@ -113,13 +113,14 @@ async def test_prometheus_scrapes_gateway_and_worker_during_a_run(
         backoff_base_s=0,
         phases=[
             PhaseSpec(
-                name="generate", calls=5, concurrency=5, env={"FPF_SIM_LATENCY_MS": "400", "FPF_SIM_FAIL_FIRST": "1"}
+                name="generate", calls=5, concurrency=5, env={"FPF_SIM_LATENCY_MS": "1000", "FPF_SIM_FAIL_FIRST": "1"}
             )
         ],
     )
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     async with connect(f"{gateway.ws}/ws/runs/{run_id}", additional_headers=gateway.headers):
-        # scraped while the run is going: a client is connected and calls are in flight
+        # scraped while the run is going: a client is connected and calls are in flight (all 5
+        # run at once for over a second per attempt, against a scrape every 250 ms)
         await _until(prometheus, "livestats_gateway_clients{transport='ws'}", {"gateway": 1})
         await _until(prometheus, "max_over_time(livestats_calls_in_flight[1m]) > 0", {"worker": 5})
         await wait_finished(redis, run_id)
