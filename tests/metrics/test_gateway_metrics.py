@@ -25,6 +25,7 @@ async def test_gateway_counts_what_its_clients_received(gateway, publisher, prom
     await publish_run(publisher, run_id, 10)  # history: queued, 4 x (started, succeeded), finished
 
     received: list[dict] = []
+    event_frames: list[bytes] = []
     async with (
         connect(f"{gateway.ws}/ws/runs/{run_id}", additional_headers=gateway.headers) as ws,
         gateway.client() as http,
@@ -36,8 +37,11 @@ async def test_gateway_counts_what_its_clients_received(gateway, publisher, prom
 
         async def read_ws_until(n: int) -> None:
             while len(received) < n:
-                frame = orjson.loads(await ws.recv())
-                received.extend(frame.get("events", []))
+                raw = await ws.recv()
+                frame = orjson.loads(raw)
+                if frame["type"] == "events":
+                    event_frames.append(raw.encode())
+                    received.extend(frame["events"])
 
         async with asyncio.timeout(10):
             await read_ws_until(10)
@@ -52,7 +56,9 @@ async def test_gateway_counts_what_its_clients_received(gateway, publisher, prom
     assert total(m, "livestats_gateway_events_sent_total", mode="replay") == 2 * 10
     # the live event reached both clients' queues (the SSE one may have left before its sender took it)
     assert total(m, "livestats_gateway_events_sent_total", mode="live") == 2
-    assert total(m, "livestats_gateway_replay_bytes_total") > 0
+    # the replay was one frame of 10 events: its bytes less the wrapper and the 9 commas, per client
+    replay_json = len(event_frames[0]) - len(b'{"type":"events","events":[]}') - 9
+    assert total(m, "livestats_gateway_replay_bytes_total") == 2 * replay_json
     assert total(m, "livestats_gateway_delivery_lag_seconds_count") >= 1
     assert total(m, "livestats_gateway_events_read_total") >= 1
     # hello, events, live, then the live batch: at least 4 frames taken by the WebSocket's sender

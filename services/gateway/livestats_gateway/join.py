@@ -71,10 +71,9 @@ async def join(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> Non
         expect_first_seq = None
         for i in range(0, len(events), config.frame_max_events):
             await sub.writable()
-            frame = sub.fmt.events(events[i : i + config.frame_max_events])
-            sub.push(frame)
-            replayed_bytes += len(frame)
+            sub.push(sub.fmt.events(events[i : i + config.frame_max_events]))
         replayed += len(events)
+        replayed_bytes += sum(len(e.json) for e in events)  # event JSON; WebSocket frames are str
         if events:
             last_sid = events[-1].sid
         if len(entries) < config.replay_page:

@@ -53,7 +53,7 @@ class GatewayMetrics:
             registry=r,
         )
         self.replay_bytes = Counter(
-            "livestats_gateway_replay_bytes", "Bytes of history replayed to joining clients.", registry=r
+            "livestats_gateway_replay_bytes", "Bytes of event JSON replayed to joining clients.", registry=r
         )
 
     def watch(self, hub: Hub, stalls: StallMonitor) -> None:
