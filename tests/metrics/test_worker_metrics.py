@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+
 from helpers import wait_finished
+from livestats_cli.embedded import free_port
 from livestats_shared.control import submit_run
 from livestats_shared.history import read_events
 from livestats_shared.spec import PhaseSpec, RunSpec
-from scrape_util import scrape, scrape_text, total
+from scrape_util import scrape, scrape_text, total, wait_for_scrape
 
 FAST = {"FPF_SIM_LATENCY_MS": "0", "FPF_SIM_JITTER_MS": "0"}
 
@@ -84,3 +88,14 @@ async def test_kills_and_retry_budget_exhaustions_are_counted(redis, publisher, 
     assert total(m, "livestats_runs_finished_total", outcome="failed") == 2
     assert total(m, "livestats_runs_finished_total", outcome="succeeded") == 0
     assert total(m, "livestats_last_successful_run_timestamp_seconds") == 0
+
+
+async def test_a_worker_process_serves_metrics_on_its_configured_port_and_stops_cleanly(start_worker_process):
+    port = free_port()
+    proc, _ = await start_worker_process(metrics_port=str(port), metrics_models='["sim-large"]')
+    url = f"http://127.0.0.1:{port}/metrics"
+    await wait_for_scrape(url, timeout_s=20)
+    assert total(scrape(url), "livestats_runs_started_total") == 0
+    proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        assert await proc.wait() == 0
