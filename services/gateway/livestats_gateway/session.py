@@ -15,7 +15,7 @@ from livestats_shared.auth import Principal, Scope
 from pydantic import BaseModel, Field
 
 from .auth import SESSION_COOKIE, Reader, origin_allowed
-from .routing import AUTH_RESPONSES, UNAVAILABLE_RESPONSE, known_errors
+from .routing import AUTH_RESPONSES, MALFORMED_BODY, UNAVAILABLE_RESPONSE, known_errors
 from .schemas import ErrorBody
 from .state import app_state
 
@@ -42,6 +42,7 @@ def _whoami(principal: Principal) -> Whoami:
     responses={
         401: {"model": ErrorBody, "description": "Unknown or revoked token."},
         403: {"model": ErrorBody, "description": "The browser origin is not allowed."},
+        **MALFORMED_BODY,
         **UNAVAILABLE_RESPONSE,
     },
 )
