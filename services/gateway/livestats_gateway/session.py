@@ -21,6 +21,7 @@ from .state import app_state
 
 router = APIRouter(tags=["session"], dependencies=[Depends(known_errors)])
 SESSION_MAX_AGE_S = 7 * 24 * 3600  # the cookie; the token itself lives until revoked
+LOGIN_MAX_BYTES = 4_096  # a login body holds one token
 
 
 class Login(BaseModel):
@@ -39,10 +40,12 @@ def _whoami(principal: Principal) -> Whoami:
 
 @router.post(
     "/api/session",
+    max_body_size=LOGIN_MAX_BYTES,
     responses={
         401: {"model": ErrorBody, "description": "Unknown or revoked token."},
         403: {"model": ErrorBody, "description": "The browser origin is not allowed."},
         **MALFORMED_BODY,
+        413: {"model": ErrorBody, "description": f"Body over {LOGIN_MAX_BYTES} bytes."},
         **UNAVAILABLE_RESPONSE,
     },
 )
