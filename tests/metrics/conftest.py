@@ -15,7 +15,6 @@ from livestats_cli.embedded import free_port
 from scrape_util import wait_for_scrape
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
 
 # The gateway tests' fixtures (a real uvicorn per gateway), loaded under a name of their own so
 # both conftest modules coexist; whatever they gain (auth headers) these tests get too.

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
-from conftest import DEPLOY, ROOT
 from prometheus_client.parser import text_string_to_metric_families
 from scrape_util import scrape_text
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
 
 PROMETHEUS = DEPLOY / "prometheus"
 GRAFANA = DEPLOY / "grafana"
