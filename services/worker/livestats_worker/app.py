@@ -128,7 +128,7 @@ def create_worker(
         for task in ticking:
             task.cancel()
         for result in await asyncio.gather(*ticking, return_exceptions=True):
-            if not isinstance(result, asyncio.CancelledError):
+            if isinstance(result, Exception):  # cancelled is how it normally ends
                 log.error("worker metrics loop failed", exc_info=result)
         state = ctx.get(_STATE)
         if isinstance(state, WorkerState):
