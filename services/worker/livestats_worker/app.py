@@ -101,6 +101,12 @@ class ResilientWorker(Worker):
             self._redis_down_since = None
 
 
+def _metrics_loop_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # Runs go on; the heartbeat gauge goes stale, which is what LivestatsWorkerStuck reports.
+        log.error("worker metrics loop stopped: heartbeat and queue depth no longer update", exc_info=task.exception())
+
+
 def redis_settings(url: str) -> RedisSettings:
     settings = RedisSettings.from_dsn(url)
     # Let the client ride out short blips itself (server restart, failover) before a command fails.
@@ -121,15 +127,15 @@ def create_worker(
         publisher = Publisher(client, capacity=config.outbox_capacity)
         ctx[_STATE] = WorkerState(config=config, redis=ctx["redis"], publisher=await publisher.start(), metrics=counts)
         tick = counts.tick_forever(ctx["redis"], config.queue_name, config.heartbeat_interval_s)
-        ticking.append(asyncio.create_task(tick, name="worker-metrics"))
+        task = asyncio.create_task(tick, name="worker-metrics")
+        task.add_done_callback(_metrics_loop_ended)
+        ticking.append(task)
         log.info("worker %s ready on queue %s", config.worker_name, config.queue_name)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         for task in ticking:
             task.cancel()
-        for result in await asyncio.gather(*ticking, return_exceptions=True):
-            if isinstance(result, Exception):  # cancelled is how it normally ends
-                log.error("worker metrics loop failed", exc_info=result)
+        await asyncio.gather(*ticking, return_exceptions=True)  # a failure was logged when it happened
         state = ctx.get(_STATE)
         if isinstance(state, WorkerState):
             await state.publisher.close(config.flush_timeout_s)
