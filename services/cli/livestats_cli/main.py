@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
+from livestats_shared.auth import InvalidTokenFile
 from livestats_shared.control import UnknownRun, cancel_run, submit_run
 from livestats_shared.errors import InvalidRunId, PublishError
 from livestats_shared.history import iter_events, read_snapshot
@@ -28,6 +29,7 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from . import export, replay, report, tokens
 from .config import CliConfig
 from .follow import ProgressView, follow, report_invalid
 from .up import demo_spec, up
@@ -67,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("cancel", help="cancel a queued or running run")
     s.add_argument("run_id")
     s.add_argument("--reason", default="cancelled from the command line")
+
+    tokens.add_parser(sub)
+    for command in (report, export, replay):
+        command.add_parser(sub)
     return p
 
 
@@ -89,6 +95,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: cannot use spec {args.spec}: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run)))
+    if args.command == "token" and not tokens.needs_redis(args):
+        try:
+            sys.exit(tokens.run_on_file(args))
+        except (OSError, InvalidTokenFile, ValidationError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+    if args.command == "report":
+        sys.exit(report.run(args))  # a file in, a report out: no Redis
     if args.command == "submit":
         try:
             args.spec_text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
@@ -100,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
         "status": _status,
         "events": _events,
         "cancel": _cancel,
+        "token": lambda redis, _config, args: tokens.run_on_redis(redis, args),
+        "export": export.run,
+        "replay": replay.run,
     }
     sys.exit(asyncio.run(_with_redis(handlers[args.command], config, args)))
 

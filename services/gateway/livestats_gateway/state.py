@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypedDict, cast
 
+from livestats_shared.auth import TokenStore
 from livestats_shared.publish import Publisher
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from .config import GatewayConfig
+from .limits import ConnectionLimiter
 
 if TYPE_CHECKING:
     from .hub import Hub
     from .index import RunIndex
+    from .metrics import GatewayMetrics
     from .stalls import StallMonitor
 
 
@@ -23,6 +26,9 @@ class State(TypedDict):
     hub: Hub
     index: RunIndex
     stalls: StallMonitor
+    tokens: TokenStore  # who is asking (auth.py)
+    streams: ConnectionLimiter  # open WebSockets/SSE per principal
+    metrics: GatewayMetrics  # this process's registry, served at /metrics
 
 
 def app_state(conn: HTTPConnection) -> State:
