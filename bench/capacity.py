@@ -29,7 +29,7 @@ async def replay(bench: Bench) -> dict[str, Any]:
             await feed.fill(run, REPLAY_EVENTS)
             reps = []
             for _ in range(bench.settings.reps + 1):  # the first join is the warm-up
-                async with Clients("replay", [d.ws(run)]) as client:
+                async with Clients("replay", [d.ws(run)], headers=d.headers) as client:
                     client.start()
                     feed.start([run], LIVE_RATE)
                     try:
@@ -77,11 +77,13 @@ async def memory(bench: Bench) -> dict[str, Any]:
         for _ in range(bench.settings.reps):
             # A fresh process: one that served other cases reuses the memory they freed.
             bench.restart(d)
-            async with Clients("stream", [d.ws(run)], procs=1):  # first-connection costs (imports, pools)
+            async with Clients(
+                "stream", [d.ws(run)], procs=1, headers=d.headers
+            ):  # first-connection costs (imports, pools)
                 await asyncio.sleep(0.5)
             await asyncio.sleep(0.5)
             before = rss_bytes(d.server.pid)
-            async with Clients("stream", [d.ws(run)] * n, procs=2):
+            async with Clients("stream", [d.ws(run)] * n, procs=2, headers=d.headers):
                 await asyncio.sleep(2)  # every session settled (joined, first frames sent)
                 after = rss_bytes(d.server.pid)
             await asyncio.sleep(1)
@@ -108,7 +110,7 @@ async def soak(bench: Bench) -> dict[str, Any]:
         await feed.seed(runs)
         feed.start(runs, 100)
         try:
-            async with Clients("churn", urls, procs=1, period_s=1.0, share=0.1) as clients:
+            async with Clients("churn", urls, procs=1, period_s=1.0, share=0.1, headers=d.headers) as clients:
                 t0 = time.monotonic()
                 while (elapsed := time.monotonic() - t0) < bench.settings.soak_s:
                     samples.append((elapsed, rss_bytes(d.server.pid)))

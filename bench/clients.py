@@ -83,10 +83,19 @@ class Tally:
         }
 
 
+HEADERS: dict[str, str] = {}  # from the config: the livestats gateway wants a token
+
+
+def _connect(url: str) -> connect:
+    return connect(
+        url, additional_headers=HEADERS, max_size=None, compression=None, ping_interval=None, open_timeout=60
+    )
+
+
 async def _open(url: str, gate: asyncio.Semaphore) -> ClientConnection:
     async with gate:
         try:
-            return await connect(url, max_size=None, compression=None, ping_interval=None, open_timeout=60)
+            return await _connect(url)
         except OSError as exc:
             raise OSError(f"cannot connect to {url}: {exc}") from exc
 
@@ -165,7 +174,7 @@ async def replay(url: str, commands: asyncio.StreamReader) -> dict[str, Any]:
     t0 = time.perf_counter()
     events = 0
     live_at: float | None = None
-    async with connect(url, max_size=None, compression=None, ping_interval=None, open_timeout=60) as ws:
+    async with _connect(url) as ws:
         async for msg in ws:
             body = orjson.loads(msg)
             if body["type"] == "live":
@@ -181,6 +190,7 @@ async def main(config: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     commands = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+    HEADERS.update(config.get("headers", {}))
     mode = config["mode"]
     if mode == "stream":
         await stream(config["urls"], commands)

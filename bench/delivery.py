@@ -73,7 +73,7 @@ async def _case(bench: Bench, design: Design, case: str, runs: int, clients_per_
     urls = [design.ws(r) for r in run_ids for _ in range(clients_per_run)]
     async with Feed(design.url, broadcaster=design.broadcaster) as feed:
         await feed.seed(run_ids)
-        async with Clients("stream", urls, procs=2 if len(urls) > 100 else 1) as clients:
+        async with Clients("stream", urls, procs=2 if len(urls) > 100 else 1, headers=design.headers) as clients:
             feed.start(run_ids, rate)
             try:
                 reps = await _windows(bench, design, feed, clients, run_ids)

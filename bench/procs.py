@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ class Server:
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, log_dir: Path) -> None:
         self.name, self.port = name, port
+        self.headers: dict[str, str] = {}  # what a client must send (livestats: the admin token)
         self.log_path = log_dir / f"{name}.log"
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=log)
@@ -64,15 +66,22 @@ def start_valkey(data_dir: Path) -> EmbeddedServer:
 
 
 def start_gateway(redis_url: str, log_dir: Path) -> Server:
+    """The gateway with a fixed admin token (as the tests start it), and a stream limit per
+    principal above the largest audience here: every load-generator client is that admin."""
     port = free_port()
+    token = secrets.token_urlsafe(32)
     env = {
+        "LIVESTATS_GATEWAY_ADMIN_TOKEN": token,
+        "LIVESTATS_GATEWAY_MAX_STREAMS_PER_PRINCIPAL": "100000",
         # BENCH_GATEWAY_PYTHONPATH: measure another checkout's gateway (before/after comparisons)
         "PYTHONPATH": os.environ.get("BENCH_GATEWAY_PYTHONPATH", ""),
         "LIVESTATS_GATEWAY_REDIS_URL": redis_url,
         "LIVESTATS_GATEWAY_PORT": str(port),
         "LIVESTATS_GATEWAY_QUEUE_NAME": "livestats:bench-queue",
     }
-    return Server("livestats", [sys.executable, "-m", "livestats_gateway"], env, port, log_dir)
+    server = Server("livestats", [sys.executable, "-m", "livestats_gateway"], env, port, log_dir)
+    server.headers = {"Authorization": f"Bearer {token}"}
+    return server
 
 
 def start_alternative(name: str, redis_url: str, log_dir: Path) -> Server:

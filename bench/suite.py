@@ -71,6 +71,10 @@ class Design:
     def broadcaster(self) -> bool:
         return self.name == "broadcaster"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.server.headers
+
     def ws(self, run: str) -> str:
         return f"{self.server.ws}/ws/runs/{run}"
 
