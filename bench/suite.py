@@ -54,7 +54,7 @@ class Settings:
                 ingest_events=50_000,
                 ingest_events_broadcaster=4_000,
             )
-        return cls(False, reps=3, window_s=3.0, warmup_s=2.0, soak_s=soak_s or 600)
+        return cls(False, reps=3, window_s=2.5, warmup_s=2.0, soak_s=soak_s or 600)
 
 
 @dataclass
