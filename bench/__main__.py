@@ -42,11 +42,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a setting (suite.py)"
     )
+    parser.add_argument("--report", type=Path, metavar="JSON", help="only print the table of a results file")
     parser.add_argument("--out", type=Path, help="results file (default bench/results/{quick,full}.json)")
     return parser.parse_args(argv)
 
 
-async def run(args: argparse.Namespace, command: str) -> dict[str, object]:
+def save(result: dict[str, object], out: Path) -> None:
+    """Write the results (after every case too: a crash late in a long run keeps the rest)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    os.replace(tmp, out)
+
+
+async def run(args: argparse.Namespace, command: str, out: Path) -> dict[str, object]:
     settings = Settings.make(args.quick, args.soak_s)
     for item in args.set:
         name, _, value = item.partition("=")
@@ -80,6 +89,8 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, object]:
             print(f"-- {case} ...", file=sys.stderr, flush=True)
             result["results"][case] = await CASES[case](bench)  # type: ignore[index]
             print(f"   {case}: {time.monotonic() - c0:.0f} s", file=sys.stderr, flush=True)
+            result["duration_s"] = time.monotonic() - t0
+            save(result, out)
         result["duration_s"] = time.monotonic() - t0
     finally:
         bench.stop()
@@ -88,14 +99,14 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, object]:
 
 def main() -> None:
     args = parse(sys.argv[1:])
+    if args.report:
+        print(markdown(orjson.loads(args.report.read_bytes())), end="")
+        return
     command = "make bench" + (" ARGS=" + shlex.quote(" ".join(sys.argv[1:])) if sys.argv[1:] else "")
-    result = asyncio.run(run(args, command))
-    table = markdown(result)
     out = args.out or RESULTS / ("quick.json" if args.quick else "full.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-    os.replace(tmp, out)
+    result = asyncio.run(run(args, command, out))
+    table = markdown(result)
+    save(result, out)
     out.with_suffix(".md").write_text(table)
     print(table)
     print(f"results: {out} (+ .md), {result['duration_s']:.0f} s")

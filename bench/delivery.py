@@ -25,12 +25,14 @@ def _delivered(design: Design, feed: Feed, res: dict[str, Any]) -> tuple[dict[An
     return res["hist"], res["max_ns"], res["events"]
 
 
-async def _windows(bench: Bench, design: Design, feed: Feed, clients: Clients, run_ids: list[str]) -> list[dict]:
-    """Warm up, then measure `reps` windows: latency, delivery, CPU, Redis commands."""
+async def _windows(
+    bench: Bench, design: Design, feed: Feed, clients: Clients, run_ids: list[str], nreps: int
+) -> list[dict]:
+    """Warm up, then measure `nreps` windows: latency, delivery, CPU, Redis commands."""
     s = bench.settings
     await asyncio.sleep(s.warmup_s)
     reps = []
-    for _ in range(s.reps):
+    for _ in range(nreps):
         calls0 = command_calls(design.url)
         published0 = sum(len(feed.sent[r]) for r in run_ids)
         cpu0 = cpu_seconds(design.server.pid)
@@ -68,7 +70,9 @@ async def _windows(bench: Bench, design: Design, feed: Feed, clients: Clients, r
     return reps
 
 
-async def _case(bench: Bench, design: Design, case: str, runs: int, clients_per_run: int, rate: float) -> dict:
+async def _case(
+    bench: Bench, design: Design, case: str, runs: int, clients_per_run: int, rate: float, nreps: int | None = None
+) -> dict:
     run_ids = [new_run(case) for _ in range(runs)]
     urls = [design.ws(r) for r in run_ids for _ in range(clients_per_run)]
     async with Feed(design.url, broadcaster=design.broadcaster) as feed:
@@ -76,7 +80,7 @@ async def _case(bench: Bench, design: Design, case: str, runs: int, clients_per_
         async with Clients("stream", urls, procs=2 if len(urls) > 100 else 1, headers=design.headers) as clients:
             feed.start(run_ids, rate)
             try:
-                reps = await _windows(bench, design, feed, clients, run_ids)
+                reps = await _windows(bench, design, feed, clients, run_ids, nreps or bench.settings.reps)
             finally:
                 await feed.stop()
     out = summarize(reps)
@@ -105,5 +109,6 @@ async def commands(bench: Bench) -> dict[str, Any]:
     audiences = [int(n) for n in bench.settings.commands_clients.split(",")]
     out: dict[str, Any] = {}
     for d in each(bench, DESIGNS):
-        out[d.name] = {str(n): await _case(bench, d, f"commands{n}", 1, n, rate) for n in audiences}
+        nreps = bench.settings.commands_reps
+        out[d.name] = {str(n): await _case(bench, d, f"commands{n}", 1, n, rate, nreps) for n in audiences}
     return out

@@ -87,7 +87,15 @@ class Clients:
         return merged
 
     def cpu_seconds(self) -> float:
-        return sum(cpu_seconds(p.pid) for p in self.procs if p.returncode is None)
+        """CPU time of the load generators still running (a replay or churn client exits once it
+        has printed its results, before anyone waited for it)."""
+        total = 0.0
+        for proc in self.procs:
+            try:
+                total += cpu_seconds(proc.pid)
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited: its share since start() is lost, and it was the last moments
+        return total
 
     @staticmethod
     async def _line(proc: asyncio.subprocess.Process) -> bytes:

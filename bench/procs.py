@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 from livestats_cli.embedded import EmbeddedServer, free_port
@@ -106,24 +107,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def _info(url: str, section: str) -> dict[str, Any]:
+    with redis.Redis.from_url(url) as client:
+        info: dict[str, Any] = client.info(section)
+        return info
+
+
 def command_calls(url: str) -> dict[str, int]:
     """Calls per command since the server started (INFO commandstats), INFO itself excluded."""
-    client = redis.Redis.from_url(url)
-    try:
-        stats = client.info("commandstats")
-    finally:
-        client.close()
+    stats = _info(url, "commandstats")
     calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
     calls.pop("info", None)
     return calls
 
 
 def machine(url: str) -> dict[str, object]:
-    client = redis.Redis.from_url(url)
-    try:
-        server = client.info("server")
-    finally:
-        client.close()
+    server = _info(url, "server")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return {
         "cores": os.cpu_count(),

@@ -36,6 +36,7 @@ class Settings:
     fanout_rate: float = 1_500  # events/s over 10 runs of 100 clients: 150,000 deliveries/s offered
     commands_rate: float = 200  # events/s on one run, for commands per event
     commands_clients: str = "1,100,1000"  # audiences compared
+    commands_reps: int = 2  # 12 cases: fewer windows keep the full suite under 15 minutes
     ingest_events: int = 100_000
     ingest_events_broadcaster: int = 10_000  # one awaited XADD each: ~2,000/s
     memory_clients: int = 1_000
@@ -51,6 +52,7 @@ class Settings:
                 warmup_s=1.0,
                 soak_s=soak_s or 15,
                 commands_clients="1,1000",
+                commands_reps=1,
                 ingest_events=50_000,
                 ingest_events_broadcaster=4_000,
             )
