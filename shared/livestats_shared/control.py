@@ -34,7 +34,8 @@ async def submit_run(
     run_id: str | None = None,
     queue_name: str = keys.JOB_QUEUE,
 ) -> RunId:
-    """Record `run.queued` (refused if the id exists) and enqueue the arq job (job id = run id)."""
+    """Record `run.queued` (refused if the id exists) and enqueue the arq job (job id = run id).
+    An external run (`spec.external`) is only recorded: its producer publishes the rest."""
     rid = validate_run_id(run_id) if run_id is not None else new_run_id()
     queued = RunQueued(
         name=spec.name,
@@ -44,6 +45,8 @@ async def submit_run(
         spec=spec.model_dump(mode="json"),
     )
     await publisher.publish(rid, queued, guard=(NO_RUN,))
+    if spec.external:
+        return rid
     try:
         job = await ArqRedis(connection_pool=redis.connection_pool).enqueue_job(
             keys.RUN_JOB, rid, spec.model_dump_json(), _job_id=rid, _queue_name=queue_name

@@ -66,6 +66,8 @@ def delta_for(data: EventData, ts: int) -> Delta:
                 "created_ts": str(ts),
             }
             sets.update({phase_field(p.name, "planned"): str(p.calls) for p in data.phases})
+            if data.spec.get("external") is True:
+                sets["external"] = "1"  # the ingest API accepts events for this run only
             return Delta(set=sets)
         case RunStarted():
             sets = {
@@ -205,6 +207,7 @@ class RunSnapshot(BaseModel):
     reason: str | None = None
     detail: str | None = None
     worker: str | None = None
+    external: bool = False  # events come from an external producer, not a worker
     phases: list[PhaseProgress] = []
 
     @classmethod

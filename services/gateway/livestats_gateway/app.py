@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 
-from . import api, sse, ws
+from . import api, ingest, sse, ws
 from .config import GatewayConfig
 from .hub import Hub
 from .index import RunIndex
@@ -42,6 +42,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(api.router)
+    app.include_router(ingest.router)
     app.include_router(sse.router)
     app.include_router(ws.router)
     return app

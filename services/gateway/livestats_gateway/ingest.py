@@ -1,0 +1,121 @@
+"""External producers: `POST /api/runs/{id}/events` takes a batch of events for an external run.
+
+A run opened with `POST /api/runs` and `"external": true` has no worker; whoever drives it (a
+shell orchestrator with curl, `livestats watch`) sends its events here. Each event is checked
+against the shared contract (`events.DATA_MODELS`) before anything is written, so a batch is
+accepted whole or refused whole with every fault named (422, `loc` = body, events, index, data,
+field). The publish script assigns `seq`; the producer sends only `type`, `data` and optionally `ts`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from livestats_shared import keys
+from livestats_shared.control import TERMINAL, UnknownRun
+from livestats_shared.events import DATA_MODELS, EventData, EventType
+from livestats_shared.ids import RunId
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.asyncio import Redis
+
+from .api import ValidRunId, _known_errors
+from .schemas import ErrorBody
+from .state import app_state
+
+# A batch as JSON, bytes. Fixed per route (FastAPI checks it before the body is read).
+INGEST_MAX_BYTES = 1 << 20
+# The run already exists (POST /api/runs wrote it): a producer cannot queue it again.
+_NOT_INGESTED = frozenset({"run.queued"})
+
+# Auth: when the gateway's auth lands, the `submit` scope goes here (one line).
+_AUTH: list[Any] = []
+
+router = APIRouter(dependencies=[Depends(_known_errors), *_AUTH])
+
+
+class IngestEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: EventType
+    data: dict[str, Any] = Field(default_factory=dict, description="The payload of this event type.")
+    ts: int | None = Field(None, ge=0, description="Epoch milliseconds; default: when the gateway receives it.")
+
+
+class IngestBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[IngestEvent] = Field(min_length=1, description="Published in this order.")
+
+
+class Ingested(BaseModel):
+    run_id: str
+    accepted: int = Field(description="Events written.")
+    last_seq: int = Field(description="`seq` of the last event of the batch.")
+    last_id: str = Field(description="Stream id of the last event of the batch.")
+
+
+@router.post(
+    "/api/runs/{run_id}/events",
+    tags=["runs"],
+    max_body_size=INGEST_MAX_BYTES,
+    responses={
+        404: {"model": ErrorBody, "description": "No such run."},
+        409: {"model": ErrorBody, "description": "The run is not external, or has finished."},
+        413: {"model": ErrorBody, "description": f"Over {INGEST_MAX_BYTES} bytes or `ingest_max_events` events."},
+        503: {"model": ErrorBody, "description": "Redis is unavailable; the batch may be partly written."},
+    },
+)
+async def ingest(run_id: ValidRunId, batch: IngestBatch, request: Request) -> Ingested:
+    """Publish a batch of events of an external run, in order. Every event is validated first:
+    one invalid event refuses the whole batch (422 naming `events`, its index and the field)."""
+    state = app_state(request)
+    limit = state["config"].ingest_max_events
+    if len(batch.events) > limit:
+        raise HTTPException(413, f"batch has {len(batch.events)} events; at most {limit} per request")
+    payloads = _validated(batch)
+    await _check_open(state["redis"], run_id)
+    publisher = state["publisher"]
+    now = int(time.time() * 1000)
+    # One outbox, drained in order: the earlier events are cut into one chunk (one script call),
+    # and once the awaited last event is written, every event before it is too.
+    for event, data in zip(batch.events[:-1], payloads[:-1], strict=True):
+        publisher.emit(run_id, data, ts=now if event.ts is None else event.ts)
+    last_ts = batch.events[-1].ts
+    published = await publisher.publish(run_id, payloads[-1], ts=now if last_ts is None else last_ts)
+    return Ingested(run_id=run_id, accepted=len(payloads), last_seq=published.seq, last_id=published.id)
+
+
+def _validated(batch: IngestBatch) -> list[EventData]:
+    errors: list[dict[str, Any]] = []
+    payloads: list[EventData] = []
+    last = len(batch.events) - 1
+    for i, event in enumerate(batch.events):
+        where = ("body", "events", i)
+        if event.type in _NOT_INGESTED:
+            errors.append(_error((*where, "type"), event.type, "run.queued is written by POST /api/runs"))
+            continue
+        if event.type == "run.finished" and i != last:
+            errors.append(_error((*where, "type"), event.type, "run.finished must be the last event of a batch"))
+        try:
+            payloads.append(DATA_MODELS[event.type].model_validate(event.data))  # type: ignore[arg-type]
+        except ValidationError as exc:
+            for e in exc.errors(include_url=False):
+                errors.append(_error((*where, "data", *e["loc"]), e.get("input"), e["msg"], e["type"]))
+    if errors:
+        raise RequestValidationError(errors)
+    return payloads
+
+
+def _error(loc: tuple[str | int, ...], value: object, message: str, kind: str = "value_error") -> dict[str, Any]:
+    return {"type": kind, "loc": loc, "msg": message, "input": value}
+
+
+async def _check_open(redis: Redis, run_id: RunId) -> None:
+    status, external = await redis.hmget(keys.run_stats(run_id), ["status", "external"])  # type: ignore[misc]
+    if status is None:
+        raise UnknownRun(run_id)
+    if external != b"1":
+        raise HTTPException(409, f"run {run_id} is not external: its worker publishes its events")
+    if status.decode() in TERMINAL:
+        raise HTTPException(409, f"run {run_id} has finished ({status.decode()}); it takes no more events")
