@@ -1,9 +1,9 @@
 """The `livestats` command line.
 
-Exit codes scripts can rely on:
-    0  success (for `submit --wait`: the run succeeded)
-    1  the run ended but not `succeeded` (submit --wait), or a service failed
-    2  bad input: invalid spec, invalid run id, bad arguments
+Exit codes scripts can rely on (exit_codes.py):
+    0  success (for `submit --wait` and `tail`: the run succeeded)
+    1  the run ended but not `succeeded` (submit --wait, tail), or a service refused (watch)
+    2  bad input: invalid spec, invalid run id, bad arguments (argparse's own usage errors too)
     3  no such run
     4  Redis unavailable
 """
@@ -28,11 +28,12 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from . import runs, tail, watch
 from .config import CliConfig
+from .exit_codes import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
 from .follow import ProgressView, follow, report_invalid
 from .up import demo_spec, up
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 _UNREACHABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, PublishError)
 Handler = Callable[[Redis, CliConfig, argparse.Namespace], Awaitable[int]]
 
@@ -67,12 +68,24 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("cancel", help="cancel a queued or running run")
     s.add_argument("run_id")
     s.add_argument("--reason", default="cancelled from the command line")
+    s.add_argument("--json", action="store_true", help="print {run_id, status}")
+
+    runs.add_parser(sub)
+    tail.add_parser(sub)
+    watch.add_parser(sub)
+    # The same connection flags on every command (they override LIVESTATS_* variables).
+    for name, command in sub.choices.items():
+        if name not in ("worker", "gateway"):
+            command.add_argument("--redis-url", help="Redis to use (env LIVESTATS_REDIS_URL or REDIS_URL)")
+            command.add_argument("--gateway", help="gateway URL (env LIVESTATS_GATEWAY_URL)")
+            command.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    config = CliConfig()
+    flags = {"redis_url": args.redis_url, "gateway_url": args.gateway, "token": args.token} if "token" in args else {}
+    config = CliConfig(**{k: v for k, v in flags.items() if v is not None})
     if args.command in ("worker", "gateway"):
         # A separate service: run it as its own program rather than importing it.
         os.execv(sys.executable, [sys.executable, "-m", f"livestats_{args.command}"])
@@ -89,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: cannot use spec {args.spec}: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run)))
+    if args.command == "watch":
+        sys.exit(asyncio.run(watch.run(config, args)))
     if args.command == "submit":
         try:
             args.spec_text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
@@ -100,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         "status": _status,
         "events": _events,
         "cancel": _cancel,
+        "runs": runs.run,
+        "tail": tail.run,
     }
     sys.exit(asyncio.run(_with_redis(handlers[args.command], config, args)))
 
@@ -180,5 +197,5 @@ async def _events(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
 async def _cancel(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     async with Publisher(redis) as publisher:
         status = await cancel_run(redis, publisher, args.run_id, reason=args.reason)
-    print(status)
+    print(orjson.dumps({"run_id": args.run_id, "status": status}).decode() if args.json else status)
     return EXIT_OK
