@@ -63,6 +63,8 @@ class TailView:
         self.stats = dict(stats)
         for event in recent:
             self.recent.append(describe(event))
+        if not self.tty:
+            self.summary()
         self.render(force=True)
 
     def update(self, event: Event) -> None:
@@ -73,6 +75,15 @@ class TailView:
         if not self.tty:
             self.out.write(line + "\n")
         self.render(force=event.type in ("phase.started", "phase.finished", "run.finished"))
+        if event.type == "run.finished" and not self.tty:
+            self.summary()
+
+    def summary(self) -> None:
+        """Plain output: the run's status and a bar per phase, at the start and the end."""
+        lines = self.lines()
+        phases = len(self.snapshot().phases)
+        self.out.write("\n".join([lines[0], *lines[2 : 2 + phases]]) + "\n")
+        self.out.flush()
 
     def note(self, text: str) -> None:
         """A message outside the view (connection lost, resumed)."""
