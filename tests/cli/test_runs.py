@@ -42,3 +42,11 @@ async def test_runs_lists_the_newest_first_filtered_by_status(redis, redis_url, 
 async def test_runs_refuses_a_bad_limit_with_exit_code_2(redis_url, queue_name):
     code, _, err = await livestats(redis_url, queue_name, "runs", "--limit", "0")
     assert code == 2 and "must be at least 1" in err
+
+
+async def test_the_redis_url_flag_overrides_the_environment(redis_url, queue_name):
+    code, out, err = await livestats("redis://127.0.0.1:9/0", queue_name, "runs", "--json", "--redis-url", redis_url)
+    assert code == 0, err
+    assert isinstance(json.loads(out), list)
+    code, _, err = await livestats("redis://127.0.0.1:9/0", queue_name, "runs")
+    assert code == 4 and "Redis unavailable" in err

@@ -73,19 +73,20 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_parser(sub)
     tail.add_parser(sub)
     watch.add_parser(sub)
-    # The same connection flags on every command (they override LIVESTATS_* variables).
+    # The same connection flags wherever they apply (they override LIVESTATS_* variables).
     for name, command in sub.choices.items():
-        if name not in ("worker", "gateway"):
-            command.add_argument("--redis-url", help="Redis to use (env LIVESTATS_REDIS_URL or REDIS_URL)")
+        if name in ("watch",):
             command.add_argument("--gateway", help="gateway URL (env LIVESTATS_GATEWAY_URL)")
             command.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
+        elif name not in ("worker", "gateway"):
+            command.add_argument("--redis-url", help="Redis to use (env LIVESTATS_REDIS_URL or REDIS_URL)")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    flags = {"redis_url": args.redis_url, "gateway_url": args.gateway, "token": args.token} if "token" in args else {}
-    config = CliConfig(**{k: v for k, v in flags.items() if v is not None})
+    flags = {"redis_url": "redis_url", "gateway_url": "gateway", "token": "token"}
+    config = CliConfig(**{k: getattr(args, a) for k, a in flags.items() if getattr(args, a, None) is not None})
     if args.command in ("worker", "gateway"):
         # A separate service: run it as its own program rather than importing it.
         os.execv(sys.executable, [sys.executable, "-m", f"livestats_{args.command}"])
