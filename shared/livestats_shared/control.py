@@ -33,9 +33,12 @@ async def submit_run(
     *,
     run_id: str | None = None,
     queue_name: str = keys.JOB_QUEUE,
+    owner: str | None = None,
+    team: str | None = None,
 ) -> RunId:
     """Record `run.queued` (refused if the id exists) and enqueue the arq job (job id = run id).
-    An external run (`spec.external`) is only recorded: its producer publishes the rest."""
+    An external run (`spec.external`) is only recorded: its producer publishes the rest.
+    `owner` and `team` decide who sees the run through the gateway."""
     rid = validate_run_id(run_id) if run_id is not None else new_run_id()
     queued = RunQueued(
         name=spec.name,
@@ -43,6 +46,8 @@ async def submit_run(
         phases=spec.plan(),
         timeout_s=spec.timeout_s,
         spec=spec.model_dump(mode="json"),
+        owner=owner,
+        team=team,
     )
     await publisher.publish(rid, queued, guard=(NO_RUN,))
     if spec.external:

@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidEvent
-from .ids import RunId, validate_run_id
+from .ids import NAME_PATTERN, RunId, validate_run_id
 
 SCHEMA_VERSION = 1
 
@@ -71,6 +71,10 @@ class RunQueued(_Data):
     phases: list[PhasePlan]
     timeout_s: float
     spec: dict[str, Any] = Field(default_factory=dict)
+    # Who submitted the run, and the team it is shared with: the gateway shows a run only to
+    # them (and to admins). None for runs made by operator tools straight through Redis.
+    owner: str | None = Field(None, pattern=NAME_PATTERN)
+    team: str | None = Field(None, pattern=NAME_PATTERN)
 
 
 class RunStarted(_Data):

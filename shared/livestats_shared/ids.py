@@ -15,6 +15,8 @@ RunId = NewType("RunId", str)
 # Lowercase letters, digits, '_' and '-': nothing that means something in a key, a glob or a URL
 # ('{', '}', ':', '*', '?', '/', '.', whitespace). 64 characters at most.
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# Principal and team names: safe in a key, a log line, a URL and a metric label.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 

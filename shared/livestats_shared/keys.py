@@ -25,6 +25,10 @@ STALL_LEADER = f"{PREFIX}:gateway:stall-leader"
 # Lease TTL in stall-check intervals: the holder renews every interval, so it can miss two.
 STALL_LEASE_INTERVALS = 3  # intervals
 
+# API tokens: hash of token id -> JSON TokenRecord (principal, scopes, SHA-256 of the token;
+# never the token). Written by `livestats token create|revoke`, read by the gateway per request.
+AUTH_TOKENS = f"{PREFIX}:auth:tokens"
+
 # arq queue for run jobs, and the function name the worker registers.
 JOB_QUEUE = f"{PREFIX}:queue"
 RUN_JOB = "execute_run"

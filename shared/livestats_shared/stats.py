@@ -65,6 +65,10 @@ def delta_for(data: EventData, ts: int) -> Delta:
                 "timeout_s": _num(data.timeout_s),
                 "created_ts": str(ts),
             }
+            if data.owner is not None:
+                sets["owner"] = data.owner
+            if data.team is not None:
+                sets["team"] = data.team
             sets.update({phase_field(p.name, "planned"): str(p.calls) for p in data.phases})
             if data.spec.get("external") is True:
                 sets["external"] = "1"  # the ingest API accepts events for this run only
@@ -208,6 +212,8 @@ class RunSnapshot(BaseModel):
     detail: str | None = None
     worker: str | None = None
     external: bool = False  # events come from an external producer, not a worker
+    owner: str | None = None  # who submitted it (None: an operator tool; admins only)
+    team: str | None = None  # shared with this team
     phases: list[PhaseProgress] = []
 
     @classmethod

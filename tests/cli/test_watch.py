@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 
-import httpx
 from livestats_shared.history import read_events
 
 EXTERNAL = {"name": "shell", "external": True, "phases": [{"name": "plan", "calls": 1}, {"name": "build", "calls": 1}]}
@@ -41,8 +40,8 @@ class Watch:
             return await self.proc.wait()
 
 
-async def start_watch(gateway_url: str, *argv: str) -> Watch:
-    env = {**os.environ, "LIVESTATS_GATEWAY_URL": gateway_url}
+async def start_watch(gateway, *argv: str, token: str | None = None) -> Watch:
+    env = {**os.environ, "LIVESTATS_GATEWAY_URL": gateway.http, "LIVESTATS_TOKEN": token or gateway.token}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "livestats_cli", "watch", *argv, "--debounce-ms", "50",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -59,10 +58,10 @@ def write(path, content: str) -> None:
 
 async def test_only_real_changes_are_published_and_a_malformed_file_is_survived(start_gateway, redis, tmp_path):
     gateway = start_gateway()
-    async with httpx.AsyncClient(base_url=gateway.http) as http:
+    async with gateway.client() as http:
         run_id = (await http.post("/api/runs", json=EXTERNAL)).json()["run_id"]
     status = tmp_path / "current-phase.json"
-    watch = await start_watch(gateway.http, str(status), "--run", run_id, "--json")
+    watch = await start_watch(gateway, str(status), "--run", run_id, "--json")
     try:
         await watch.until("watching")
         plan = {"phase": "plan", "status": "running", "calls": 1}
@@ -91,8 +90,21 @@ async def test_watching_an_unknown_run_stops_with_exit_code_3(start_gateway, tmp
     gateway = start_gateway()
     status = tmp_path / "current-phase.json"
     status.write_text(json.dumps({"phase": "plan", "status": "running"}))
-    watch = await start_watch(gateway.http, str(status), "--run", "no-such-run")
+    watch = await start_watch(gateway, str(status), "--run", "no-such-run")
     async with asyncio.timeout(20):
         code = await watch.proc.wait()  # it stops by itself: retrying cannot make the run exist
     assert code == 3
     assert "404" in (await watch.proc.stderr.read()).decode()
+
+
+async def test_a_token_the_gateway_refuses_stops_watch_with_exit_code_1(start_gateway, tmp_path):
+    gateway = start_gateway()
+    async with gateway.client() as http:
+        run_id = (await http.post("/api/runs", json=EXTERNAL)).json()["run_id"]
+    status = tmp_path / "current-phase.json"
+    status.write_text(json.dumps({"phase": "plan", "status": "running"}))
+    watch = await start_watch(gateway, str(status), "--run", run_id, token="lsk_0123456789ab_wrong")
+    async with asyncio.timeout(20):
+        code = await watch.proc.wait()
+    assert code == 1
+    assert "401" in (await watch.proc.stderr.read()).decode()

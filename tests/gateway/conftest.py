@@ -2,24 +2,46 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 import uvicorn
 from livestats_cli.embedded import free_port
 from livestats_gateway.config import GatewayConfig
 from livestats_gateway.server import uvicorn_config
+from livestats_shared.auth import Scope, TokenStore
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 class GatewayHandle:
-    """One gateway process-alike. `stop()` and `start()` restart it on the same port."""
+    """One gateway process-alike. `stop()` and `start()` restart it on the same port.
+    `headers` authenticate as the gateway's fixed admin token (principal `admin`)."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
+
+    @property
+    def token(self) -> str:
+        assert self.config.admin_token is not None
+        return self.config.admin_token.get_secret_value()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
+
+    def client(self, token: str | None = None, **kwargs: object) -> httpx.AsyncClient:
+        """An HTTP client on this gateway, authenticated as `token` (default: admin)."""
+        token = self.token if token is None else token
+        return httpx.AsyncClient(base_url=self.http, headers=bearer(token), timeout=10, **kwargs)  # type: ignore[arg-type]
 
     @property
     def http(self) -> str:
@@ -63,7 +85,13 @@ def start_gateway(redis_url: str, queue_name: str) -> Iterator[object]:
     started: list[GatewayHandle] = []
 
     def start(**overrides: object) -> GatewayHandle:
-        settings: dict[str, object] = {"heartbeat_s": 0.5, "stall_check_interval_s": 0.2, **overrides}
+        settings: dict[str, object] = {
+            "heartbeat_s": 0.5,
+            "stall_check_interval_s": 0.2,
+            "admin_token": secrets.token_urlsafe(32),
+            "max_streams_per_principal": 10_000,  # load tests open many sockets as one admin
+            **overrides,
+        }
         config = GatewayConfig(
             redis_url=redis_url,
             queue_name=queue_name,
@@ -82,3 +110,20 @@ def start_gateway(redis_url: str, queue_name: str) -> Iterator[object]:
 @pytest.fixture
 def gateway(start_gateway) -> GatewayHandle:
     return start_gateway()
+
+
+@pytest.fixture
+async def make_token(redis) -> AsyncIterator[object]:
+    """Create API tokens in Redis: `await make_token("alice", "submit", teams=["ml"])` returns
+    the token. All are revoked at teardown."""
+    store = TokenStore(redis)
+    made: list[str] = []
+
+    async def make(principal: str, *scopes: str, teams: tuple[str, ...] | list[str] = ()) -> str:
+        record, token = await store.create(principal, [Scope(s) for s in scopes or ("read",)], teams)
+        made.append(record.id)
+        return token
+
+    yield make
+    for token_id in made:
+        await store.revoke(token_id)

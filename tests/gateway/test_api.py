@@ -21,7 +21,7 @@ INVALID_IDS = ["*", "a:b", "..", "x" * 300, "r\u00e9sum\u00e9", "UPPER", "-lead"
 
 @pytest.fixture
 async def client(gateway):
-    async with httpx.AsyncClient(base_url=gateway.http, timeout=10) as http:
+    async with gateway.client() as http:
         yield http
 
 

@@ -30,7 +30,7 @@ async def test_the_index_lists_existing_runs_then_shows_new_runs_and_status_chan
     old = new_run_id()
     plan = {"name": "indexed", "planned_calls": 2, "phases": [PhasePlan(name="p", calls=2)], "timeout_s": 60}
     await publisher.publish(old, RunQueued(**plan))
-    async with connect(f"{gateway.ws}/ws/runs") as ws:
+    async with connect(f"{gateway.ws}/ws/runs", additional_headers=gateway.headers) as ws:
         index = await _next(ws, "index")
         assert old in [r["run_id"] for r in index["runs"]]
         await _next(ws, "live")

@@ -33,7 +33,7 @@ def started(**overrides):
 
 @pytest.fixture
 async def client(gateway):
-    async with httpx.AsyncClient(base_url=gateway.http, timeout=10) as http:
+    async with gateway.client() as http:  # as the gateway's admin
         yield http
 
 
@@ -138,3 +138,26 @@ async def test_unknown_runs_are_404_and_worker_runs_or_finished_runs_are_409(cli
     answer = await client.post(f"/api/runs/{run_id}/events", json={"events": [started()]})
     assert answer.status_code == 409 and "has finished (succeeded)" in answer.json()["detail"]
     assert (await read_snapshot(redis, run_id)).status == "succeeded"
+
+
+async def test_a_producer_needs_a_valid_token_with_the_submit_scope_for_a_run_it_may_see(gateway, make_token, redis):
+    alice = await make_token("alice", "submit")
+    async with gateway.client(alice) as http:
+        run_id = (await http.post("/api/runs", json=EXTERNAL)).json()["run_id"]
+        assert (await http.post(f"/api/runs/{run_id}/events", json={"events": [started()]})).status_code == 200
+
+    url = f"{gateway.http}/api/runs/{run_id}/events"
+    batch = {"events": [started()]}
+    async with httpx.AsyncClient(timeout=10) as anonymous:
+        missing = await anonymous.post(url, json=batch)
+        wrong = await anonymous.post(url, json=batch, headers={"Authorization": "Bearer lsk_0123456789ab_not-a-secret"})
+    assert (missing.status_code, wrong.status_code) == (401, 401)
+    assert wrong.headers["www-authenticate"] == "Bearer"
+
+    reader = await make_token("alice", "read")
+    async with gateway.client(reader) as http:
+        assert (await http.post(f"/api/runs/{run_id}/events", json=batch)).status_code == 403
+    bob = await make_token("bob", "submit")
+    async with gateway.client(bob) as http:
+        assert (await http.post(f"/api/runs/{run_id}/events", json=batch)).status_code == 404, "not bob's run"
+    assert [e.type for e in await read_events(redis, run_id)] == ["run.queued", "run.started"]

@@ -41,7 +41,7 @@ async def test_sse_streams_history_then_live_and_resumes_with_last_event_id(gate
     producer = asyncio.create_task(publish_run(publisher, run_id, n, per_tick=50))
     await asyncio.sleep(0.05)
     url = f"{gateway.http}/api/runs/{run_id}/stream"
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=gateway.headers) as client:
         first, controls = await _read_sse(client, url, until_seq=n, stop_after=700)
         assert controls[0]["type"] == "hello"
         resumed, controls = await _read_sse(client, url, until_seq=n, headers={"Last-Event-ID": first[-1]["id"]})
@@ -53,7 +53,7 @@ async def test_sse_streams_history_then_live_and_resumes_with_last_event_id(gate
 async def test_sse_refuses_unknown_runs_invalid_ids_and_bad_resume_points(gateway, publisher):
     run_id = new_run_id()
     await publish_run(publisher, run_id, 4)
-    async with httpx.AsyncClient(base_url=gateway.http) as client:
+    async with gateway.client() as client:
         assert (await client.get(f"/api/runs/{new_run_id()}/stream")).status_code == 404
         assert (await client.get("/api/runs/a:b/stream")).status_code == 422
         bad = await client.get(f"/api/runs/{run_id}/stream", headers={"Last-Event-ID": "not-an-id"})

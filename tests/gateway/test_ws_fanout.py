@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 from helpers import wait_until
@@ -29,8 +28,10 @@ async def test_a_client_that_never_reads_is_closed_as_slow_while_fast_clients_ke
     )
     # A client library that stops reading from its socket once it holds 4 frames. (The kernel's
     # receive buffer stays small because the application does not read: autotuning follows reads.)
-    slow = await connect(f"{gateway.ws}/ws/runs/{run_id}", max_queue=4, max_size=None)
-    fast = [RunWatcher(gateway.ws, run_id) for _ in range(3)]
+    slow = await connect(
+        f"{gateway.ws}/ws/runs/{run_id}", additional_headers=gateway.headers, max_queue=4, max_size=None
+    )
+    fast = [RunWatcher(gateway.ws, run_id, headers=gateway.headers) for _ in range(3)]
     readers = [asyncio.create_task(w.session(until_seq=n + 1, timeout_s=60)) for w in fast]
     await wait_until(lambda: all(any(c["type"] == "live" for c in w.controls) for w in fast))
 
@@ -74,16 +75,21 @@ async def _read_after(ws, ready) -> int:
     return seen
 
 
-async def test_redis_load_is_the_same_with_1_and_with_200_clients_watching_a_run(gateway, publisher, redis):
-    async def measure(clients: int) -> tuple[float, float]:
+async def test_redis_load_does_not_grow_with_the_number_of_clients_watching_a_run(gateway, publisher, redis):
+    """Counted, not timed: the gateway's reads per publisher write stay at about one whether 1 or
+    200 clients watch (a per-client reader would make it 200)."""
+
+    async def measure(clients: int) -> tuple[int, int]:
         run_id = new_run_id()
         await publish_run(publisher, run_id, 4)
-        sockets = [await connect(f"{gateway.ws}/ws/runs/{run_id}", max_size=None) for _ in range(clients)]
+        sockets = [
+            await connect(f"{gateway.ws}/ws/runs/{run_id}", additional_headers=gateway.headers, max_size=None)
+            for _ in range(clients)
+        ]
         drains = [asyncio.create_task(_drain(ws)) for ws in sockets]
         await asyncio.sleep(0.5)  # joins done
         await redis.config_resetstat()
-        started = time.monotonic()
-        for _ in range(200):  # 1,000 events/s for 2 s
+        for _ in range(200):
             for _ in range(10):
                 publisher.emit(
                     run_id,
@@ -91,21 +97,22 @@ async def test_redis_load_is_the_same_with_1_and_with_200_clients_watching_a_run
                 )
             await asyncio.sleep(0.01)
         await publisher.flush(5)
+        await asyncio.sleep(0.2)  # the reader's last wake-up
         calls = await _command_calls(redis)
-        elapsed = time.monotonic() - started
         for ws in sockets:
             await ws.close()
         for task in drains:
             task.cancel()
-        total = sum(calls.values()) / elapsed
-        reads = sum(calls.get(c, 0) for c in GATEWAY_READS) / elapsed
-        return total, reads
+        writes = calls.get("evalsha", 0) + calls.get("eval", 0)
+        reads = sum(calls.get(c, 0) for c in GATEWAY_READS)
+        return writes, reads
 
-    total_1, reads_1 = await measure(1)
-    total_200, reads_200 = await measure(200)
-    assert abs(total_200 - total_1) / total_1 < 0.10, (total_1, total_200)
-    # The gateway's own reads do not multiply with viewers (one XREAD per batch, not per client).
-    assert reads_200 <= reads_1 * 1.10 + 5, (reads_1, reads_200)
+    for clients in (1, 200):
+        writes, reads = await measure(clients)
+        assert writes > 0
+        # One XREAD per wake-up (each write wakes it at most once), plus the index's and stall
+        # monitor's few periodic reads: independent of the client count.
+        assert reads <= writes + 30, (clients, writes, reads)
 
 
 async def _drain(ws) -> None:
@@ -119,7 +126,7 @@ async def _drain(ws) -> None:
 async def test_clients_resume_with_contiguous_seq_across_a_gateway_restart(gateway, publisher):
     run_id, n = new_run_id(), 6_000
     producer = asyncio.create_task(publish_run(publisher, run_id, n, per_tick=50, tick_s=0.01))
-    watchers = [RunWatcher(gateway.ws, run_id) for _ in range(5)]
+    watchers = [RunWatcher(gateway.ws, run_id, headers=gateway.headers) for _ in range(5)]
     followers = [asyncio.create_task(w.follow(n, timeout_s=60)) for w in watchers]
     await asyncio.sleep(0.5)
     await asyncio.to_thread(gateway.stop)
@@ -135,7 +142,7 @@ async def test_two_gateways_serve_the_same_run_identically(start_gateway, publis
     first, second = start_gateway(), start_gateway()
     run_id, n = new_run_id(), 5_000
     producer = asyncio.create_task(publish_run(publisher, run_id, n, per_tick=100))
-    watchers = [RunWatcher(g.ws, run_id) for g in (first, second) for _ in range(5)]
+    watchers = [RunWatcher(g.ws, run_id, headers=g.headers) for g in (first, second) for _ in range(5)]
     await asyncio.gather(producer, *(w.session(until_seq=n) for w in watchers))
     reference = watchers[0].ids
     assert len(reference) == n
@@ -151,7 +158,9 @@ async def test_one_gateway_serves_a_thousand_active_runs_at_once(gateway, publis
     await publisher.flush(10)
     sockets = []
     for run_id in runs:
-        sockets.append(await connect(f"{gateway.ws}/ws/runs/{run_id}", max_size=None))
+        sockets.append(
+            await connect(f"{gateway.ws}/ws/runs/{run_id}", additional_headers=gateway.headers, max_size=None)
+        )
     for ws in sockets:  # each has its history (run.queued) and is live
         while orjson.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "live":
             pass

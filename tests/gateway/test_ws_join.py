@@ -16,7 +16,7 @@ async def test_fifty_clients_joining_at_random_moments_each_receive_every_event_
 
     async def late_joiner(delay: float) -> RunWatcher:
         await asyncio.sleep(delay)
-        watcher = RunWatcher(gateway.ws, run_id)
+        watcher = RunWatcher(gateway.ws, run_id, headers=gateway.headers)
         await watcher.session(until_seq=n, timeout_s=60)
         return watcher
 
@@ -35,7 +35,7 @@ async def test_clients_that_drop_and_resume_at_random_points_see_no_gap_and_no_d
     await asyncio.sleep(0.05)
 
     async def flaky() -> RunWatcher:
-        watcher = RunWatcher(gateway.ws, run_id)
+        watcher = RunWatcher(gateway.ws, run_id, headers=gateway.headers)
         while watcher.last_seq < n:
             await watcher.session(until_seq=n, max_frames=random.randint(1, 20), timeout_s=30)
             await asyncio.sleep(random.uniform(0, 0.1))

@@ -25,6 +25,7 @@ class RunWatcher:
     connects: int = 0
     sinces: list[str | None] = field(default_factory=list)  # the `since` of each connect
     restart: bool = False  # after a reset, the next event starts the numbering again
+    headers: dict[str, str] = field(default_factory=dict)  # credentials (GatewayHandle.headers)
 
     @property
     def last_seq(self) -> int:
@@ -61,7 +62,7 @@ class RunWatcher:
         self.sinces.append(self.last_id)
         frames = 0
         async with asyncio.timeout(timeout_s):
-            async with connect(self.url(), max_size=None, open_timeout=10) as ws:
+            async with connect(self.url(), max_size=None, open_timeout=10, additional_headers=self.headers) as ws:
                 await self._read(ws, until_seq, max_frames, frames)
 
     async def _read(self, ws: ClientConnection, until_seq: int | None, max_frames: int | None, frames: int) -> None:

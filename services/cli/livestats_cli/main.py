@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
+from livestats_shared.auth import InvalidTokenFile
 from livestats_shared.control import UnknownRun, cancel_run, submit_run
 from livestats_shared.errors import InvalidRunId, PublishError
 from livestats_shared.history import iter_events, read_snapshot
@@ -28,7 +29,7 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from . import runs, tail, watch
+from . import runs, tail, tokens, watch
 from .config import CliConfig
 from .exit_codes import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
 from .follow import ProgressView, follow, report_invalid
@@ -73,12 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_parser(sub)
     tail.add_parser(sub)
     watch.add_parser(sub)
+    tokens.add_parser(sub)
     # The same connection flags wherever they apply (they override LIVESTATS_* variables).
     for name, command in sub.choices.items():
         if name in ("watch",):
             command.add_argument("--gateway", help="gateway URL (env LIVESTATS_GATEWAY_URL)")
             command.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
-        elif name not in ("worker", "gateway"):
+        elif name not in ("worker", "gateway", "token"):
             command.add_argument("--redis-url", help="Redis to use (env LIVESTATS_REDIS_URL or REDIS_URL)")
     return p
 
@@ -105,6 +107,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run)))
     if args.command == "watch":
         sys.exit(asyncio.run(watch.run(config, args)))
+    if args.command == "token" and not tokens.needs_redis(args):
+        try:
+            sys.exit(tokens.run_on_file(args))
+        except (OSError, InvalidTokenFile, ValidationError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
     if args.command == "submit":
         try:
             args.spec_text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         "cancel": _cancel,
         "runs": runs.run,
         "tail": tail.run,
+        "token": lambda redis, _config, args: tokens.run_on_redis(redis, args),
     }
     sys.exit(asyncio.run(_with_redis(handlers[args.command], config, args)))
 

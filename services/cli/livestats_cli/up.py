@@ -19,9 +19,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TextIO
 
+from livestats_shared.auth import Scope, TokenStore
 from livestats_shared.control import submit_run
 from livestats_shared.publish import Publisher
-from livestats_shared.redis_client import connect
+from livestats_shared.redis_client import UNAVAILABLE, connect
 from livestats_shared.spec import RunSpec
 from redis.asyncio import Redis
 
@@ -31,6 +32,7 @@ from .embedded import EmbeddedServer, free_port, port_in_use
 from .follow import ProgressView, follow
 
 _GATEWAY_START_S = 20.0  # imports and binds in about a second; generous for a busy machine
+LOCAL_PRINCIPAL = "local-admin"  # owns the demo run and the session's login token
 _GATEWAY_STOP_S = 15.0  # its own grace for open streams is 5 s by default
 
 
@@ -48,6 +50,7 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
     server: EmbeddedServer | None = None
     worker: subprocess.Popen[bytes] | None = None
     gateway: subprocess.Popen[bytes] | None = None
+    token_id: str | None = None
     try:
         if config.redis_url:
             url = config.redis_url
@@ -79,6 +82,10 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         if stop.is_set():
             return 0
         print(f"gateway on {gateway_url}, API docs at {gateway_url}/docs (log: {gateway_log})")
+        token_id, token = await _create_local_token(url)
+        # The token goes in the URL's fragment, which browsers never send: no server log sees it.
+        print(f"\nopen {gateway_url}/login#token={token}   # logs this browser in (local admin)")
+        print(f"  curl -H 'Authorization: Bearer {token}' {gateway_url}/api/runs")
 
         if spec is not None:
             outcome = await _run_and_show(url, gateway_url, config, spec, stop)
@@ -98,11 +105,33 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         print("\nstopping...", flush=True)
         if gateway is not None:
             await asyncio.to_thread(children.stop, gateway, "gateway", _GATEWAY_STOP_S)
+        if token_id is not None:
+            await _revoke_local_token(url, token_id)
         if worker is not None:
             await asyncio.to_thread(children.stop, worker, "worker", 20.0)
         if server is not None:
             await asyncio.to_thread(server.stop)
         print("stopped.")
+
+
+async def _create_local_token(url: str) -> tuple[str, str]:
+    """An admin token for this session's browser and curl; revoked when `up` stops."""
+    redis = connect(url, "livestats.cli")
+    try:
+        record, token = await TokenStore(redis).create(LOCAL_PRINCIPAL, [Scope.ADMIN], note="livestats up session")
+        return record.id, token
+    finally:
+        await redis.aclose()
+
+
+async def _revoke_local_token(url: str, token_id: str) -> None:
+    redis = connect(url, "livestats.cli")
+    try:
+        await TokenStore(redis).revoke(token_id)
+    except UNAVAILABLE as exc:
+        print(f"could not revoke the session token {token_id} ({exc}); `livestats token revoke {token_id}`")
+    finally:
+        await redis.aclose()
 
 
 def _spawn_gateway(config: CliConfig, env: dict[str, str], url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -128,7 +157,7 @@ async def _run_and_show(
     redis = connect(url, "livestats.cli")
     try:
         async with Publisher(redis) as publisher:
-            run_id = await submit_run(redis, publisher, spec, queue_name=config.queue_name)
+            run_id = await submit_run(redis, publisher, spec, queue_name=config.queue_name, owner=LOCAL_PRINCIPAL)
         port = url.rsplit(":", 1)[-1].split("/")[0]
         print(f"\nrun {run_id} ({spec.name}) submitted. Watch it from another terminal too:")
         stream = f"'livestats:run:{{{run_id}}}:events'"

@@ -1,80 +1,44 @@
 """The REST API: submit, list, read and cancel runs; health and readiness.
 
 Run ids are validated before any Redis command. Known failures answer as HTTP errors with a
-clear message (`_known_errors`): unknown run 404, Redis unavailable 503 with Retry-After.
+clear message (`routing.known_errors`): unknown run 404, Redis unavailable 503 with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from livestats_shared.auth import Scope
 from livestats_shared.control import UnknownRun, cancel_run, submit_run
-from livestats_shared.errors import InvalidRunId, PublishError, RunStateConflict
 from livestats_shared.history import read_snapshot
-from livestats_shared.ids import RunId, validate_run_id
+from livestats_shared.ids import NAME_PATTERN, RunId
 from livestats_shared.redis_client import UNAVAILABLE
 from livestats_shared.spec import MAX_SPEC_BYTES, RunSpec
 from livestats_shared.stats import RunSnapshot
 
+from .auth import Reader, Submitter, check_run_visible
 from .paging import CURSOR_PATTERN, STREAM_ID_PATTERN, IndexPosition, exclusive_start, read_event_page, read_run_page
+from .routing import (
+    AUTH_RESPONSES,
+    NOT_FOUND,
+    RETRY_AFTER_S,
+    UNAVAILABLE_RESPONSE,
+    ValidRunId,
+    invalid,
+    known_errors,
+)
 from .schemas import Cancelled, ErrorBody, EventPage, Health, Readiness, RunLinks, RunPage, RunStatus, Submitted
 from .state import app_state
 
 log = logging.getLogger("livestats.gateway.api")
 
-RETRY_AFTER_S = 2  # told to clients while Redis is unavailable
 READY_PING_TIMEOUT_S = 1.0
-# Documents validate_run_id's rule in the OpenAPI schema; validate_run_id alone decides.
-RUN_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-_UNREACHABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, PublishError)
-
-_404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "No such run."}}
-_503: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorBody, "description": "Redis is unavailable; retry after `Retry-After` seconds."}
-}
-
-
-async def _known_errors() -> AsyncIterator[None]:
-    """Known failures answer with a status and a message, never a 500 with a traceback."""
-    try:
-        yield
-    except UnknownRun as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except RunStateConflict as exc:
-        raise HTTPException(409, str(exc)) from exc
-    except _UNREACHABLE as exc:
-        log.warning("answering 503, Redis unavailable: %s: %s", type(exc).__name__, exc)
-        raise HTTPException(
-            503,
-            f"Redis unavailable ({type(exc).__name__}); try again in a few seconds",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        ) from exc
-
-
-router = APIRouter(dependencies=[Depends(_known_errors)])
-
-
-def _invalid(where: str, name: str, value: str, message: str) -> RequestValidationError:
-    """A 422 in FastAPI's own shape, naming the parameter at fault."""
-    return RequestValidationError([{"type": "value_error", "loc": (where, name), "msg": message, "input": value}])
-
-
-def _run_id(
-    run_id: Annotated[str, Path(description="The run's id.", json_schema_extra={"pattern": RUN_ID_PATTERN})],
-) -> RunId:
-    try:
-        return validate_run_id(run_id)
-    except InvalidRunId as exc:
-        raise _invalid("path", "run_id", run_id, str(exc)) from exc
-
-
-ValidRunId = Annotated[RunId, Depends(_run_id)]
+RUN_RESPONSES = {**AUTH_RESPONSES, **NOT_FOUND, **UNAVAILABLE_RESPONSE}
+router = APIRouter(dependencies=[Depends(known_errors)])
 
 
 @router.get("/healthz", tags=["health"])
@@ -121,19 +85,39 @@ async def readyz(request: Request) -> JSONResponse:
     tags=["runs"],
     max_body_size=MAX_SPEC_BYTES,
     responses={
+        **AUTH_RESPONSES,
+        422: {"model": ErrorBody, "description": "Invalid spec, or a team the caller is not in."},
         413: {
             "model": ErrorBody,
             "description": f"Body over {MAX_SPEC_BYTES} bytes. Refused before it is read when its "
             "Content-Length says so, as plain text; as JSON when a chunked body grows too large.",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         },
-        **_503,
+        **UNAVAILABLE_RESPONSE,
     },
 )
-async def submit(spec: RunSpec, request: Request, response: Response) -> Submitted:
-    """Validate a run spec, record the run as queued and enqueue it for a worker."""
+async def submit(
+    spec: RunSpec,
+    principal: Submitter,
+    request: Request,
+    response: Response,
+    team: Annotated[
+        str | None, Query(pattern=NAME_PATTERN, description="Share the run with this team (one of the caller's).")
+    ] = None,
+) -> Submitted:
+    """Validate a run spec, record the run as queued (owned by the caller) and enqueue it for a
+    worker."""
+    if team is not None and team not in principal.teams and not principal.has(Scope.ADMIN):
+        raise invalid("query", "team", team, f"{principal.name} is not in team {team!r}")
     state = app_state(request)
-    run_id = await submit_run(state["redis"], state["publisher"], spec, queue_name=state["config"].queue_name)
+    run_id = await submit_run(
+        state["redis"],
+        state["publisher"],
+        spec,
+        queue_name=state["config"].queue_name,
+        owner=principal.name,
+        team=team,
+    )
     links = _links(request, run_id)
     response.headers["Location"] = links.self_
     return Submitted(run_id=run_id, status="queued", links=links)
@@ -148,39 +132,53 @@ def _links(request: Request, run_id: RunId) -> RunLinks:
     )
 
 
-@router.get("/api/runs", tags=["runs"], responses=_503)
+@router.get("/api/runs", tags=["runs"], responses={**AUTH_RESPONSES, **UNAVAILABLE_RESPONSE})
 async def list_runs(
     request: Request,
+    principal: Reader,
     status: Annotated[list[RunStatus] | None, Query(description="Only runs in these statuses (repeatable).")] = None,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="`next` of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, description="Runs per page; capped by the server's `runs_page_max`.")] = 50,
 ) -> RunPage:
-    """Runs, newest first. A page with a status filter may hold fewer than `limit` runs while
-    more follow: keep paging until `next` is null."""
+    """Runs the caller may see, newest first. A filtered page (a status filter, or a caller who
+    sees only some runs) may hold fewer than `limit` runs while more follow: keep paging until
+    `next` is null."""
     state = app_state(request)
     after: IndexPosition | None = None
     if cursor is not None:
         try:
             after = IndexPosition.decode(cursor)
         except ValueError as exc:
-            raise _invalid("query", "cursor", cursor, "not a cursor from this API: pass `next` unchanged") from exc
+            raise invalid("query", "cursor", cursor, "not a cursor from this API: pass `next` unchanged") from exc
     limit = min(limit, state["config"].runs_page_max)
-    runs, position = await read_run_page(state["redis"], limit=limit, statuses=set(status or ()), after=after)
+    wanted = set(status or ())
+
+    def keep(stats: dict[str, str]) -> bool:
+        return (not wanted or stats.get("status") in wanted) and principal.can_see(
+            stats.get("owner"), stats.get("team")
+        )
+
+    filtered = bool(wanted) or not principal.has(Scope.ADMIN)
+    runs, position = await read_run_page(state["redis"], limit=limit, keep=keep if filtered else None, after=after)
     return RunPage(runs=runs, next=None if position is None else position.encode())
 
 
-@router.get("/api/runs/{run_id}", tags=["runs"], responses={**_404, **_503})
-async def get_run(run_id: ValidRunId, request: Request) -> RunSnapshot:
+@router.get("/api/runs/{run_id}", tags=["runs"], responses=RUN_RESPONSES)
+async def get_run(run_id: ValidRunId, principal: Reader, request: Request) -> RunSnapshot:
     """The run's current snapshot."""
+    await check_run_visible(request, principal, run_id)
     snapshot = await read_snapshot(app_state(request)["redis"], run_id)
     if snapshot is None:
         raise UnknownRun(run_id)
     return snapshot
 
 
-@router.get("/api/runs/{run_id}/events", tags=["runs"], responses={**_404, **_503})
+@router.get(
+    "/api/runs/{run_id}/events", tags=["runs"], responses={**AUTH_RESPONSES, **NOT_FOUND, **UNAVAILABLE_RESPONSE}
+)
 async def get_events(
     run_id: ValidRunId,
+    principal: Reader,
     request: Request,
     after: Annotated[
         str | None, Query(pattern=STREAM_ID_PATTERN, description="Stream id; events strictly after it.")
@@ -189,13 +187,14 @@ async def get_events(
 ) -> EventPage:
     """The run's history, oldest first. Stream entries that are not livestats events (added by
     hand) are left out and counted in `skipped`."""
+    await check_run_visible(request, principal, run_id)
     state = app_state(request)
     start: str | None = "-"
     if after is not None:
         try:
             start = exclusive_start(after)
         except ValueError as exc:
-            raise _invalid("query", "after", after, str(exc)) from exc
+            raise invalid("query", "after", after, str(exc)) from exc
     limit = min(limit, state["config"].events_page_max)
     page = await read_event_page(state["redis"], run_id, start=start, limit=limit)
     if page is None:
@@ -203,10 +202,18 @@ async def get_events(
     return page
 
 
-@router.post("/api/runs/{run_id}/cancel", status_code=202, tags=["runs"], responses={**_404, **_503})
-async def cancel(run_id: ValidRunId, request: Request) -> Cancelled:
+@router.post(
+    "/api/runs/{run_id}/cancel",
+    status_code=202,
+    tags=["runs"],
+    responses={**AUTH_RESPONSES, **NOT_FOUND, **UNAVAILABLE_RESPONSE},
+)
+async def cancel(run_id: ValidRunId, principal: Submitter, request: Request) -> Cancelled:
     """Ask the run to stop. A queued run is cancelled at once; a running one is stopped by its
     worker (`cancelling`); a finished run keeps its status."""
+    await check_run_visible(request, principal, run_id)
     state = app_state(request)
-    status = await cancel_run(state["redis"], state["publisher"], run_id, reason="cancelled through the API")
+    status = await cancel_run(
+        state["redis"], state["publisher"], run_id, reason=f"cancelled through the API by {principal.name}"
+    )
     return Cancelled(run_id=run_id, status=status)

@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from livestats_shared.auth import Scope, TokenRecord, TokenStore, digest, load_token_file
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 
-from . import api, ingest, sse, ws
+from . import api, ingest, session, sse, ws
 from .config import GatewayConfig
 from .hub import Hub
 from .index import RunIndex
+from .limits import ConnectionLimiter
 from .stalls import StallMonitor
 from .state import State
 
@@ -30,8 +32,18 @@ def create_app(config: GatewayConfig) -> FastAPI:
             hub = await stack.enter_async_context(Hub(config, redis))
             index = await stack.enter_async_context(RunIndex(config, redis, hub))
             stalls = await stack.enter_async_context(StallMonitor(config, redis, publisher))
+            tokens = TokenStore(redis, fixed_tokens(config))
             log.info("gateway ready (redis %s)", redact(config.redis_url))
-            yield State(config=config, redis=redis, publisher=publisher, hub=hub, index=index, stalls=stalls)
+            yield State(
+                config=config,
+                redis=redis,
+                publisher=publisher,
+                hub=hub,
+                index=index,
+                stalls=stalls,
+                tokens=tokens,
+                streams=ConnectionLimiter(config.max_streams_per_principal),
+            )
             log.info("gateway stopping")
             # Teardown runs in reverse: stall monitor, index, hub (closes every client), publisher.
 
@@ -41,11 +53,21 @@ def create_app(config: GatewayConfig) -> FastAPI:
         summary="Live telemetry of LLM pipeline runs: WebSocket/SSE fan-out and the REST API.",
         lifespan=lifespan,
     )
+    app.include_router(session.router)
     app.include_router(api.router)
     app.include_router(ingest.router)
     app.include_router(sse.router)
     app.include_router(ws.router)
     return app
+
+
+def fixed_tokens(config: GatewayConfig) -> list[TokenRecord]:
+    """Tokens from settings and the tokens file; a malformed file stops the start (fail fast)."""
+    records = load_token_file(config.tokens_file) if config.tokens_file is not None else []
+    if config.admin_token is not None:
+        secret = config.admin_token.get_secret_value()
+        records.append(TokenRecord(id="settings", digest=digest(secret), principal="admin", scopes={Scope.ADMIN}))
+    return records
 
 
 def redact(url: str) -> str:

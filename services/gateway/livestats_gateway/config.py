@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from livestats_shared import keys
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +22,18 @@ class GatewayConfig(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+
+    # -- security ------------------------------------------------------------------------------
+    tokens_file: Path | None = Field(None, description="JSON token records (`livestats token create --file`).")
+    admin_token: SecretStr | None = Field(
+        None, min_length=32, description="A fixed token for principal `admin` (e.g. a deployment secret)."
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Browser origins besides the gateway's own (`https://ui.example.com`)."
+    )
+    max_streams_per_principal: int = Field(500, ge=1, description="Open WebSockets + SSE streams per principal.")
+    auth_recheck_s: float = Field(15.0, gt=0, description="Open streams re-check their token this often.")
+    cookie_secure: bool = Field(False, description="Mark the session cookie Secure (set behind HTTPS).")
 
     # -- fan-out -------------------------------------------------------------------------------
     read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from livestats_shared import keys
+from livestats_shared.auth import Principal
 from livestats_shared.control import TERMINAL
 from livestats_shared.errors import InvalidRunId
 from livestats_shared.ids import validate_run_id
@@ -59,16 +60,21 @@ class RunIndex:
         finally:
             self._subs.discard(sub)
 
-    async def join(self, sub: Subscriber) -> None:
-        """The newest `index_limit` runs, then live updates newer than what they showed."""
+    async def join(self, sub: Subscriber, principal: Principal) -> None:
+        """Of the newest `index_limit` runs those the principal may see, then live updates newer
+        than what they showed (of runs it may see)."""
         run_ids = [r.decode() for r in await self.redis.zrevrange(keys.RUNS_INDEX, 0, self.config.index_limit - 1)]
-        summaries = await self._summaries(run_ids)
+
+        def visible(summary: dict[str, Any]) -> bool:
+            return principal.can_see(summary["owner"], summary["team"])
+
+        summaries = [s for s in await self._summaries(run_ids) if visible(s)]
         sub.control("index", {"runs": summaries, "server_ts": now_ms()})
         seqs = {s["run_id"]: s["seq"] for s in summaries}
         sub.control("live", {})
 
         def keep(update: RunsUpdate) -> RunsUpdate | None:
-            rest = update.newer_than(seqs)
+            rest = update.newer_than(seqs, visible)
             if rest is not None:
                 seqs.update((r["run_id"], r["seq"]) for r in rest.runs)
             return rest

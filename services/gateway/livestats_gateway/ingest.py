@@ -21,7 +21,8 @@ from livestats_shared.ids import RunId
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
-from .api import ValidRunId, _known_errors
+from .auth import Submitter, check_run_visible
+from .routing import AUTH_RESPONSES, NOT_FOUND, UNAVAILABLE_RESPONSE, ValidRunId, known_errors
 from .schemas import ErrorBody
 from .state import app_state
 
@@ -30,10 +31,7 @@ INGEST_MAX_BYTES = 1 << 20
 # The run already exists (POST /api/runs wrote it): a producer cannot queue it again.
 _NOT_INGESTED = frozenset({"run.queued"})
 
-# Auth: when the gateway's auth lands, the `submit` scope goes here (one line).
-_AUTH: list[Any] = []
-
-router = APIRouter(dependencies=[Depends(_known_errors), *_AUTH])
+router = APIRouter(dependencies=[Depends(known_errors)])
 
 
 class IngestEvent(BaseModel):
@@ -60,15 +58,19 @@ class Ingested(BaseModel):
     tags=["runs"],
     max_body_size=INGEST_MAX_BYTES,
     responses={
-        404: {"model": ErrorBody, "description": "No such run."},
+        **AUTH_RESPONSES,
+        **NOT_FOUND,
         409: {"model": ErrorBody, "description": "The run is not external, or has finished."},
         413: {"model": ErrorBody, "description": f"Over {INGEST_MAX_BYTES} bytes or `ingest_max_events` events."},
-        503: {"model": ErrorBody, "description": "Redis is unavailable; the batch may be partly written."},
+        **UNAVAILABLE_RESPONSE,
     },
 )
-async def ingest(run_id: ValidRunId, batch: IngestBatch, request: Request) -> Ingested:
-    """Publish a batch of events of an external run, in order. Every event is validated first:
-    one invalid event refuses the whole batch (422 naming `events`, its index and the field)."""
+async def ingest(run_id: ValidRunId, batch: IngestBatch, principal: Submitter, request: Request) -> Ingested:
+    """Publish a batch of events of an external run, in order (needs the `submit` scope and a run
+    the caller may see). Every event is validated first: one invalid event refuses the whole
+    batch (422 naming `events`, its index and the field). A 503 (Redis away) may leave part of
+    the batch to be written when Redis returns."""
+    await check_run_visible(request, principal, run_id)
     state = app_state(request)
     limit = state["config"].ingest_max_events
     if len(batch.events) > limit:

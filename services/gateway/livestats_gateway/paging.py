@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
-from collections.abc import Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from livestats_shared import keys
@@ -20,10 +20,10 @@ from .wire import STREAM_ID_PART_MAX, format_stream_id, parse_stream_id
 
 log = logging.getLogger("livestats.gateway.api")
 
-# Index entries one request examines at most: a status filter that matches few runs answers a
+# Index entries one request examines at most: a filter that matches few runs answers a
 # short page with a cursor instead of reading 30 days of runs in one request.
 SCAN_BUDGET = 5_000  # index entries
-FILTER_BATCH = 200  # index entries read per round trip while a status filter skips runs
+FILTER_BATCH = 200  # index entries read per round trip while a filter skips runs
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 STREAM_ID_PATTERN = r"^[0-9]+(-[0-9]+)?$"
 
@@ -55,10 +55,10 @@ class IndexPosition:
 
 
 async def read_run_page(
-    redis: Redis, *, limit: int, statuses: Collection[str], after: IndexPosition | None
+    redis: Redis, *, limit: int, keep: Callable[[dict[str, str]], bool] | None, after: IndexPosition | None
 ) -> tuple[list[RunSnapshot], IndexPosition | None]:
-    """Up to `limit` runs older than `after`, newest first, whose status is in `statuses` (any if
-    empty), and where the next page starts (None at the end of the index). Index entries whose
+    """Up to `limit` runs older than `after`, newest first, whose stats hash `keep` accepts (all
+    if None), and where the next page starts (None at the end of the index). Index entries whose
     stats hash has expired, or that are not run ids, are skipped."""
     runs: list[RunSnapshot] = []
     position = after
@@ -66,14 +66,14 @@ async def read_run_page(
     while True:
         want = limit - len(runs)
         # One entry more than needed tells a full last page from a page with runs after it.
-        count = want + 1 if not statuses else min(max(want + 1, FILTER_BATCH), SCAN_BUDGET - examined)
+        count = want + 1 if keep is None else min(max(want + 1, FILTER_BATCH), SCAN_BUDGET - examined)
         rows, at_end = await _index_rows(redis, position, count)
         for (member, score), stats in zip(rows, await _stats_hashes(redis, rows), strict=True):
             if len(runs) == limit:
                 return runs, position
             position = IndexPosition(score, member)
             examined += 1
-            if stats and (not statuses or stats.get("status") in statuses):
+            if stats and (keep is None or keep(stats)):
                 runs.append(RunSnapshot.from_hash(member.decode(), stats))
         if at_end:
             return runs, None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypedDict, cast
 
+from livestats_shared.auth import TokenStore
 from livestats_shared.publish import Publisher
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from .config import GatewayConfig
+from .limits import ConnectionLimiter
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -23,6 +25,8 @@ class State(TypedDict):
     hub: Hub
     index: RunIndex
     stalls: StallMonitor
+    tokens: TokenStore  # who is asking (auth.py)
+    streams: ConnectionLimiter  # open WebSockets/SSE per principal
 
 
 def app_state(conn: HTTPConnection) -> State:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Any, NamedTuple, Protocol
 
@@ -34,8 +34,11 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # Redis is unavailable: reconnect with backoff and resume
     SLOW_CLIENT = 4008  # the client fell behind its send queue: reconnect with `since`
     BAD_REQUEST = 4400  # invalid `since`
-    NOT_FOUND = 4404  # no such run
+    UNAUTHORIZED = 4401  # no token, or an unknown or revoked one (also when revoked mid-stream)
+    FORBIDDEN = 4403  # the token lacks the `read` scope, or the browser origin is not allowed
+    NOT_FOUND = 4404  # no such run (or not one this principal may see)
     INVALID_RUN_ID = 4422  # the run id does not match the id pattern
+    TOO_MANY_STREAMS = 4429  # the principal holds max_streams_per_principal streams on this gateway
 
 
 class InvalidStreamId(ValueError):
@@ -215,9 +218,9 @@ class RunsUpdate:
             frames = self._frames[fmt.name] = [fmt.control("runs", {"runs": self.runs})]
         return frames
 
-    def newer_than(self, seqs: dict[str, int]) -> RunsUpdate | None:
-        """Without the summaries a client already has in a newer or equal version."""
-        rest = [r for r in self.runs if r["seq"] > seqs.get(r["run_id"], -1)]
+    def newer_than(self, seqs: dict[str, int], visible: Callable[[dict[str, Any]], bool]) -> RunsUpdate | None:
+        """Without the summaries a client already has in a newer or equal version, or may not see."""
+        rest = [r for r in self.runs if r["seq"] > seqs.get(r["run_id"], -1) and visible(r)]
         if len(rest) == len(self.runs):
             return self
         return RunsUpdate(rest) if rest else None

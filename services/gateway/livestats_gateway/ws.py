@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import ExitStack, asynccontextmanager
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket
+from livestats_shared.auth import Principal, Scope
 from livestats_shared.control import UnknownRun
 from livestats_shared.errors import InvalidRunId
+from livestats_shared.ids import validate_run_id
 from livestats_shared.redis_client import UNAVAILABLE
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from .auth import AuthError, accepted_subprotocol, authenticate, check_run_visible, credential_of
 from .join import join
+from .limits import TooManyConnections
 from .state import app_state
 from .subscriber import Subscriber, SubscriberClosed
 from .wire import WS, CloseCode, InvalidStreamId, now_ms
@@ -27,30 +32,84 @@ router = APIRouter()
 @router.websocket("/ws/runs/{run_id}")
 async def run_socket(websocket: WebSocket, run_id: str, since: str | None = None) -> None:
     state = app_state(websocket)
-    await websocket.accept()
-    sub = Subscriber(WS, state["config"].client_queue_bytes)
-    async with state["hub"].connection(sub):
-        await _session(websocket, sub, join(state["hub"], sub, run_id, since))
+    async with _admitted(websocket) as principal:
+        if principal is None:
+            return
+
+        async def visible_join() -> None:
+            rid = validate_run_id(run_id)  # before any Redis command
+            await check_run_visible(websocket, principal, rid)
+            await join(state["hub"], sub, rid, since)
+
+        sub = Subscriber(WS, state["config"].client_queue_bytes)
+        async with state["hub"].connection(sub):
+            await _session(websocket, sub, visible_join())
 
 
 @router.websocket("/ws/runs")
 async def index_socket(websocket: WebSocket) -> None:
     state = app_state(websocket)
-    await websocket.accept()
-    sub = Subscriber(WS, state["config"].client_queue_bytes)
-    async with state["hub"].connection(sub), state["index"].subscription(sub):
-        await _session(websocket, sub, state["index"].join(sub))
+    async with _admitted(websocket) as principal:
+        if principal is None:
+            return
+        sub = Subscriber(WS, state["config"].client_queue_bytes)
+        async with state["hub"].connection(sub), state["index"].subscription(sub):
+            await _session(websocket, sub, state["index"].join(sub, principal))
+
+
+@asynccontextmanager
+async def _admitted(websocket: WebSocket) -> AsyncIterator[Principal | None]:
+    """Accept the socket and yield its principal, holding one of the principal's stream slots
+    until the block ends; or close it with a code that says why and yield None. (A browser sees
+    close codes, never the status of a refused handshake.)"""
+    state = app_state(websocket)
+    refusal: tuple[int, str] | None = None
+    with ExitStack() as slot:
+        try:
+            principal = await authenticate(websocket, Scope.READ)
+            slot.enter_context(state["streams"].hold(principal.name))
+        except AuthError as exc:
+            refusal = (CloseCode.UNAUTHORIZED if exc.status == 401 else CloseCode.FORBIDDEN, exc.message)
+        except TooManyConnections as exc:
+            refusal = (CloseCode.TOO_MANY_STREAMS, str(exc))
+        except UNAVAILABLE as exc:
+            log.warning("websocket refused, Redis unavailable: %s", exc)
+            refusal = (CloseCode.TRY_AGAIN_LATER, "redis unavailable; reconnect")
+        await websocket.accept(subprotocol=accepted_subprotocol(websocket))
+        if refusal is not None:
+            await websocket.close(code=refusal[0], reason=refusal[1][:120])
+            yield None
+        else:
+            yield principal
+
+
+async def _still_authorized(websocket: WebSocket) -> None:
+    """Re-check the token every `auth_recheck_s`: revoking a token closes its open streams."""
+    state = app_state(websocket)
+    credential = credential_of(websocket)
+    assert credential is not None  # _admitted authenticated it
+    while True:
+        await asyncio.sleep(state["config"].auth_recheck_s)
+        try:
+            principal = await state["tokens"].verify(credential.token)
+        except UNAVAILABLE as exc:
+            # An outage is not a revocation; the hub tells clients about outages itself.
+            log.info("token re-check skipped, Redis unavailable: %s", exc)
+            continue
+        if principal is None:
+            raise SubscriberClosed(CloseCode.UNAUTHORIZED, "token revoked")
 
 
 async def _session(websocket: WebSocket, sub: Subscriber, joining: Coroutine[Any, Any, None]) -> None:
-    """Run the join, the sender and the receiver together; the first one to end decides how
-    the connection closes."""
+    """Run the join, the sender, the receiver and the token re-check together; the first one to
+    end decides how the connection closes."""
     max_message = app_state(websocket)["config"].client_message_max_bytes
     joiner = asyncio.create_task(joining, name="ws-join")
     sender = asyncio.create_task(_send(websocket, sub), name="ws-send")
     receiver = asyncio.create_task(_receive(websocket, sub, max_message), name="ws-receive")
     watcher = asyncio.create_task(sub.wait_closed(), name="ws-watch")
-    pending: set[asyncio.Task[Any]] = {joiner, sender, receiver, watcher}
+    guard = asyncio.create_task(_still_authorized(websocket), name="ws-auth")
+    pending: set[asyncio.Task[Any]] = {joiner, sender, receiver, watcher, guard}
     close: tuple[int, str] | None = None
     try:
         while close is None and pending:
