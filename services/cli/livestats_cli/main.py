@@ -29,7 +29,7 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from . import runs, tail, tokens, watch
+from . import remote, runs, tail, tokens, watch
 from .config import CliConfig
 from .exit_codes import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
 from .follow import ProgressView, follow, report_invalid
@@ -77,10 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     tokens.add_parser(sub)
     # The same connection flags wherever they apply (they override LIVESTATS_* variables).
     for name, command in sub.choices.items():
-        if name in ("watch",):
-            command.add_argument("--gateway", help="gateway URL (env LIVESTATS_GATEWAY_URL)")
+        if name in remote.COMMANDS or name == "watch":
+            command.add_argument("--gateway", help="through this gateway, not Redis (env LIVESTATS_GATEWAY_URL)")
             command.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
-        elif name not in ("worker", "gateway", "token"):
+        if name not in ("worker", "gateway", "token", "watch"):
             command.add_argument("--redis-url", help="Redis to use (env LIVESTATS_REDIS_URL or REDIS_URL)")
     return p
 
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         except OSError as exc:
             print(f"error: cannot read spec: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
+    if config.gateway_url is not None and args.command in remote.COMMANDS:
+        sys.exit(asyncio.run(remote.run(config, args)))
     handlers: dict[str, Handler] = {
         "submit": _submit,
         "status": _status,

@@ -68,12 +68,16 @@ def _valid(run_id: str) -> bool:
 
 
 async def run(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
-    runs = await latest_runs(redis, limit=args.limit, statuses=set(args.status or ()))
-    if args.json:
+    show(await latest_runs(redis, limit=args.limit, statuses=set(args.status or ())), as_json=args.json)
+    return EXIT_OK
+
+
+def show(runs: list[RunSnapshot], *, as_json: bool) -> None:
+    if as_json:
         sys.stdout.buffer.write(orjson.dumps([r.model_dump(mode="json") for r in runs]) + b"\n")
-        return EXIT_OK
+        sys.stdout.flush()
+        return
     for r in runs:
         created = datetime.fromtimestamp(r.created_ts / 1000, UTC).strftime("%F %T") if r.created_ts else "-"
         kind = " external" if r.external else ""
         print(f"{r.run_id:<26} {r.status:<10} {created}  {r.calls_done:>6}/{r.planned_calls:<6} {r.name}{kind}")
-    return EXIT_OK

@@ -75,7 +75,7 @@ async def run(config: CliConfig, args: argparse.Namespace) -> int:
                 if not ready:
                     # Read what is already there only now that no later write can be missed.
                     ready = True
-                    _note(f"watching {path} for run {run_id}, publishing to {config.gateway_url}")
+                    _note(f"watching {path} for run {run_id}, publishing to {gateway.url}")
                     await watcher.handle()
                 elif any(change != Change.deleted for change, _ in batch):
                     await watcher.handle()
