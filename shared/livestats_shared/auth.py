@@ -134,6 +134,9 @@ def save_token_file(path: Path, records: Iterable[TokenRecord]) -> None:
     tmp.replace(path)  # atomic: a gateway reading it never sees half a file
 
 
+_RECENT_MAX = 10_000  # remembered lookups
+
+
 class TokenStore:
     """Tokens kept in Redis (created and revoked at run time by `livestats token`) plus fixed
     records from settings or a file (read once at start)."""
@@ -141,6 +144,9 @@ class TokenStore:
     def __init__(self, redis: Redis, fixed: Iterable[TokenRecord] = ()) -> None:
         self.redis = redis
         self._fixed = {r.digest: r for r in fixed}
+        # Answers of recent Redis lookups, for callers that accept a bounded staleness (open
+        # streams re-checking their token): one lookup per token, not per connection.
+        self._recent: dict[str, tuple[float, Principal | None]] = {}
 
     async def create(
         self, principal: str, scopes: Iterable[Scope], teams: Iterable[str] = (), note: str = ""
@@ -158,12 +164,24 @@ class TokenStore:
         stored = [TokenRecord.model_validate_json(v) for v in raw.values()]
         return sorted([*self._fixed.values(), *stored], key=lambda r: (r.principal, r.created_ms))
 
-    async def verify(self, token: str) -> Principal | None:
-        """The token's principal, or None for an unknown, revoked or malformed token."""
+    async def verify(self, token: str, *, max_age_s: float = 0.0) -> Principal | None:
+        """The token's principal, or None for an unknown, revoked or malformed token. With
+        `max_age_s`, an answer looked up at most that long ago may be reused."""
         presented = digest(token)
         fixed = self._fixed.get(presented)
         if fixed is not None:
             return fixed.as_principal()
+        now = time.monotonic()
+        recent = self._recent.get(presented)
+        if recent is not None and now - recent[0] <= max_age_s:
+            return recent[1]
+        principal = await self._lookup(token, presented)
+        if len(self._recent) >= _RECENT_MAX:
+            self._recent.clear()  # crude but bounded; the next round of re-checks refills it
+        self._recent[presented] = (now, principal)
+        return principal
+
+    async def _lookup(self, token: str, presented: str) -> Principal | None:
         tid = token_id(token)
         if tid is None:
             return None

@@ -24,8 +24,9 @@ class GatewayHandle:
     """One gateway process-alike. `stop()` and `start()` restart it on the same port.
     `headers` authenticate as the gateway's fixed admin token (principal `admin`)."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, log_level: str = "warning") -> None:
         self.config = config
+        self.log_level = log_level
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
 
@@ -52,7 +53,7 @@ class GatewayHandle:
         return f"ws://127.0.0.1:{self.config.port}"
 
     def start(self) -> GatewayHandle:
-        self.server = uvicorn.Server(uvicorn_config(self.config, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn_config(self.config, log_level=self.log_level))
         self.thread = threading.Thread(target=self.server.run, name=f"gateway-{self.config.port}", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 15
@@ -84,21 +85,18 @@ def start_gateway(redis_url: str, queue_name: str) -> Iterator[object]:
     """Start gateways with settings overrides; all are stopped at teardown."""
     started: list[GatewayHandle] = []
 
-    def start(**overrides: object) -> GatewayHandle:
+    def start(log_level: str = "warning", **overrides: object) -> GatewayHandle:
         settings: dict[str, object] = {
+            "redis_url": redis_url,
+            "queue_name": queue_name,
             "heartbeat_s": 0.5,
             "stall_check_interval_s": 0.2,
             "admin_token": secrets.token_urlsafe(32),
             "max_streams_per_principal": 10_000,  # load tests open many sockets as one admin
             **overrides,
         }
-        config = GatewayConfig(
-            redis_url=redis_url,
-            queue_name=queue_name,
-            port=free_port(),
-            **settings,  # type: ignore[arg-type]
-        )
-        handle = GatewayHandle(config).start()
+        config = GatewayConfig(port=free_port(), **settings)  # type: ignore[arg-type]
+        handle = GatewayHandle(config, log_level).start()
         started.append(handle)
         return handle
 

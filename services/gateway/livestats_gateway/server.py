@@ -8,10 +8,11 @@ import uvicorn
 
 from .app import create_app
 from .config import GatewayConfig
+from .logs import install_redaction
 
 
 def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn.Config:
-    return uvicorn.Config(
+    settings = uvicorn.Config(
         create_app(config),
         host=config.host,
         port=config.port,
@@ -27,3 +28,5 @@ def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn
         proxy_headers=True,
         server_header=False,
     )
+    install_redaction()  # after uvicorn.Config, which configures logging
+    return settings

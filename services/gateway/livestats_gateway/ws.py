@@ -91,7 +91,8 @@ async def _still_authorized(websocket: WebSocket) -> None:
     while True:
         await asyncio.sleep(state["config"].auth_recheck_s)
         try:
-            principal = await state["tokens"].verify(credential.token)
+            interval = state["config"].auth_recheck_s
+            principal = await state["tokens"].verify(credential.token, max_age_s=interval / 2)
         except UNAVAILABLE as exc:
             # An outage is not a revocation; the hub tells clients about outages itself.
             log.info("token re-check skipped, Redis unavailable: %s", exc)
