@@ -36,6 +36,7 @@ PROTECTED = {
     ("GET", "/api/runs/{run_id}/events"): ("read", None),
     ("GET", "/api/runs/{run_id}/stream"): ("read", None),
     ("POST", "/api/runs/{run_id}/cancel"): ("submit", None),
+    ("POST", "/api/runs/{run_id}/events"): ("submit", {"events": [{"type": "heartbeat", "data": {}}]}),
 }
 SOCKETS = ("/ws/runs", "/ws/runs/{run_id}")
 
