@@ -3,6 +3,7 @@ to `/api/runs/{id}/events` the way a shell orchestrator would with curl."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -161,3 +162,24 @@ async def test_a_producer_needs_a_valid_token_with_the_submit_scope_for_a_run_it
     async with gateway.client(bob) as http:
         assert (await http.post(f"/api/runs/{run_id}/events", json=batch)).status_code == 404, "not bob's run"
     assert [e.type for e in await read_events(redis, run_id)] == ["run.queued", "run.started"]
+
+
+async def test_a_finish_racing_a_batch_leaves_no_event_after_run_finished(client, redis):
+    run_id = await open_external(client)
+    assert (await client.post(f"/api/runs/{run_id}/events", json={"events": [started()]})).status_code == 200
+    beat = {"type": "heartbeat", "data": {"elapsed_s": 1, "remaining_s": 1, "in_flight": 0, "pids": []}}
+    finish = {"type": "run.finished", "data": {"outcome": "failed", "reason": "aborted"}}
+    url = f"/api/runs/{run_id}/events"
+    beats, finished = await asyncio.gather(
+        client.post(url, json={"events": [beat] * 500}), client.post(url, json={"events": [finish]})
+    )
+    assert finished.status_code == 200, finished.text
+    events = await read_events(redis, run_id)
+    assert events[-1].type == "run.finished", "nothing is written after the run finished"
+    written = sum(e.type == "heartbeat" for e in events)
+    if beats.status_code == 200:  # the batch was written before the finish
+        assert written == 500
+    else:  # the finish came first, or inside the batch: the rest was refused, and the answer says how much
+        detail = beats.json()["detail"]
+        assert beats.status_code == 409
+        assert f"{written} of 500 written" in detail or (written == 0 and "has finished (failed)" in detail)

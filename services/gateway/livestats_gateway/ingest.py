@@ -9,6 +9,7 @@ field). The publish script assigns `seq`; the producer sends only `type`, `data`
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -16,8 +17,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from livestats_shared import keys
 from livestats_shared.control import TERMINAL, UnknownRun
+from livestats_shared.errors import RunStateConflict
 from livestats_shared.events import DATA_MODELS, EventData, EventType
 from livestats_shared.ids import RunId
+from livestats_shared.publish import Published
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
@@ -30,6 +33,7 @@ from .state import app_state
 INGEST_MAX_BYTES = 1 << 20
 # The run already exists (POST /api/runs wrote it): a producer cannot queue it again.
 _NOT_INGESTED = frozenset({"run.queued"})
+_OPEN = ("queued", "running")  # statuses in which a run takes events
 
 router = APIRouter(dependencies=[Depends(known_errors)])
 
@@ -79,13 +83,24 @@ async def ingest(run_id: ValidRunId, batch: IngestBatch, principal: Submitter, r
     await _check_open(state["redis"], run_id)
     publisher = state["publisher"]
     now = int(time.time() * 1000)
-    # One outbox, drained in order: the earlier events are cut into one chunk (one script call),
-    # and once the awaited last event is written, every event before it is too.
-    for event, data in zip(batch.events[:-1], payloads[:-1], strict=True):
-        publisher.emit(run_id, data, ts=now if event.ts is None else event.ts)
-    last_ts = batch.events[-1].ts
-    published = await publisher.publish(run_id, payloads[-1], ts=now if last_ts is None else last_ts)
-    return Ingested(run_id=run_id, accepted=len(payloads), last_seq=published.seq, last_id=published.id)
+    # Each event is guarded (the script refuses it once the run has finished, atomically with
+    # the write), so a finish that races this batch (another request, the stall monitor) cuts
+    # it cleanly. Tasks start in creation order, so the events enter the outbox in batch order;
+    # the drain writes them in one pipeline.
+    writes = [
+        asyncio.ensure_future(publisher.publish(run_id, data, guard=_OPEN, ts=now if event.ts is None else event.ts))
+        for event, data in zip(batch.events, payloads, strict=True)
+    ]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    written = [r for r in results if isinstance(r, Published)]
+    for r in results:
+        if isinstance(r, RunStateConflict):
+            raise HTTPException(
+                409, f"run {run_id} finished ({r.status}) during this batch: {len(written)} of {len(results)} written"
+            )
+        if isinstance(r, BaseException):
+            raise r
+    return Ingested(run_id=run_id, accepted=len(written), last_seq=written[-1].seq, last_id=written[-1].id)
 
 
 def _validated(batch: IngestBatch) -> list[EventData]:
