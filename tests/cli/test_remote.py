@@ -72,12 +72,12 @@ async def test_tail_through_the_gateway_resumes_after_the_gateway_restarts(
     from livestats_shared.spec import RunSpec
 
     gateway = start_gateway(shutdown_grace_s=0)
-    await start_worker()
     longer = {**SPEC, "phases": [{**p, "calls": 10} for p in SPEC["phases"]]}
     run_id = await submit_run(redis, publisher, RunSpec.model_validate(longer), queue_name=queue_name)
     proc = await cli(gateway, "tail", run_id, "--interval", "0.05")
     async with asyncio.timeout(30):
         first = await proc.stdout.readline()  # the view is drawn: history replayed, stream live
+    await start_worker()  # only now: tail sees the run from before its first call
     await wait_for_event(redis, run_id, "call.succeeded", count=4)
     await asyncio.to_thread(gateway.stop)
     await asyncio.sleep(0.5)

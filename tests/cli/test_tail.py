@@ -39,13 +39,23 @@ async def finish(proc: asyncio.subprocess.Process, timeout_s: float = 60) -> tup
     return proc.returncode, (out or b"").decode(), err.decode()
 
 
+async def started_tail(redis_url: str, run_id: str, start_worker) -> tuple[asyncio.subprocess.Process, bytes]:
+    """Tail a queued run, and start the worker only once tail shows it: however slow the
+    machine, tail sees the run from before its first call."""
+    proc = await tail(redis_url, run_id, "--interval", "0.05")
+    async with asyncio.timeout(30):
+        first = await proc.stdout.readline()
+    await start_worker()
+    return proc, first
+
+
 async def test_tail_of_a_live_run_shows_rising_counters_and_ends_with_its_outcome(
     redis, redis_url, publisher, queue_name, start_worker
 ):
-    await start_worker()
     run_id = await submit_run(redis, publisher, two_phases(), queue_name=queue_name)
-    proc = await tail(redis_url, run_id, "--interval", "0.05")
+    proc, first = await started_tail(redis_url, run_id, start_worker)
     code, out, err = await finish(proc)
+    out = first.decode() + out
     assert code == 0, err
 
     done = [int(m.group(1)) for m in COUNTERS.finditer(out)]
@@ -60,11 +70,8 @@ async def test_tail_of_a_live_run_shows_rising_counters_and_ends_with_its_outcom
 
 
 async def test_tail_resumes_after_its_connection_is_dropped(redis, redis_url, publisher, queue_name, start_worker):
-    await start_worker()
     run_id = await submit_run(redis, publisher, two_phases(4), queue_name=queue_name)
-    proc = await tail(redis_url, run_id, "--interval", "0.05")
-    async with asyncio.timeout(30):
-        first = await proc.stdout.readline()  # the view's first counters: tail is connected
+    proc, first = await started_tail(redis_url, run_id, start_worker)
     await wait_for_event(redis, run_id, "call.succeeded", count=2)
     killed = 0
     for client in await redis.client_list():
@@ -81,15 +88,15 @@ async def test_tail_resumes_after_its_connection_is_dropped(redis, redis_url, pu
 
 
 async def test_tail_on_a_terminal_redraws_the_view_in_place(redis, redis_url, publisher, queue_name, start_worker):
-    await start_worker()
     run_id = await submit_run(redis, publisher, two_phases(3), queue_name=queue_name)
     controller, terminal = pty.openpty()
     try:
         proc = await tail(redis_url, run_id, stdout=terminal)
         os.close(terminal)
         terminal = -1
+        chunks = [await asyncio.to_thread(os.read, controller, 65536)]  # the first frame: the run is queued
+        await start_worker()
         code, _, err = await finish(proc)
-        chunks = []
         while True:
             try:
                 chunk = os.read(controller, 65536)
