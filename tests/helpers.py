@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 
 from livestats_shared import keys
@@ -45,3 +47,22 @@ async def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.0
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(interval_s)
+
+
+async def livestats(redis_url: str, queue: str, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+    env = {**os.environ, "LIVESTATS_REDIS_URL": redis_url, "LIVESTATS_QUEUE_NAME": queue}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "livestats_cli", *argv,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 60)
+    except TimeoutError:
+        proc.kill()  # never leave a CLI process behind a failing test
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

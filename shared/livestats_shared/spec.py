@@ -18,9 +18,12 @@ _ENV_KEY = re.compile(r"FPF_[A-Z0-9_]{1,60}")
 
 
 class PhaseSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no "1" -> 1, false -> 0.0
 
-    name: str = Field(description="Phase name, e.g. generate, evaluate, compare.")
+    name: str = Field(
+        description="Phase name, e.g. generate, evaluate, compare.",
+        json_schema_extra={"pattern": f"^{_NAME.pattern}$"},  # documents the validator below
+    )
     calls: int = Field(ge=1, le=100_000, description="FPF calls in this phase.")
     concurrency: int = Field(4, ge=1, le=256, description="Calls running at once.")
     output: Literal["json", "text"] = Field(
@@ -35,7 +38,11 @@ class PhaseSpec(BaseModel):
         max_length=100_000,
         description="Prompt file content; {phase}, {call} and {run_id} are substituted.",
     )
-    env: dict[str, str] = Field(default_factory=dict, description="Extra FPF_* environment variables.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra FPF_* environment variables.",
+        json_schema_extra={"propertyNames": {"pattern": f"^{_ENV_KEY.pattern}$"}},
+    )
 
     @field_validator("name")
     @classmethod
@@ -63,7 +70,7 @@ class PhaseSpec(BaseModel):
 
 
 class RunSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no "1" -> 1, false -> 0.0
 
     name: str = Field("run", min_length=1, max_length=200)
     phases: list[PhaseSpec] = Field(min_length=1, max_length=100)

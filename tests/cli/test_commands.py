@@ -4,33 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 
 import pytest
-from helpers import wait_finished
+from helpers import livestats, wait_finished
 
 FAST_SPEC = {"name": "cli", "phases": [{"name": "generate", "calls": 3, "env": {"FPF_SIM_LATENCY_MS": "20"}}]}
 HANGING_SPEC = {"name": "hang", "phases": [{"name": "generate", "calls": 2, "env": {"FPF_SIM_BEHAVIOUR": "hang"}}]}
-
-
-async def livestats(redis_url: str, queue: str, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
-    env = {**os.environ, "LIVESTATS_REDIS_URL": redis_url, "LIVESTATS_QUEUE_NAME": queue}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "livestats_cli", *argv,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 60)
-    except TimeoutError:
-        proc.kill()  # never leave a CLI process behind a failing test
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_submit_wait_status_and_events_tell_the_same_story(redis, redis_url, queue_name, start_worker):

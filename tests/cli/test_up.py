@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from livestats_cli.embedded import EmbeddedServer, free_port
+from livestats_shared import keys
 from livestats_shared.history import read_events
 from livestats_shared.redis_client import connect
 from proc_util import kill_all_with_env, pids_with_env
@@ -115,8 +116,15 @@ def _gateway_pids(marker: str) -> list[int]:
     return found
 
 
-def test_up_starts_the_gateway_prints_its_urls_and_stops_it_on_sigterm(start_up):
-    proc, marker, _port = start_up(TINY)
+def _get_json(url: str, token: str) -> dict:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with opener.open(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_up_starts_the_gateway_prints_its_urls_and_stops_it_on_sigterm(start_up, tmp_path):
+    proc, marker, port = start_up(TINY)
     lines = _read_until(proc, "stack is up")
     out = "".join(lines)
     base = next(ln.split()[2].rstrip(",") for ln in lines if ln.startswith("gateway on "))
@@ -126,12 +134,31 @@ def test_up_starts_the_gateway_prints_its_urls_and_stops_it_on_sigterm(start_up)
     assert f"{base.replace('http://', 'ws://')}/ws/runs/{run_id}" in out
     assert _healthz_status(base) == 200
     assert len(_gateway_pids(marker)) == 1
+    # The login URL carries a local admin token in its fragment (never sent to a server).
+    login = next(ln.split()[1] for ln in lines if ln.startswith("open ") and "/login#token=" in ln)
+    assert login.startswith(f"{base}/login#token=lsk_")
+    token = login.split("#token=", 1)[1]
+    assert _get_json(f"{base}/api/session", token)["principal"] == "local-admin"
+    assert _get_json(f"{base}/api/runs/{run_id}", token)["owner"] == "local-admin"
 
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out + rest
     assert _gateway_pids(marker) == []
     assert pids_with_env("LS_TEST_MARKER", marker) == []
+    assert token not in (tmp_path / "run" / "gateway.log").read_text()
+
+    # The session's token was revoked on the way out (the server's data survives on disk).
+    with EmbeddedServer(tmp_path / "run" / "valkey", port) as server:
+
+        async def stored_tokens() -> dict:
+            client = connect(server.url, "livestats.tests")
+            try:
+                return await client.hgetall(keys.AUTH_TOKENS)
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(stored_tokens()) == {}
 
 
 @pytest.fixture

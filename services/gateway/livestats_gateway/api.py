@@ -24,6 +24,7 @@ from .auth import Reader, Submitter, check_run_visible
 from .paging import CURSOR_PATTERN, STREAM_ID_PATTERN, IndexPosition, exclusive_start, read_event_page, read_run_page
 from .routing import (
     AUTH_RESPONSES,
+    MALFORMED_BODY,
     NOT_FOUND,
     RETRY_AFTER_S,
     UNAVAILABLE_RESPONSE,
@@ -86,7 +87,7 @@ async def readyz(request: Request) -> JSONResponse:
     max_body_size=MAX_SPEC_BYTES,
     responses={
         **AUTH_RESPONSES,
-        422: {"model": ErrorBody, "description": "Invalid spec, or a team the caller is not in."},
+        **MALFORMED_BODY,
         413: {
             "model": ErrorBody,
             "description": f"Body over {MAX_SPEC_BYTES} bytes. Refused before it is read when its "

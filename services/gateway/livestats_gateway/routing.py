@@ -28,6 +28,7 @@ NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No such run (o
 UNAVAILABLE_RESPONSE: Responses = {
     503: {"model": ErrorBody, "description": "Redis is unavailable; retry after `Retry-After` seconds."}
 }
+MALFORMED_BODY: Responses = {400: {"model": ErrorBody, "description": "The body is not valid JSON."}}
 AUTH_RESPONSES: Responses = {
     401: {"model": ErrorBody, "description": "No token, or an unknown or revoked one."},
     403: {"model": ErrorBody, "description": "The token lacks the scope, or the browser origin is not allowed."},

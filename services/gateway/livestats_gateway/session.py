@@ -15,12 +15,13 @@ from livestats_shared.auth import Principal, Scope
 from pydantic import BaseModel, Field
 
 from .auth import SESSION_COOKIE, Reader, origin_allowed
-from .routing import AUTH_RESPONSES, UNAVAILABLE_RESPONSE, known_errors
+from .routing import AUTH_RESPONSES, MALFORMED_BODY, UNAVAILABLE_RESPONSE, known_errors
 from .schemas import ErrorBody
 from .state import app_state
 
 router = APIRouter(tags=["session"], dependencies=[Depends(known_errors)])
 SESSION_MAX_AGE_S = 7 * 24 * 3600  # the cookie; the token itself lives until revoked
+LOGIN_MAX_BYTES = 4_096  # a login body holds one token
 
 
 class Login(BaseModel):
@@ -39,9 +40,12 @@ def _whoami(principal: Principal) -> Whoami:
 
 @router.post(
     "/api/session",
+    max_body_size=LOGIN_MAX_BYTES,
     responses={
         401: {"model": ErrorBody, "description": "Unknown or revoked token."},
         403: {"model": ErrorBody, "description": "The browser origin is not allowed."},
+        **MALFORMED_BODY,
+        413: {"model": ErrorBody, "description": f"Body over {LOGIN_MAX_BYTES} bytes."},
         **UNAVAILABLE_RESPONSE,
     },
 )

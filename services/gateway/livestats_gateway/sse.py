@@ -11,16 +11,15 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from livestats_shared import keys
 from livestats_shared.control import UnknownRun
-from livestats_shared.errors import InvalidRunId
 from livestats_shared.history import read_stats_hash
-from livestats_shared.ids import validate_run_id
 from livestats_shared.redis_client import UNAVAILABLE
 
 from .auth import Reader, check_run_visible
 from .hub import Hub
 from .join import join
 from .limits import ConnectionLimiter
-from .routing import AUTH_RESPONSES, NOT_FOUND, UNAVAILABLE_RESPONSE, known_errors
+from .paging import STREAM_ID_PATTERN
+from .routing import AUTH_RESPONSES, NOT_FOUND, UNAVAILABLE_RESPONSE, ValidRunId, invalid, known_errors
 from .schemas import ErrorBody
 from .state import app_state
 from .subscriber import Subscriber, SubscriberClosed
@@ -38,7 +37,6 @@ _RETRY_MS = 1_000  # tells EventSource how soon to reconnect
         200: {"content": {"text/event-stream": {}}, "description": "history, then live events"},
         **AUTH_RESPONSES,
         **NOT_FOUND,
-        422: {"model": ErrorBody, "description": "Invalid run id or resume position."},
         429: {"model": ErrorBody, "description": "The principal holds too many open streams on this gateway."},
         **UNAVAILABLE_RESPONSE,
     },
@@ -47,18 +45,20 @@ _RETRY_MS = 1_000  # tells EventSource how soon to reconnect
 async def run_stream(
     request: Request,
     principal: Reader,
-    run_id: str,
-    since: str | None = Query(None, description="Stream id to resume after (Last-Event-ID wins)."),
-    last_event_id: str | None = Header(None),
+    rid: ValidRunId,
+    since: str | None = Query(
+        None, pattern=STREAM_ID_PATTERN, description="Stream id to resume after (Last-Event-ID wins)."
+    ),
+    last_event_id: str | None = Header(None, pattern=STREAM_ID_PATTERN),
 ) -> StreamingResponse:
     state = app_state(request)
     resume = last_event_id or since
-    try:
-        rid = validate_run_id(run_id)
-        if resume:
+    if resume:
+        try:
             parse_stream_id(resume)
-    except (InvalidRunId, InvalidStreamId) as exc:
-        raise HTTPException(422, str(exc)) from exc
+        except InvalidStreamId as exc:
+            where, name = ("header", "last-event-id") if last_event_id else ("query", "since")
+            raise invalid(where, name, resume, str(exc)) from exc
     # Checked before the 200 goes out, so a wrong id is a plain 404, not an empty stream.
     await check_run_visible(request, principal, rid)
     redis = state["redis"]
