@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from .auth import Submitter, check_run_visible
-from .routing import AUTH_RESPONSES, NOT_FOUND, UNAVAILABLE_RESPONSE, ValidRunId, known_errors
+from .routing import AUTH_RESPONSES, MALFORMED_BODY, NOT_FOUND, UNAVAILABLE_RESPONSE, ValidRunId, known_errors
 from .schemas import ErrorBody
 from .state import app_state
 
@@ -62,6 +62,7 @@ class Ingested(BaseModel):
     tags=["runs"],
     max_body_size=INGEST_MAX_BYTES,
     responses={
+        **MALFORMED_BODY,
         **AUTH_RESPONSES,
         **NOT_FOUND,
         409: {"model": ErrorBody, "description": "The run is not external, or has finished."},
