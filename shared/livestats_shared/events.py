@@ -58,10 +58,24 @@ class TokenUsage(BaseModel):
         return self.input_tokens + self.output_tokens
 
 
+Complexity = Literal["low", "medium", "high", "maintenance"]
+# Categories are open-ended (implementation, refactoring, testing, ...) but become report keys
+# and stats-hash values: short lowercase words only.
+CATEGORY_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
+
+
 class PhasePlan(BaseModel):
+    """A phase as planned. The estimation fields are optional (streams without them parse):
+    `predicted_tokens` is the whole phase's prediction (the spec's per-call prediction x calls)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     calls: int
+    category: str | None = Field(None, pattern=CATEGORY_PATTERN)  # implementation, testing, ...
+    complexity: Complexity | None = None
+    deliverables: int | None = Field(None, ge=1)
+    predicted_tokens: int | None = Field(None, ge=0)
+    is_test: bool = False  # a test sample: excluded from estimation summaries
 
 
 class RunQueued(_Data):
@@ -75,6 +89,7 @@ class RunQueued(_Data):
     # them (and to admins). None for runs made by operator tools straight through Redis.
     owner: str | None = Field(None, pattern=NAME_PATTERN)
     team: str | None = Field(None, pattern=NAME_PATTERN)
+    replay_of: str | None = None  # the run this one re-publishes (`livestats replay`)
 
 
 class RunStarted(_Data):
@@ -94,6 +109,11 @@ class PhaseStarted(_Data):
     index: int
     calls: int
     concurrency: int
+    # The phase's estimation fields, as in PhasePlan (optional).
+    category: str | None = Field(None, pattern=CATEGORY_PATTERN)
+    complexity: Complexity | None = None
+    deliverables: int | None = Field(None, ge=1)
+    predicted_tokens: int | None = Field(None, ge=0)
 
 
 class PhaseFinished(_Data):
@@ -103,6 +123,8 @@ class PhaseFinished(_Data):
     succeeded: int
     failed: int
     duration_s: float
+    # Tokens the phase's answers reported using (sum of their usage); None if none reported.
+    actual_tokens: int | None = Field(None, ge=0)
 
 
 class CallStarted(_Data):

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .events import PhasePlan
+from .events import CATEGORY_PATTERN, Complexity, PhasePlan
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Only FPF_* variables reach the subprocess from a spec: a spec must not be able to set
 # PATH, LD_PRELOAD or anything else that changes what runs.
 MAX_SPEC_BYTES = 1 << 20  # a run spec as JSON, bytes
 _ENV_KEY = re.compile(r"FPF_[A-Z0-9_]{1,60}")
+
+
+class PhaseEstimate(TypedDict):
+    category: str | None
+    complexity: Complexity | None
+    deliverables: int | None
+    predicted_tokens: int | None
 
 
 class PhaseSpec(BaseModel):
@@ -33,6 +40,12 @@ class PhaseSpec(BaseModel):
     call_timeout_s: float = Field(120.0, gt=0, le=3600, description="Per-attempt timeout.")
     max_attempts: int = Field(3, ge=1, le=20, description="Attempts per call, first one included.")
     predicted_tokens: int | None = Field(None, ge=0, description="Predicted tokens per call, if known.")
+    category: str | None = Field(
+        None, pattern=CATEGORY_PATTERN, description="Kind of work: implementation, refactoring, testing, ..."
+    )
+    complexity: Complexity | None = Field(None, description="low, medium, high or maintenance.")
+    deliverables: int | None = Field(None, ge=1, le=100_000, description="Number of deliverables of the phase.")
+    is_test: bool = Field(False, description="A test phase: its estimation sample is kept out of summaries.")
     prompt: str = Field(
         "Phase {phase}, item {call}.",
         max_length=100_000,
@@ -61,6 +74,15 @@ class PhaseSpec(BaseModel):
         if nul:
             raise ValueError(f"environment values cannot contain NUL bytes: {nul}")
         return v
+
+    def estimate(self) -> PhaseEstimate:
+        """The estimation fields its phase events carry; predicted tokens for the whole phase."""
+        return PhaseEstimate(
+            category=self.category,
+            complexity=self.complexity,
+            deliverables=self.deliverables,
+            predicted_tokens=None if self.predicted_tokens is None else self.predicted_tokens * self.calls,
+        )
 
     @model_validator(mode="after")
     def _min_bytes_needs_text(self) -> PhaseSpec:
@@ -112,4 +134,4 @@ class RunSpec(BaseModel):
         return max(self.retry_budget_min, math.ceil(self.retry_budget_ratio * self.planned_calls))
 
     def plan(self) -> list[PhasePlan]:
-        return [PhasePlan(name=p.name, calls=p.calls) for p in self.phases]
+        return [PhasePlan(name=p.name, calls=p.calls, is_test=p.is_test, **p.estimate()) for p in self.phases]

@@ -19,6 +19,7 @@ from .events import (
     CallRetrying,
     CallStarted,
     CallSucceeded,
+    Complexity,
     Event,
     EventData,
     Heartbeat,
@@ -69,7 +70,13 @@ def delta_for(data: EventData, ts: int) -> Delta:
                 sets["owner"] = data.owner
             if data.team is not None:
                 sets["team"] = data.team
-            sets.update({phase_field(p.name, "planned"): str(p.calls) for p in data.phases})
+            for p in data.phases:
+                sets[phase_field(p.name, "planned")] = str(p.calls)
+                sets.update(_estimate_fields(p.name, p.category, p.complexity, p.deliverables, p.predicted_tokens))
+                if p.is_test:
+                    sets[phase_field(p.name, "is_test")] = "1"
+            if data.replay_of is not None:
+                sets["replay_of"] = data.replay_of
             if data.spec.get("external") is True:
                 sets["external"] = "1"  # the ingest API accepts events for this run only
             return Delta(set=sets)
@@ -85,9 +92,22 @@ def delta_for(data: EventData, ts: int) -> Delta:
                 sets["heartbeat_s"] = _num(data.heartbeat_s)
             return Delta(set=sets)
         case PhaseStarted():
-            return Delta(set={"current_phase": data.phase, "phase_index": str(data.index)})
+            sets = {
+                "current_phase": data.phase,
+                "phase_index": str(data.index),
+                phase_field(data.phase, "state"): "running",
+            }
+            sets.update(
+                _estimate_fields(data.phase, data.category, data.complexity, data.deliverables, data.predicted_tokens)
+            )
+            return Delta(set=sets)
         case PhaseFinished():
-            return Delta(incr={"phases_done": 1})
+            sets = {phase_field(data.phase, "state"): "finished"}
+            if data.actual_tokens is not None:
+                # The phase's own total: a producer without call events (a shell orchestrator)
+                # has no other way to report tokens. Set, not counted: actual_tokens counts.
+                sets[phase_field(data.phase, "reported_tokens")] = str(data.actual_tokens)
+            return Delta(incr={"phases_done": 1}, set=sets)
         case CallStarted():
             incr = {"total_calls": 1, "in_flight": 1}
             if data.attempt == 1 and data.predicted_tokens is not None:
@@ -104,6 +124,7 @@ def delta_for(data: EventData, ts: int) -> Delta:
                 incr["input_tokens"] = data.usage.input_tokens
                 incr["output_tokens"] = data.usage.output_tokens
                 incr["total_tokens"] = data.usage.total_tokens
+                incr[phase_field(data.phase, "actual_tokens")] = data.usage.total_tokens
             # A later success clears the last error; the error stays in the stream and the counts.
             return Delta(incr=incr, delete=("last_error",))
         case CallFailed():
@@ -145,6 +166,19 @@ def delta_for(data: EventData, ts: int) -> Delta:
     raise TypeError(f"no stats delta defined for {type(data).__name__}")
 
 
+def _estimate_fields(
+    phase: str, category: str | None, complexity: str | None, deliverables: int | None, predicted: int | None
+) -> dict[str, str]:
+    """A phase's estimation fields that are known (set, never counted: the plan states them)."""
+    known = {
+        "category": category,
+        "complexity": complexity,
+        "deliverables": deliverables,
+        "predicted_tokens": predicted,
+    }
+    return {phase_field(phase, k): str(v) for k, v in known.items() if v is not None}
+
+
 def apply(stats: dict[str, str], delta: Delta) -> None:
     """Apply a delta to an in-memory hash exactly as the publish script does in Redis."""
     for key, n in delta.incr.items():
@@ -173,6 +207,21 @@ class PhaseProgress(BaseModel):
     planned: int = 0
     done: int = 0
     failed: int = 0
+    state: str | None = None  # running, finished; None before the phase starts
+    category: str | None = None
+    complexity: Complexity | None = None
+    deliverables: int | None = None
+    predicted_tokens: int | None = None  # the whole phase's prediction
+    actual_tokens: int = 0  # tokens the phase's answers reported (live)
+    reported_tokens: int | None = None  # the total its phase.finished stated, if any
+
+    @property
+    def used_tokens(self) -> int:
+        """The phase's actual tokens: the total it stated (a producer without call events has no
+        other figure), else the sum its answers reported."""
+        return self.actual_tokens if self.reported_tokens is None else self.reported_tokens
+
+    is_test: bool = False
 
 
 class RunSnapshot(BaseModel):
@@ -214,6 +263,7 @@ class RunSnapshot(BaseModel):
     external: bool = False  # events come from an external producer, not a worker
     owner: str | None = None  # who submitted it (None: an operator tool; admins only)
     team: str | None = None  # shared with this team
+    replay_of: str | None = None  # the run this one replays
     phases: list[PhaseProgress] = []
 
     @classmethod
@@ -225,6 +275,14 @@ class RunSnapshot(BaseModel):
                 planned=int(h.get(phase_field(n, "planned"), 0)),
                 done=int(h.get(phase_field(n, "done"), 0)),
                 failed=int(h.get(phase_field(n, "failed"), 0)),
+                state=h.get(phase_field(n, "state")),
+                category=h.get(phase_field(n, "category")),
+                complexity=h.get(phase_field(n, "complexity")),
+                deliverables=_opt_int(h.get(phase_field(n, "deliverables"))),
+                predicted_tokens=_opt_int(h.get(phase_field(n, "predicted_tokens"))),
+                actual_tokens=int(h.get(phase_field(n, "actual_tokens"), 0)),
+                reported_tokens=_opt_int(h.get(phase_field(n, "reported_tokens"))),
+                is_test=h.get(phase_field(n, "is_test")) == "1",
             )
             for n in names
         ]
@@ -232,3 +290,7 @@ class RunSnapshot(BaseModel):
         if "last_error" in h:
             scalar["last_error"] = orjson.loads(h["last_error"])
         return cls.model_validate({**scalar, "run_id": run_id, "phases": phases})
+
+
+def _opt_int(value: str | None) -> int | None:
+    return None if value is None else int(value)

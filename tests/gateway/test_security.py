@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from ws_client import publish_run
 
 SPEC = {"name": "secure", "phases": [{"name": "generate", "calls": 1}]}
-# Routes anyone may call: liveness, readiness, logging in, the login page, the API description.
+# Routes anyone may call: liveness, readiness, metrics, logging in, the login page, the API description.
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -26,6 +26,7 @@ PUBLIC = {
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
+    ("GET", "/metrics"),  # Prometheus: aggregates only, no run ids, users or messages in any label
 }
 # Every other route, the least scope it needs, and a body.
 PROTECTED = {
@@ -37,6 +38,8 @@ PROTECTED = {
     ("GET", "/api/runs/{run_id}/stream"): ("read", None),
     ("POST", "/api/runs/{run_id}/cancel"): ("submit", None),
     ("POST", "/api/runs/{run_id}/events"): ("submit", {"events": [{"type": "heartbeat", "data": {}}]}),
+    ("GET", "/api/runs/{run_id}/estimation"): ("read", None),
+    ("GET", "/api/estimation"): ("read", None),
 }
 SOCKETS = ("/ws/runs", "/ws/runs/{run_id}")
 

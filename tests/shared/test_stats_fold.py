@@ -56,7 +56,13 @@ def test_fold_counts_attempts_clears_last_error_on_success_and_balances_in_fligh
     assert orjson.loads(h["last_error"])["reason"] == "timeout"
 
     snap = RunSnapshot.from_hash("r1", h)
-    assert snap.phases[0].model_dump() == {"name": "gen", "planned": 2, "done": 2, "failed": 1}
+    assert snap.phases[0].model_dump(include={"name", "planned", "done", "failed", "actual_tokens"}) == {
+        "name": "gen",
+        "planned": 2,
+        "done": 2,
+        "failed": 1,
+        "actual_tokens": 37,  # the one success reported 7 + 30
+    }
     assert snap.last_error is not None and snap.last_error["attempt"] == 2
 
 

@@ -10,6 +10,7 @@ from typing import TextIO
 
 from livestats_shared import keys
 from livestats_shared.errors import InvalidEvent
+from livestats_shared.estimation import smape
 from livestats_shared.events import Event
 from livestats_shared.history import OnInvalid, decode_entry
 from livestats_shared.stats import RunSnapshot, apply, delta_for
@@ -76,7 +77,8 @@ class ProgressView:
             case "phase.started":
                 return f"phase {d['phase']}: {d['calls']} calls, {d['concurrency']} at a time"
             case "phase.finished":
-                return f"phase {d['phase']} done: {d['succeeded']} ok, {d['failed']} failed in {d['duration_s']:.1f} s"
+                done = f"phase {d['phase']} done: {d['succeeded']} ok, {d['failed']} failed in {d['duration_s']:.1f} s"
+                return done + self._estimate(d["phase"])
             case "call.failed":
                 final = "gave up" if d["final"] else "will retry"
                 where = f"{d['phase']}#{d['call']} attempt {d['attempt']}"
@@ -84,6 +86,14 @@ class ProgressView:
             case "run.finished":
                 return f"run finished: {d['outcome']} ({d['reason']}) {d.get('detail', '')}"
         return None
+
+    def _estimate(self, phase: str) -> str:
+        """Predicted against actual tokens of a finished phase, when it had a prediction."""
+        progress = next((p for p in self.snapshot().phases if p.name == phase), None)
+        if progress is None or progress.predicted_tokens is None:
+            return ""
+        actual, predicted = progress.used_tokens, progress.predicted_tokens
+        return f"; tokens {actual:,} of {predicted:,} predicted (SMAPE {smape(predicted, actual):.1f} %)"
 
     def _progress(self) -> None:
         s = self.snapshot()
@@ -95,6 +105,8 @@ class ProgressView:
             f"[{bar}] {done}/{s.planned_calls} {s.current_phase or '-'} | ok {s.successful_calls} "
             f"failed {s.failed_calls} retries {s.retries} in flight {s.in_flight} | tokens {s.total_tokens:,}"
         )
+        if s.predicted_tokens:
+            line += f" (predicted {s.predicted_tokens:,})"
         if s.finished_ts is not None:
             line += f" | {s.outcome}" + (f" after {s.elapsed_s:.1f} s" if s.elapsed_s is not None else "")
         elif s.elapsed_s is not None and self._heartbeat_seen is not None:

@@ -29,7 +29,7 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from . import remote, runs, tail, tokens, watch
+from . import export, remote, replay, report, runs, tail, tokens, watch
 from .config import CliConfig
 from .exit_codes import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
 from .follow import ProgressView, follow, report_invalid
@@ -75,13 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_parser(sub)
     watch.add_parser(sub)
     tokens.add_parser(sub)
+    for command in (report, export, replay):
+        command.add_parser(sub)
     # The same connection flags wherever they apply (they override LIVESTATS_* variables).
-    for name, command in sub.choices.items():
+    for name, parser in sub.choices.items():
         if name in remote.COMMANDS or name == "watch":
-            command.add_argument("--gateway", help="through this gateway, not Redis (env LIVESTATS_GATEWAY_URL)")
-            command.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
-        if name not in ("worker", "gateway", "token", "watch"):
-            command.add_argument("--redis-url", help="Redis to use (env LIVESTATS_REDIS_URL or REDIS_URL)")
+            parser.add_argument("--gateway", help="through this gateway, not Redis (env LIVESTATS_GATEWAY_URL)")
+            parser.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
+        if name not in ("worker", "gateway", "token", "watch", "report"):
+            parser.add_argument("--redis-url", help="Redis to use (env LIVESTATS_REDIS_URL or REDIS_URL)")
     return p
 
 
@@ -113,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, InvalidTokenFile, ValidationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
+    if args.command == "report":
+        sys.exit(report.run(args))  # a file in, a report out: no Redis
     if args.command == "submit":
         try:
             args.spec_text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
@@ -129,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         "runs": runs.run,
         "tail": tail.run,
         "token": lambda redis, _config, args: tokens.run_on_redis(redis, args),
+        "export": export.run,
+        "replay": replay.run,
     }
     sys.exit(asyncio.run(_with_redis(handlers[args.command], config, args)))
 

@@ -11,11 +11,12 @@ from livestats_shared.auth import Scope, TokenRecord, TokenStore, digest, load_t
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 
-from . import api, ingest, session, sse, ws
+from . import api, estimation, ingest, metrics, session, sse, ws
 from .config import GatewayConfig
 from .hub import Hub
 from .index import RunIndex
 from .limits import ConnectionLimiter
+from .metrics import GatewayMetrics
 from .stalls import StallMonitor
 from .state import State
 
@@ -29,9 +30,11 @@ def create_app(config: GatewayConfig) -> FastAPI:
             redis = connect(config.redis_url, "livestats.gateway")
             stack.push_async_callback(redis.aclose)
             publisher = await stack.enter_async_context(Publisher(redis, producer=None))
-            hub = await stack.enter_async_context(Hub(config, redis))
+            counts = GatewayMetrics()
+            hub = await stack.enter_async_context(Hub(config, redis, counts))
             index = await stack.enter_async_context(RunIndex(config, redis, hub))
             stalls = await stack.enter_async_context(StallMonitor(config, redis, publisher))
+            counts.watch(hub, stalls)
             tokens = TokenStore(redis, fixed_tokens(config))
             log.info("gateway ready (redis %s)", redact(config.redis_url))
             yield State(
@@ -43,6 +46,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
                 stalls=stalls,
                 tokens=tokens,
                 streams=ConnectionLimiter(config.max_streams_per_principal),
+                metrics=counts,
             )
             log.info("gateway stopping")
             # Teardown runs in reverse: stall monitor, index, hub (closes every client), publisher.
@@ -56,8 +60,10 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(session.router)
     app.include_router(api.router)
     app.include_router(ingest.router)
+    app.include_router(estimation.router)
     app.include_router(sse.router)
     app.include_router(ws.router)
+    app.include_router(metrics.router)
     return app
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +24,7 @@ from redis.asyncio import Redis
 
 from .background import BackgroundTasks, Backoff
 from .config import GatewayConfig
+from .metrics import GatewayMetrics
 from .subscriber import Subscriber
 from .wire import Batch, CloseCode, Frame, RawEntry, WireEvent, encode_entry, entry_fields, now_ms, raw_stream_replies
 
@@ -44,8 +46,9 @@ class Channel:
 
 
 class Hub:
-    def __init__(self, config: GatewayConfig, redis: Redis) -> None:
+    def __init__(self, config: GatewayConfig, redis: Redis, metrics: GatewayMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or GatewayMetrics()
         self.redis = redis  # commands other than the blocking read
         self._reader = raw_stream_replies(connect(config.redis_url, "livestats.gateway.reader", single_connection=True))
         # Stream reads for joins (history replay, attach): unparsed replies, see wire.py.
@@ -61,12 +64,18 @@ class Hub:
         self._unblocking: asyncio.Task[None] | None = None
         self._tasks = BackgroundTasks(log, "no live events are delivered")
         self.connected = True  # False while the reader cannot reach Redis
-        # counters (exported as metrics later; read by tests and /readyz)
+        # counters: exported by metrics.py at scrape time (plain ints keep the hot paths cheap)
         self.reads = 0
         self.events_read = 0
         self.invalid_entries = 0
-        self.resets = 0
+        self.resets = 0  # continuity breaks seen by the reader (one per stream, whatever its viewers)
+        self.resets_sent: Counter[str] = Counter()  # reset frames sent to clients, by reason
         self.slow_disconnects = 0
+        self.events_replayed = 0  # history events queued to joining clients
+        # Per-client counts of clients that have left (open ones are summed at scrape time).
+        self.frames_sent_closed: Counter[str] = Counter()
+        self.live_events_closed = 0
+        self.reader_lag_s = 0.0  # at the last read: now minus the newest event's timestamp
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -104,6 +113,8 @@ class Hub:
         finally:
             self.connections.discard(sub)
             self.detach(sub)
+            self.frames_sent_closed[sub.fmt.name] += sub.frames_sent
+            self.live_events_closed += sub.events_queued
 
     async def attach(self, run_id: str, stream: str, sub: Subscriber) -> Channel:
         """Subscribe `sub` (still joining: live batches are held) to `stream`. When this
@@ -224,6 +235,7 @@ class Hub:
                 detail = f"expected seq {channel.last_seq + 1}, stream has {event.seq}"
                 log.warning("run %s: %s (%s); clients get a reset", channel.run_id, reason, detail)
                 self.resets += 1
+                self.resets_sent[reason] += len(channel.subscribers)
                 channel.last_seq = event.seq
                 self._fanout(channel, Batch([event], await self.reset_body(channel.run_id, reason, detail)))
                 continue
@@ -231,8 +243,19 @@ class Hub:
             events.append(event)
         channel.position = entries[-1][0]
         self.events_read += len(entries)
+        self._observe_lag(entries)
         if events:
             self._fanout(channel, Batch(events))
+
+    def _observe_lag(self, entries: list[RawEntry]) -> None:
+        """Once per batch, not per event: the oldest event's age (delivery lag) and the
+        newest one's (reader lag). Event times come from the producer's clock."""
+        oldest, newest = _ts_of(entries[0][1]), _ts_of(entries[-1][1])
+        now = now_ms()
+        if oldest is not None:
+            self.metrics.delivery_lag.observe(max(0, now - oldest) / 1000)
+        if newest is not None:
+            self.reader_lag_s = max(0, now - newest) / 1000
 
     def _fanout(self, channel: Channel, batch: Batch) -> None:
         for sub in list(channel.subscribers):
@@ -261,6 +284,13 @@ class Hub:
                 if frame is None:
                     frame = frames[sub.fmt.name] = sub.fmt.control("heartbeat", body)
                 sub.push(frame)
+
+
+def _ts_of(flat: list[bytes]) -> int | None:
+    try:
+        return int(entry_fields(flat)[b"ts"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _seq_of(flat: list[bytes]) -> int | None:

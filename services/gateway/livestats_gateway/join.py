@@ -50,10 +50,12 @@ async def join(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> Non
             reason = "trimmed" if trimmed else "unknown_since"
             detail = f"{since_id} is older than the retained history" if trimmed else f"{since_id} is not in the stream"
             sub.control("reset", await hub.reset_body(rid, reason, detail))
+            hub.resets_sent[reason] += 1
             expect_first_seq = None
 
     last_sid = since_sid or (0, 0)
     rid_bytes = rid.encode()
+    replayed = replayed_bytes = 0
     while True:
         entries = await hub.history.xrange(stream, min=start, max="+", count=config.replay_page)
         events: list[WireEvent] = []
@@ -65,10 +67,13 @@ async def join(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> Non
         if events and expect_first_seq is not None and events[0].seq != expect_first_seq:
             detail = f"history starts at seq {events[0].seq}; earlier events were trimmed"
             sub.control("reset", await hub.reset_body(rid, "trimmed", detail))
+            hub.resets_sent["trimmed"] += 1
         expect_first_seq = None
         for i in range(0, len(events), config.frame_max_events):
             await sub.writable()
             sub.push(sub.fmt.events(events[i : i + config.frame_max_events]))
+        replayed += len(events)
+        replayed_bytes += sum(len(e.json) for e in events)  # event JSON; WebSocket frames are str
         if events:
             last_sid = events[-1].sid
         if len(entries) < config.replay_page:
@@ -76,6 +81,9 @@ async def join(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> Non
         start = "(" + entries[-1][0].decode()
 
     sent_up_to = last_sid
+    hub.events_replayed += replayed
+    hub.metrics.replay_events.observe(replayed)
+    hub.metrics.replay_bytes.inc(replayed_bytes)
 
     def keep(batch: Batch) -> Batch | None:
         nonlocal sent_up_to

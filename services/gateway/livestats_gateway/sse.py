@@ -94,6 +94,8 @@ async def _event_chunks(hub: Hub, sub: Subscriber, run_id: str, since: str | Non
                 try:
                     frames = await sub.get()
                 except SubscriberClosed as closed:
+                    if closed.code == CloseCode.SLOW_CLIENT:
+                        hub.slow_disconnects += 1
                     yield _bytes(SSE.control("error", {"code": int(closed.code), "message": closed.reason}))
                     return
                 yield b"".join(_bytes(f) for f in frames)

@@ -15,6 +15,7 @@ from .limits import ConnectionLimiter
 if TYPE_CHECKING:
     from .hub import Hub
     from .index import RunIndex
+    from .metrics import GatewayMetrics
     from .stalls import StallMonitor
 
 
@@ -27,6 +28,7 @@ class State(TypedDict):
     stalls: StallMonitor
     tokens: TokenStore  # who is asking (auth.py)
     streams: ConnectionLimiter  # open WebSockets/SSE per principal
+    metrics: GatewayMetrics  # this process's registry, served at /metrics
 
 
 def app_state(conn: HTTPConnection) -> State:

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .wire import CloseCode, Deliverable, Format, Frame
+from .wire import Batch, CloseCode, Deliverable, Format, Frame
 
 
 class SubscriberClosed(Exception):
@@ -43,6 +43,7 @@ class Subscriber:
         self.closed: SubscriberClosed | None = None
         self.greeted = False  # its first frame (hello/index) is queued: heartbeats may follow
         self.frames_sent = 0
+        self.events_queued = 0  # live events queued (for metrics; history is counted by the join)
 
     # -- producer side (hub, join, heartbeats) -------------------------------------------------
 
@@ -67,6 +68,7 @@ class Subscriber:
         # it already has (a copy is made only while the reader catches up).
         rest = self._keep(batch) if self._keep is not None else batch
         if rest is not None:
+            self._count(rest)
             for frame in rest.frames(self.fmt):
                 self._enqueue(frame)
 
@@ -95,6 +97,7 @@ class Subscriber:
             rest = keep(batch)
             if rest is not None:
                 queued += 1
+                self._count(rest)
                 for frame in rest.frames(self.fmt):
                     self._enqueue(frame)
         return queued
@@ -135,6 +138,10 @@ class Subscriber:
         return frames
 
     # -------------------------------------------------------------------------------------------
+
+    def _count(self, delivered: Deliverable) -> None:
+        if isinstance(delivered, Batch):  # run summaries (/ws/runs) are not events
+            self.events_queued += len(delivered.events)
 
     def _enqueue(self, frame: Frame) -> None:
         self._queue.append(frame)

@@ -23,6 +23,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import WatchError
 
 from .config import WorkerConfig
+from .metrics import WorkerMetrics
 from .run import RunExecution
 
 log = logging.getLogger("livestats.worker")
@@ -34,6 +35,7 @@ class WorkerState:
     config: WorkerConfig
     redis: Redis  # arq's pool, for cancel-flag checks
     publisher: Publisher  # its own client and connection pool
+    metrics: WorkerMetrics
 
 
 def state_of(ctx: dict[str, Any]) -> WorkerState:
@@ -51,8 +53,9 @@ async def execute_run(ctx: dict[str, Any], run_id: str, spec_json: str) -> str:
         log.error("run %s has an invalid spec: %s", run_id, exc)
         finished = RunFinished(outcome=Outcome.FAILED, reason="invalid_spec", detail=str(exc)[:2000])
         await state.publisher.publish(run_id, finished, guard=("queued",))
+        state.metrics.run_finished(Outcome.FAILED, None)
         return Outcome.FAILED.value
-    return await RunExecution(state.config, state.redis, state.publisher, run_id, spec).execute()
+    return await RunExecution(state.config, state.redis, state.publisher, run_id, spec, state.metrics).execute()
 
 
 # A connection lost while arq holds a WATCH surfaces as WatchError ("A ConnectionError occurred
@@ -98,6 +101,12 @@ class ResilientWorker(Worker):
             self._redis_down_since = None
 
 
+def _metrics_loop_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # Runs go on; the heartbeat gauge goes stale, which is what LivestatsWorkerStuck reports.
+        log.error("worker metrics loop stopped: heartbeat and queue depth no longer update", exc_info=task.exception())
+
+
 def redis_settings(url: str) -> RedisSettings:
     settings = RedisSettings.from_dsn(url)
     # Let the client ride out short blips itself (server restart, failover) before a command fails.
@@ -106,14 +115,27 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-def create_worker(config: WorkerConfig, *, handle_signals: bool = True) -> ResilientWorker:
+def create_worker(
+    config: WorkerConfig, *, handle_signals: bool = True, metrics: WorkerMetrics | None = None
+) -> ResilientWorker:
+    """The arq worker. `metrics` is where it counts (a private registry if None)."""
+    counts = metrics or WorkerMetrics(phases=config.metrics_phases, models=config.metrics_models)
+    ticking: list[asyncio.Task[None]] = []
+
     async def on_startup(ctx: dict[str, Any]) -> None:
         client = connect(config.redis_url, "livestats.worker")
         publisher = Publisher(client, capacity=config.outbox_capacity)
-        ctx[_STATE] = WorkerState(config=config, redis=ctx["redis"], publisher=await publisher.start())
+        ctx[_STATE] = WorkerState(config=config, redis=ctx["redis"], publisher=await publisher.start(), metrics=counts)
+        tick = counts.tick_forever(ctx["redis"], config.queue_name, config.heartbeat_interval_s)
+        task = asyncio.create_task(tick, name="worker-metrics")
+        task.add_done_callback(_metrics_loop_ended)
+        ticking.append(task)
         log.info("worker %s ready on queue %s", config.worker_name, config.queue_name)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        for task in ticking:
+            task.cancel()
+        await asyncio.gather(*ticking, return_exceptions=True)  # a failure was logged when it happened
         state = ctx.get(_STATE)
         if isinstance(state, WorkerState):
             await state.publisher.close(config.flush_timeout_s)

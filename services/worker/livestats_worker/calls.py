@@ -15,6 +15,7 @@ from livestats_shared.spec import PhaseSpec
 
 from .config import WorkerConfig
 from .fpf import run_fpf
+from .metrics import CallLabels, WorkerMetrics
 from .output import RETRYABLE, classify
 from .retry import RetryBudget, backoff_delay
 
@@ -39,6 +40,9 @@ class CallContext:
     backoff_max_s: float
     emit: Emit
     pids: set[int]  # live child pids, for heartbeats
+    metrics: WorkerMetrics
+    labels: CallLabels  # this phase's metric labels
+    reported_tokens: int | None = None  # sum of the usage the phase's answers reported, if any
 
 
 def fpf_argv(command: list[str], prompt_file: Path) -> list[str]:
@@ -79,6 +83,7 @@ async def run_call(ctx: CallContext, index: int) -> bool:
                 return succeeded
             attempt += 1
             delay = backoff_delay(attempt, ctx.backoff_base_s, ctx.backoff_max_s)
+            ctx.metrics.retries.labels(ctx.labels.phase, ctx.labels.model, retry_reason.value).inc()
             ctx.emit(CallRetrying(phase=phase.name, call=index, attempt=attempt, reason=retry_reason, delay_s=delay))
             await asyncio.sleep(delay)
     finally:
@@ -90,6 +95,9 @@ async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path
     phase = ctx.phase
     env = {**ctx.base_env, "FPF_CALL": str(index), "FPF_ATTEMPT": str(attempt)}
     predicted = phase.predicted_tokens if attempt == 1 else None
+    metrics, labels = ctx.metrics, ctx.labels
+    if predicted:
+        metrics.tokens_predicted.labels(labels.phase, labels.model).inc(predicted)
     started = time.monotonic()
     spawned = False
 
@@ -99,6 +107,7 @@ async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path
         ctx.pids.add(pid)
         ctx.emit(CallStarted(phase=phase.name, call=index, attempt=attempt, pid=pid, predicted_tokens=predicted))
 
+    metrics.in_flight.inc()
     try:
         result = await run_fpf(
             fpf_argv(ctx.config.fpf_command, prompt_file),
@@ -116,13 +125,23 @@ async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path
             elapsed = round(time.monotonic() - started, 3)
             note = "run stopped while this call was running; its processes were killed"
             _emit_failure(ctx, index, attempt, note, FailureReason.CANCELLED, None, elapsed, final=True)
+            metrics.kills.labels("cancelled").inc()
+            metrics.call_ended(labels, FailureReason.CANCELLED, elapsed)
         raise
+    finally:
+        metrics.in_flight.dec()
+    if result.timed_out or result.overflow:
+        metrics.kills.labels("timeout" if result.timed_out else "output_overflow").inc()
 
     verdict = classify(result, mode=phase.output, min_bytes=phase.min_bytes)
     duration = round(result.duration_s, 3)
+    metrics.call_ended(labels, verdict.reason, result.duration_s)
+    metrics.usage(labels, verdict.usage)
     if not spawned:
         ctx.emit(CallStarted(phase=phase.name, call=index, attempt=attempt, pid=None, predicted_tokens=predicted))
     if verdict.ok:
+        if verdict.usage is not None:
+            ctx.reported_tokens = (ctx.reported_tokens or 0) + verdict.usage.total_tokens
         ctx.emit(
             CallSucceeded(
                 phase=phase.name,

@@ -33,3 +33,11 @@ class WorkerConfig(BaseSettings):
     outbox_capacity: int = Field(100_000, ge=100, description="Events buffered while Redis is away.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long running runs may finish.")
     flush_timeout_s: float = Field(5.0, ge=0, description="How long a finishing run waits for its events.")
+    # Prometheus exposition of this process (GET /metrics); 0 = off, so several workers can run
+    # on one host without a port each. Compose and the tests set it.
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Label allowlists: phase and model names come from run specs, so anything not listed is
+    # reported as `other` and a spec cannot create new series. JSON lists in the environment.
+    metrics_phases: list[str] = Field(default_factory=lambda: ["generate", "evaluate", "compare"])
+    metrics_models: list[str] = Field(default_factory=list)

@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from .calls import CallContext, SpawnFailed, inherited_env, phase_env, run_call
 from .clock import RunClock
 from .config import WorkerConfig
+from .metrics import WorkerMetrics
 from .retry import RetryBudget, RetryBudgetExhausted
 
 log = logging.getLogger("livestats.worker")
@@ -47,8 +48,17 @@ class Verdict:
 
 
 class RunExecution:
-    def __init__(self, config: WorkerConfig, redis: Redis, publisher: Publisher, run_id: str, spec: RunSpec) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        redis: Redis,
+        publisher: Publisher,
+        run_id: str,
+        spec: RunSpec,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.config = config
+        self.metrics = metrics or WorkerMetrics(phases=config.metrics_phases, models=config.metrics_models)
         self.redis = redis
         self.publisher = publisher
         self.run_id = run_id
@@ -82,6 +92,8 @@ class RunExecution:
             log.warning("run %s not started: it is %s", self.run_id, conflict.status)
             return conflict.status or "unknown"
 
+        self.metrics.runs_started.inc()
+        self.metrics.runs_in_progress.inc()
         self._task = asyncio.current_task()
         heartbeats = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.run_id}")
         prompt_dir = Path(tempfile.mkdtemp(prefix=f"livestats-{self.run_id}-", dir=self.config.work_dir))
@@ -101,6 +113,7 @@ class RunExecution:
                 if not isinstance(result, asyncio.CancelledError | type(None)):
                     log.error("run %s: heartbeat task failed", self.run_id, exc_info=result)
             shutil.rmtree(prompt_dir, ignore_errors=True)
+            self.metrics.runs_in_progress.dec()
         await self._finish(verdict)
         return verdict.outcome.value
 
@@ -117,6 +130,8 @@ class RunExecution:
             for kind, reason in ((RetryBudgetExhausted, "retry_budget_exhausted"), (SpawnFailed, "spawn_error")):
                 found = group.subgroup(kind)
                 if found is not None:
+                    if kind is RetryBudgetExhausted:
+                        self.metrics.budget_exhausted.inc()
                     return Verdict(Outcome.FAILED, reason, str(found.exceptions[0]))
             raise
         if self.failed_calls:
@@ -126,7 +141,11 @@ class RunExecution:
 
     async def _run_phase(self, index: int, phase: PhaseSpec, prompt_dir: Path) -> None:
         started = self.clock.elapsed()
-        self.emit(PhaseStarted(phase=phase.name, index=index, calls=phase.calls, concurrency=phase.concurrency))
+        self.emit(
+            PhaseStarted(
+                phase=phase.name, index=index, calls=phase.calls, concurrency=phase.concurrency, **phase.estimate()
+            )
+        )
         ctx = CallContext(
             config=self.config,
             run_id=self.run_id,
@@ -138,6 +157,8 @@ class RunExecution:
             backoff_max_s=self.spec.backoff_max_s,
             emit=self.emit,
             pids=self.pids,
+            metrics=self.metrics,
+            labels=self.metrics.labels_for(phase),
         )
         pending = iter(range(phase.calls))
         outcomes: list[bool] = []
@@ -158,6 +179,7 @@ class RunExecution:
                 succeeded=len(outcomes) - failed,
                 failed=failed,
                 duration_s=round(self.clock.elapsed() - started, 3),
+                actual_tokens=ctx.reported_tokens,
             )
         )
 
@@ -208,6 +230,7 @@ class RunExecution:
         return Verdict(Outcome.CANCELLED, "worker_shutdown", f"worker {self.config.worker_name} stopped")
 
     async def _finish(self, verdict: Verdict) -> None:
+        self.metrics.run_finished(verdict.outcome, self.clock.elapsed())
         self.emit(
             RunFinished(
                 outcome=verdict.outcome,

@@ -10,13 +10,20 @@ import signal
 
 from .app import ResilientWorker, WorkerStopping, create_worker
 from .config import WorkerConfig
+from .metrics import MetricsServer, WorkerMetrics
 
 log = logging.getLogger("livestats.worker")
 _POLL_STOP_S = 5.0  # how long arq's poll loop may take to notice it should stop
 
 
 async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
-    worker = create_worker(config, handle_signals=False)
+    metrics = WorkerMetrics(phases=config.metrics_phases, models=config.metrics_models)
+    with MetricsServer(metrics.registry, config.metrics_host, config.metrics_port):
+        await _serve(config, stop, metrics)
+
+
+async def _serve(config: WorkerConfig, stop: asyncio.Event, metrics: WorkerMetrics) -> None:
+    worker = create_worker(config, handle_signals=False, metrics=metrics)
     main = asyncio.create_task(worker.main(), name="arq-main")
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
