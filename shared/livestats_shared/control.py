@@ -37,6 +37,7 @@ async def submit_run(
     team: str | None = None,
 ) -> RunId:
     """Record `run.queued` (refused if the id exists) and enqueue the arq job (job id = run id).
+    An external run (`spec.external`) is only recorded: its producer publishes the rest.
     `owner` and `team` decide who sees the run through the gateway."""
     rid = validate_run_id(run_id) if run_id is not None else new_run_id()
     queued = RunQueued(
@@ -49,6 +50,8 @@ async def submit_run(
         team=team,
     )
     await publisher.publish(rid, queued, guard=(NO_RUN,))
+    if spec.external:
+        return rid
     try:
         job = await ArqRedis(connection_pool=redis.connection_pool).enqueue_job(
             keys.RUN_JOB, rid, spec.model_dump_json(), _job_id=rid, _queue_name=queue_name

@@ -103,6 +103,11 @@ class RunSpec(BaseModel):
     retry_budget_min: int = Field(3, ge=0, description="Retries allowed however small the run.")
     backoff_base_s: float = Field(0.5, ge=0, le=60, description="First retry delay; doubles per attempt.")
     backoff_max_s: float = Field(30.0, ge=0, le=600)
+    external: bool = Field(
+        False,
+        description="No worker executes it: an external producer (a shell orchestrator, `livestats watch`) "
+        "publishes its events with POST /api/runs/{id}/events.",
+    )
 
     @field_validator("phases")
     @classmethod

@@ -77,6 +77,8 @@ def delta_for(data: EventData, ts: int) -> Delta:
                     sets[phase_field(p.name, "is_test")] = "1"
             if data.replay_of is not None:
                 sets["replay_of"] = data.replay_of
+            if data.spec.get("external") is True:
+                sets["external"] = "1"  # the ingest API accepts events for this run only
             return Delta(set=sets)
         case RunStarted():
             sets = {
@@ -258,6 +260,7 @@ class RunSnapshot(BaseModel):
     reason: str | None = None
     detail: str | None = None
     worker: str | None = None
+    external: bool = False  # events come from an external producer, not a worker
     owner: str | None = None  # who submitted it (None: an operator tool; admins only)
     team: str | None = None  # shared with this team
     replay_of: str | None = None  # the run this one replays

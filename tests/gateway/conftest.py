@@ -61,6 +61,9 @@ class GatewayHandle:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("gateway did not start")
             time.sleep(0.01)
+        # FastAPI builds its route table on the first request, and not thread-safely: warm it
+        # here, so gateways started one after another never build it at the same moment.
+        httpx.get(f"{self.http}/healthz", timeout=10).raise_for_status()
         return self
 
     def stop(self) -> None:

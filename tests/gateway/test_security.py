@@ -37,6 +37,7 @@ PROTECTED = {
     ("GET", "/api/runs/{run_id}/events"): ("read", None),
     ("GET", "/api/runs/{run_id}/stream"): ("read", None),
     ("POST", "/api/runs/{run_id}/cancel"): ("submit", None),
+    ("POST", "/api/runs/{run_id}/events"): ("submit", {"events": [{"type": "heartbeat", "data": {}}]}),
     ("GET", "/api/runs/{run_id}/estimation"): ("read", None),
     ("GET", "/api/estimation"): ("read", None),
 }

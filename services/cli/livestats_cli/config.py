@@ -19,6 +19,11 @@ class CliConfig(BaseSettings):
     embedded_port: int = Field(6399, ge=1, le=65535, description="Preferred port of the embedded server.")
     # The same variable the gateway reads, so it means one thing whoever starts the gateway.
     gateway_port: int = Field(8000, ge=1, le=65535, description="Preferred port of the gateway `up` starts.")
+    # Commands that go through the gateway's REST API (`watch`): where it is, and the bearer token.
+    # Set: submit, cancel, runs and tail go through the gateway too (`watch` always does, by
+    # default to http://127.0.0.1:8000).
+    gateway_url: str | None = Field(None, description="The gateway, for commands that use its API.")
+    token: str | None = Field(None, description="Bearer token sent to the gateway (LIVESTATS_TOKEN).")
 
     @property
     def url(self) -> str:

@@ -34,7 +34,7 @@ from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
 from .config import CliConfig
-from .exits import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK
+from .exit_codes import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK
 
 FORMAT = "livestats.export"
 VERSION = 1  # of the file layout; each event carries its own schema version `v`

@@ -1,9 +1,9 @@
 """The `livestats` command line.
 
-Exit codes scripts can rely on:
-    0  success (for `submit --wait`: the run succeeded)
-    1  the run ended but not `succeeded` (submit --wait), or a service failed
-    2  bad input: invalid spec, invalid run id, bad arguments
+Exit codes scripts can rely on (exit_codes.py):
+    0  success (for `submit --wait` and `tail`: the run succeeded)
+    1  the run ended but not `succeeded` (submit --wait, tail), or a service refused (watch)
+    2  bad input: invalid spec, invalid run id, bad arguments (argparse's own usage errors too)
     3  no such run
     4  Redis unavailable
 """
@@ -29,12 +29,12 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from . import export, replay, report, tokens
+from . import export, remote, replay, report, runs, tail, tokens, watch
 from .config import CliConfig
+from .exit_codes import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
 from .follow import ProgressView, follow, report_invalid
 from .up import demo_spec, up
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 _UNREACHABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, PublishError)
 Handler = Callable[[Redis, CliConfig, argparse.Namespace], Awaitable[int]]
 
@@ -69,16 +69,28 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("cancel", help="cancel a queued or running run")
     s.add_argument("run_id")
     s.add_argument("--reason", default="cancelled from the command line")
+    s.add_argument("--json", action="store_true", help="print {run_id, status}")
 
+    runs.add_parser(sub)
+    tail.add_parser(sub)
+    watch.add_parser(sub)
     tokens.add_parser(sub)
     for command in (report, export, replay):
         command.add_parser(sub)
+    # The same connection flags wherever they apply (they override LIVESTATS_* variables).
+    for name, parser in sub.choices.items():
+        if name in remote.COMMANDS or name == "watch":
+            parser.add_argument("--gateway", help="through this gateway, not Redis (env LIVESTATS_GATEWAY_URL)")
+            parser.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
+        if name not in ("worker", "gateway", "token", "watch", "report"):
+            parser.add_argument("--redis-url", help="Redis to use (env LIVESTATS_REDIS_URL or REDIS_URL)")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    config = CliConfig()
+    flags = {"redis_url": "redis_url", "gateway_url": "gateway", "token": "token"}
+    config = CliConfig(**{k: getattr(args, a) for k, a in flags.items() if getattr(args, a, None) is not None})
     if args.command in ("worker", "gateway"):
         # A separate service: run it as its own program rather than importing it.
         os.execv(sys.executable, [sys.executable, "-m", f"livestats_{args.command}"])
@@ -95,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: cannot use spec {args.spec}: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run)))
+    if args.command == "watch":
+        sys.exit(asyncio.run(watch.run(config, args)))
     if args.command == "token" and not tokens.needs_redis(args):
         try:
             sys.exit(tokens.run_on_file(args))
@@ -109,11 +123,15 @@ def main(argv: list[str] | None = None) -> None:
         except OSError as exc:
             print(f"error: cannot read spec: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
+    if config.gateway_url is not None and args.command in remote.COMMANDS:
+        sys.exit(asyncio.run(remote.run(config, args)))
     handlers: dict[str, Handler] = {
         "submit": _submit,
         "status": _status,
         "events": _events,
         "cancel": _cancel,
+        "runs": runs.run,
+        "tail": tail.run,
         "token": lambda redis, _config, args: tokens.run_on_redis(redis, args),
         "export": export.run,
         "replay": replay.run,
@@ -197,5 +215,5 @@ async def _events(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
 async def _cancel(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     async with Publisher(redis) as publisher:
         status = await cancel_run(redis, publisher, args.run_id, reason=args.reason)
-    print(status)
+    print(orjson.dumps({"run_id": args.run_id, "status": status}).decode() if args.json else status)
     return EXIT_OK

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from .config import CliConfig
-from .exits import EXIT_BAD_INPUT, EXIT_OK
+from .exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from .export import FORMAT, VERSION
 
 FLUSH_TIMEOUT_S = 60.0  # longest wait for the publisher to write what is queued

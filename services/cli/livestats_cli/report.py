@@ -13,7 +13,7 @@ from typing import Any
 
 from livestats_shared.estimation import EstimationReport, Summary, build_report, parse_samples
 
-from .exits import EXIT_BAD_INPUT, EXIT_OK
+from .exit_codes import EXIT_BAD_INPUT, EXIT_OK
 
 
 def add_parser(sub: Any) -> None:  # argparse's _SubParsersAction is private

@@ -11,7 +11,7 @@ from livestats_shared.auth import Scope, TokenRecord, TokenStore, digest, load_t
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 
-from . import api, estimation, metrics, session, sse, ws
+from . import api, estimation, ingest, metrics, session, sse, ws
 from .config import GatewayConfig
 from .hub import Hub
 from .index import RunIndex
@@ -59,6 +59,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     )
     app.include_router(session.router)
     app.include_router(api.router)
+    app.include_router(ingest.router)
     app.include_router(estimation.router)
     app.include_router(sse.router)
     app.include_router(ws.router)

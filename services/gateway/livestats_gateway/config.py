@@ -59,4 +59,5 @@ class GatewayConfig(BaseSettings):
     # -- REST ----------------------------------------------------------------------------------
     events_page_max: int = Field(5_000, ge=1, description="Largest `limit` on GET /api/runs/{id}/events.")
     runs_page_max: int = Field(500, ge=1, description="Largest `limit` on GET /api/runs.")
+    ingest_max_events: int = Field(1_000, ge=1, description="Most events in one POST /api/runs/{id}/events.")
     shutdown_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open streams get to close.")

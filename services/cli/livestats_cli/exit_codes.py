@@ -1,0 +1,8 @@
+"""Exit codes of every `livestats` command (documented in main's docstring and the README)."""
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1  # the run ended but not `succeeded` (commands that wait), or a service refused
+EXIT_ERROR = 1  # the command ran but could not do all of its work (e.g. export skipped entries)
+EXIT_BAD_INPUT = 2  # invalid spec, run id, file or arguments
+EXIT_NOT_FOUND = 3  # no such run
+EXIT_UNAVAILABLE = 4  # Redis (or the gateway) unreachable

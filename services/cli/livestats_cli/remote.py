@@ -1,0 +1,79 @@
+"""Commands through the gateway's REST API instead of Redis: used when `--gateway` (or
+LIVESTATS_GATEWAY_URL) is given. Same output and exit codes as the Redis versions; the run is
+owned by the token's principal, so its owner and team see it in the API and the dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import orjson
+from livestats_shared.ids import validate_run_id
+from livestats_shared.stats import RunSnapshot
+
+from . import runs
+from .config import CliConfig
+from .exit_codes import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
+from .gateway_client import GatewayClient, GatewayError
+from .tail_remote import tail_remote
+
+COMMANDS = frozenset({"submit", "cancel", "runs", "tail"})
+
+
+async def run(config: CliConfig, args: argparse.Namespace) -> int:
+    async with GatewayClient(config.gateway_url, config.token) as gateway:
+        try:
+            if args.command == "submit":
+                return await _submit(gateway, args)
+            if args.command == "cancel":
+                return await _cancel(gateway, args)
+            if args.command == "runs":
+                return await _runs(gateway, args)
+            lines = max(1, args.lines)
+            return await tail_remote(gateway, validate_run_id(args.run_id), lines=lines, interval=args.interval)
+        except GatewayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return _exit_code(exc.status)
+
+
+def _exit_code(status: int | None) -> int:
+    if status is None or status >= 500:
+        return EXIT_UNAVAILABLE
+    if status == 404:
+        return EXIT_NOT_FOUND
+    if status in (400, 413, 422):
+        return EXIT_BAD_INPUT
+    return EXIT_RUN_FAILED  # 401, 403, 409: refused
+
+
+async def _submit(gateway: GatewayClient, args: argparse.Namespace) -> int:
+    headers = {"content-type": "application/json"}
+    answer = await gateway.call("POST", "/api/runs", content=args.spec_text.encode(), headers=headers)
+    run_id = answer["run_id"]
+    print(orjson.dumps({"run_id": run_id}).decode() if args.json else f"submitted run {run_id}", flush=True)
+    if not args.wait:
+        return EXIT_OK
+    code = await tail_remote(gateway, run_id, lines=5, interval=None)
+    if args.json:
+        print(orjson.dumps(await gateway.call("GET", f"/api/runs/{run_id}")).decode())
+    return code
+
+
+async def _cancel(gateway: GatewayClient, args: argparse.Namespace) -> int:
+    answer = await gateway.call("POST", f"/api/runs/{validate_run_id(args.run_id)}/cancel")
+    print(orjson.dumps(answer).decode() if args.json else answer["status"])
+    return EXIT_OK
+
+
+async def _runs(gateway: GatewayClient, args: argparse.Namespace) -> int:
+    found: list[RunSnapshot] = []
+    params: dict[str, Any] = {"limit": args.limit, "status": args.status or []}
+    while len(found) < args.limit:
+        page = await gateway.call("GET", "/api/runs", params=params)
+        found += [RunSnapshot.model_validate(r) for r in page["runs"]]
+        if page["next"] is None:
+            break
+        params["cursor"] = page["next"]
+    runs.show(found[: args.limit], as_json=args.json)
+    return EXIT_OK

@@ -1,0 +1,185 @@
+"""External producers: `POST /api/runs` with `"external": true`, then batches of events posted
+to `/api/runs/{id}/events` the way a shell orchestrator would with curl."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from livestats_gateway.ingest import INGEST_MAX_BYTES
+from livestats_shared import keys
+from livestats_shared.history import read_events, read_snapshot
+from livestats_shared.stats import fold
+
+EXTERNAL = {
+    "name": "orchestrator",
+    "external": True,
+    "phases": [{"name": "plan", "calls": 2}, {"name": "build", "calls": 1}],
+}
+
+
+def started(**overrides):
+    data = {
+        "worker": "orchestrator.sh",
+        "timeout_s": 600,
+        "deadline_ts": int(time.time() * 1000) + 600_000,
+        "retry_budget": 0,
+        "heartbeat_s": 3600,
+    }
+    return {"type": "run.started", "data": {**data, **overrides}}
+
+
+@pytest.fixture
+async def client(gateway):
+    async with gateway.client() as http:  # as the gateway's admin
+        yield http
+
+
+async def open_external(client) -> str:
+    answer = await client.post("/api/runs", json=EXTERNAL)
+    assert answer.status_code == 202, answer.text
+    return answer.json()["run_id"]
+
+
+async def test_an_external_run_is_recorded_but_never_enqueued(client, redis, queue_name):
+    run_id = await open_external(client)
+    snap = await read_snapshot(redis, run_id)
+    assert snap is not None and (snap.status, snap.external, snap.planned_calls) == ("queued", True, 3)
+    internal = await client.post("/api/runs", json={**EXTERNAL, "external": False})
+    assert internal.status_code == 202
+    assert await redis.zcard(queue_name) == 1, "only the worker run is enqueued for a worker"
+
+
+async def test_a_valid_batch_is_published_in_order_and_folds_into_the_snapshot(client, redis):
+    run_id = await open_external(client)
+    batch = {"events": [
+        started(),
+        {"type": "phase.started", "data": {"phase": "plan", "index": 0, "calls": 2, "concurrency": 1}},
+        {"type": "call.started", "data": {"phase": "plan", "call": 0, "attempt": 1, "predicted_tokens": 100}},
+        {"type": "call.succeeded", "data": {"phase": "plan", "call": 0, "attempt": 1, "duration_s": 1.5, "bytes": 10,
+                                            "usage": {"input_tokens": 40, "output_tokens": 70}}, "ts": 1_700_000_000_000},
+    ]}  # fmt: skip
+    answer = await client.post(f"/api/runs/{run_id}/events", content=json.dumps(batch),
+                               headers={"content-type": "application/json"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["accepted"], body["last_seq"]) == (4, 5)  # run.queued is seq 1
+
+    events = await read_events(redis, run_id)
+    assert [e.type for e in events] == ["run.queued", "run.started", "phase.started", "call.started", "call.succeeded"]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5] and events[-1].id == body["last_id"]
+    assert events[-1].ts == 1_700_000_000_000  # the producer's own timestamp is kept
+    snap = await read_snapshot(redis, run_id)
+    assert snap is not None
+    assert (snap.status, snap.current_phase, snap.successful_calls, snap.total_tokens, snap.predicted_tokens) == (
+        "running", "plan", 1, 110, 100)  # fmt: skip
+    raw = {k.decode(): v.decode() for k, v in (await redis.hgetall(keys.run_stats(run_id))).items()}
+    folded = fold(events)
+    assert {k: raw[k] for k in folded} == folded
+
+
+@pytest.mark.parametrize(
+    ("events", "loc"),
+    [
+        ([started(), {"type": "phase.started", "data": {"phase": "plan", "index": "first", "calls": 2, "concurrency": 1}}],
+         ["body", "events", 1, "data", "index"]),
+        ([{"type": "phase.started", "data": {"phase": "plan", "index": 0, "calls": 2}}],
+         ["body", "events", 0, "data", "concurrency"]),
+        ([{"type": "phase.finished", "data": {"phase": "plan", "index": 0, "succeeded": 1, "failed": 0,
+                                              "duration_s": 1, "colour": "red"}}],
+         ["body", "events", 0, "data", "colour"]),
+        ([started(), {"type": "phase.teleported", "data": {}}], ["body", "events", 1, "type"]),
+        ([{"type": "run.queued", "data": {"name": "x", "planned_calls": 0, "phases": [], "timeout_s": 1}}],
+         ["body", "events", 0, "type"]),
+        ([{"type": "run.finished", "data": {"outcome": "succeeded", "reason": "done"}}, started()],
+         ["body", "events", 0, "type"]),
+        ([started(ts=5)], ["body", "events", 0, "data", "ts"]),
+    ],
+)  # fmt: skip
+async def test_an_invalid_event_refuses_the_whole_batch_naming_its_index_and_field(client, redis, events, loc):
+    run_id = await open_external(client)
+    answer = await client.post(f"/api/runs/{run_id}/events", json={"events": events})
+    assert answer.status_code == 422, answer.text
+    assert loc in [error["loc"] for error in answer.json()["detail"]]
+    assert [e.type for e in await read_events(redis, run_id)] == ["run.queued"], "nothing of the batch is written"
+
+
+async def test_an_oversized_batch_is_refused_with_413(client, gateway, redis):
+    run_id = await open_external(client)
+    too_many = {"events": [started()] * (gateway.config.ingest_max_events + 1)}
+    answer = await client.post(f"/api/runs/{run_id}/events", json=too_many)
+    assert answer.status_code == 413
+    assert f"at most {gateway.config.ingest_max_events}" in answer.json()["detail"]
+
+    heartbeat = {"type": "heartbeat", "data": {"elapsed_s": 1, "remaining_s": 1, "in_flight": 0, "pids": []}}
+    too_big = json.dumps(
+        {"events": [{**heartbeat, "data": {**heartbeat["data"], "pids": [1] * (INGEST_MAX_BYTES // 2)}}]}
+    )
+    answer = await client.post(
+        f"/api/runs/{run_id}/events", content=too_big, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 413
+    assert [e.type for e in await read_events(redis, run_id)] == ["run.queued"]
+
+
+async def test_unknown_runs_are_404_and_worker_runs_or_finished_runs_are_409(client, redis):
+    answer = await client.post("/api/runs/no-such-run/events", json={"events": [started()]})
+    assert answer.status_code == 404
+
+    internal = await client.post("/api/runs", json={**EXTERNAL, "external": False})
+    answer = await client.post(f"/api/runs/{internal.json()['run_id']}/events", json={"events": [started()]})
+    assert answer.status_code == 409 and "not external" in answer.json()["detail"]
+
+    run_id = await open_external(client)
+    finish = {"type": "run.finished", "data": {"outcome": "succeeded", "reason": "done"}}
+    assert (await client.post(f"/api/runs/{run_id}/events", json={"events": [started(), finish]})).status_code == 200
+    answer = await client.post(f"/api/runs/{run_id}/events", json={"events": [started()]})
+    assert answer.status_code == 409 and "has finished (succeeded)" in answer.json()["detail"]
+    assert (await read_snapshot(redis, run_id)).status == "succeeded"
+
+
+async def test_a_producer_needs_a_valid_token_with_the_submit_scope_for_a_run_it_may_see(gateway, make_token, redis):
+    alice = await make_token("alice", "submit")
+    async with gateway.client(alice) as http:
+        run_id = (await http.post("/api/runs", json=EXTERNAL)).json()["run_id"]
+        assert (await http.post(f"/api/runs/{run_id}/events", json={"events": [started()]})).status_code == 200
+
+    url = f"{gateway.http}/api/runs/{run_id}/events"
+    batch = {"events": [started()]}
+    async with httpx.AsyncClient(timeout=10) as anonymous:
+        missing = await anonymous.post(url, json=batch)
+        wrong = await anonymous.post(url, json=batch, headers={"Authorization": "Bearer lsk_0123456789ab_not-a-secret"})
+    assert (missing.status_code, wrong.status_code) == (401, 401)
+    assert wrong.headers["www-authenticate"] == "Bearer"
+
+    reader = await make_token("alice", "read")
+    async with gateway.client(reader) as http:
+        assert (await http.post(f"/api/runs/{run_id}/events", json=batch)).status_code == 403
+    bob = await make_token("bob", "submit")
+    async with gateway.client(bob) as http:
+        assert (await http.post(f"/api/runs/{run_id}/events", json=batch)).status_code == 404, "not bob's run"
+    assert [e.type for e in await read_events(redis, run_id)] == ["run.queued", "run.started"]
+
+
+async def test_a_finish_racing_a_batch_leaves_no_event_after_run_finished(client, redis):
+    run_id = await open_external(client)
+    assert (await client.post(f"/api/runs/{run_id}/events", json={"events": [started()]})).status_code == 200
+    beat = {"type": "heartbeat", "data": {"elapsed_s": 1, "remaining_s": 1, "in_flight": 0, "pids": []}}
+    finish = {"type": "run.finished", "data": {"outcome": "failed", "reason": "aborted"}}
+    url = f"/api/runs/{run_id}/events"
+    beats, finished = await asyncio.gather(
+        client.post(url, json={"events": [beat] * 500}), client.post(url, json={"events": [finish]})
+    )
+    assert finished.status_code == 200, finished.text
+    events = await read_events(redis, run_id)
+    assert events[-1].type == "run.finished", "nothing is written after the run finished"
+    written = sum(e.type == "heartbeat" for e in events)
+    if beats.status_code == 200:  # the batch was written before the finish
+        assert written == 500
+    else:  # the finish came first, or inside the batch: the rest was refused, and the answer says how much
+        detail = beats.json()["detail"]
+        assert beats.status_code == 409
+        assert f"{written} of 500 written" in detail or (written == 0 and "has finished (failed)" in detail)
