@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import uvicorn
+import websockets.sync.client as ws_sync
 from livestats_cli.embedded import free_port
 from livestats_gateway.config import GatewayConfig
 from livestats_gateway.server import uvicorn_config
@@ -61,9 +62,13 @@ class GatewayHandle:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("gateway did not start")
             time.sleep(0.01)
-        # FastAPI builds its route table on the first request, and not thread-safely: warm it
-        # here, so gateways started one after another never build it at the same moment.
+        # FastAPI (routes) and pydantic (schemas) build some things on first use, and not
+        # thread-safely; in-thread gateways share one process, so each is warmed here, one after
+        # the other: a request, an authenticated one and a socket.
         httpx.get(f"{self.http}/healthz", timeout=10).raise_for_status()
+        httpx.get(f"{self.http}/api/runs", headers=self.headers, timeout=10).raise_for_status()
+        with ws_sync.connect(f"{self.ws}/ws/runs", additional_headers=self.headers, open_timeout=10) as ws:
+            ws.recv(timeout=10)
         return self
 
     def stop(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from helpers import wait_until
+from helpers import wait_for_event, wait_until
 from livestats_shared.events import CallFailed, FailureReason, PhasePlan, RunQueued
 from livestats_shared.ids import new_run_id
 from websockets.asyncio.client import connect
@@ -138,16 +138,18 @@ async def test_clients_resume_with_contiguous_seq_across_a_gateway_restart(gatew
         assert w.connects >= 2  # each was cut off by the restart and resumed with `since`
 
 
-async def test_two_gateways_serve_the_same_run_identically(start_gateway, publisher):
+async def test_two_gateways_serve_the_same_run_identically(start_gateway, publisher, redis):
     first, second = start_gateway(), start_gateway()
     run_id, n = new_run_id(), 5_000
     producer = asyncio.create_task(publish_run(publisher, run_id, n, per_tick=100))
+    # Join once the run exists (a socket for a run not yet queued is closed 4404), mid-stream.
+    await wait_for_event(redis, run_id, "run.queued", 10)
     watchers = [RunWatcher(g.ws, run_id, headers=g.headers) for g in (first, second) for _ in range(5)]
     await asyncio.gather(producer, *(w.session(until_seq=n) for w in watchers))
     reference = watchers[0].ids
     assert len(reference) == n
     for w in watchers:
-        assert w.seqs == list(range(1, n + 1)) and w.ids == reference
+        assert w.seqs == list(range(1, n + 1)) and w.ids == reference, w.close_code
 
 
 async def test_one_gateway_serves_a_thousand_active_runs_at_once(gateway, publisher, redis):

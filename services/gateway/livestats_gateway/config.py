@@ -38,6 +38,9 @@ class GatewayConfig(BaseSettings):
     # -- fan-out -------------------------------------------------------------------------------
     read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")
     read_block_ms: int = Field(5_000, ge=10, description="Longest XREAD block; adding a stream wakes it.")
+    fanout_linger_ms: float = Field(
+        5.0, ge=0, le=100, description="Pause after each read with events, so the next read batches more."
+    )
     replay_page: int = Field(2_000, ge=10, description="XRANGE page size when replaying history.")
     frame_max_events: int = Field(500, ge=1, description="Most events in one replayed frame.")
     client_queue_bytes: int = Field(8 << 20, ge=64 << 10, description="Per-client send queue; beyond it: 4008.")

@@ -49,6 +49,7 @@ class Hub:
     def __init__(self, config: GatewayConfig, redis: Redis, metrics: GatewayMetrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or GatewayMetrics()
+        self._linger_s = config.fanout_linger_ms / 1000
         self.redis = redis  # commands other than the blocking read
         self._reader = raw_stream_replies(connect(config.redis_url, "livestats.gateway.reader", single_connection=True))
         # Stream reads for joins (history replay, attach): unparsed replies, see wire.py.
@@ -216,6 +217,10 @@ class Hub:
                 if channel is None or channel.position != streams[stream]:
                     continue
                 await self._deliver(channel, entries)
+            if reply and self._linger_s:
+                # Let the next few events gather in Redis: one frame per client for several
+                # events instead of one each, which is what saturates a busy gateway's CPU.
+                await asyncio.sleep(self._linger_s)
 
     async def _deliver(self, channel: Channel, entries: list[RawEntry]) -> None:
         events: list[WireEvent] = []
