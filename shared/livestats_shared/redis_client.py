@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from redis.asyncio import Redis
 
 # Errors that mean "Redis is not there right now" rather than "the command was wrong".
@@ -30,3 +32,11 @@ def connect(url: str, client_name: str, *, single_connection: bool = False) -> R
         single_connection_client=single_connection,
     )
     return client
+
+
+_URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the password of every Redis URL in it masked: redis://user:***@host."""
+    return _URL_PASSWORD.sub(r"\1***@", text)

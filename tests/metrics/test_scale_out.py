@@ -53,11 +53,6 @@ async def test_sums_over_two_workers_and_two_gateways_are_exact(
     # The ghost has been silent for 5 s; live runs get 2 heartbeats + 3 s before a mark, which a
     # busy machine can need (a 0.2 s margin once marked a live run stalled).
     gateways = [start_gateway(stall_margin_s=3.0) for _ in range(2)]
-    # FastAPI 0.165 builds its routes on the first request, inside warnings.catch_warnings(),
-    # which is not thread-safe: two gateway threads doing it at once can unmask a pydantic
-    # warning that pytest turns into an error (a 500). One request each, one after the other.
-    for g in gateways:
-        scrape(f"{g.http}/metrics")
     workers = {name: await metrics_worker(worker_name=name, max_runs=2) for name in ("w1", "w2")}
     spec = RunSpec(
         retry_budget_ratio=1,

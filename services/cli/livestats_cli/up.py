@@ -22,7 +22,7 @@ from typing import TextIO
 from livestats_shared.auth import Scope, TokenStore
 from livestats_shared.control import submit_run
 from livestats_shared.publish import Publisher
-from livestats_shared.redis_client import UNAVAILABLE, connect
+from livestats_shared.redis_client import UNAVAILABLE, connect, redact_url
 from livestats_shared.spec import RunSpec
 from redis.asyncio import Redis
 
@@ -54,7 +54,7 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
     try:
         if config.redis_url:
             url = config.redis_url
-            print(f"using Redis at {_redact(url)}")
+            print(f"using Redis at {redact_url(url)}")
         else:
             if not _lock_data_dir(config.data_dir):
                 print(
@@ -201,13 +201,3 @@ def _lock_data_dir(data_dir: Path) -> bool:
         return False
     _held_locks.append(handle)
     return True
-
-
-def _redact(url: str) -> str:
-    """Never print a password: redis://user:secret@host -> redis://user:***@host."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"

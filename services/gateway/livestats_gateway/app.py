@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from livestats_shared.auth import Scope, TokenRecord, TokenStore, digest, load_token_file
 from livestats_shared.publish import Publisher
-from livestats_shared.redis_client import connect
+from livestats_shared.redis_client import connect, redact_url
 
 from . import api, estimation, ingest, metrics, session, sse, ws
 from .config import GatewayConfig
@@ -36,7 +36,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
             stalls = await stack.enter_async_context(StallMonitor(config, redis, publisher))
             counts.watch(hub, stalls)
             tokens = TokenStore(redis, fixed_tokens(config))
-            log.info("gateway ready (redis %s)", redact(config.redis_url))
+            log.info("gateway ready (redis %s)", redact_url(config.redis_url))
             yield State(
                 config=config,
                 redis=redis,
@@ -74,13 +74,3 @@ def fixed_tokens(config: GatewayConfig) -> list[TokenRecord]:
         secret = config.admin_token.get_secret_value()
         records.append(TokenRecord(id="settings", digest=digest(secret), principal="admin", scopes={Scope.ADMIN}))
     return records
-
-
-def redact(url: str) -> str:
-    """A Redis URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = creds.partition(":")[0]
-    return f"{scheme}{sep}{user + ':***' if user else '***'}@{host}"

@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import re
 
+from livestats_shared.redis_client import redact_url
+
 _PATTERNS = [
     (re.compile(r"(lsk_[0-9a-f]{12}_)[A-Za-z0-9_-]+"), r"\1***"),
     (re.compile(r"(?i)(\bbearer\s+)[^\s'\",;]+"), r"\1***"),
     (re.compile(r"(livestats\.bearer\.)[^\s'\",;]+"), r"\1***"),
     (re.compile(r"(livestats_session=)[^\s'\",;]+"), r"\1***"),
-    (re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@"), r"\1***@"),
 ]
 # Where records are created: uvicorn.error carries the websockets library's handshake logs.
 _LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "livestats", "fastapi", "starlette")
@@ -21,7 +22,7 @@ _LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "livestats", "fastapi"
 def redact(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
-    return text
+    return redact_url(text)
 
 
 class RedactSecrets(logging.Filter):
