@@ -69,6 +69,7 @@ export class LiveSocket {
     this.handlers.onState(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
     // The session cookie authenticates the socket; the page never sees the token.
     const ws = (this.ws = new WebSocket(this.url()));
+    let greeted = false;
     ws.onmessage = (message) => {
       this.armWatchdog();
       let frame;
@@ -78,13 +79,13 @@ export class LiveSocket {
         console.error("livestats: malformed frame from the gateway", err);
         return;
       }
-      if (frame.type === "hello") {
+      // The first frame (`hello` on a run, `index` on the run list) means the gateway took us.
+      if (!greeted) {
+        greeted = true;
         this.attempt = 0; // a working connection resets the backoff
-        clock.observe(frame.server_ts);
         this.handlers.onState("live");
-      } else if (frame.type === "heartbeat") {
-        clock.observe(frame.server_ts);
       }
+      if (frame.type === "hello" || frame.type === "heartbeat" || frame.type === "index") clock.observe(frame.server_ts);
       this.handlers.onFrame(frame);
     };
     ws.onopen = () => this.armWatchdog();
