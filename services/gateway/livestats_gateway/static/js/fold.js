@@ -24,7 +24,10 @@ function phaseOf(snap, name) {
   let phase = snap.phases.find((p) => p.name === name);
   if (!phase) {
     // A producer may start a phase its plan did not name: show it rather than drop its counts.
-    phase = { name, planned: 0, done: 0, failed: 0, state: null, predicted_tokens: null, actual_tokens: 0, reported_tokens: null };
+    phase = {
+      name, planned: 0, done: 0, failed: 0, state: null, category: null, complexity: null, deliverables: null,
+      predicted_tokens: null, actual_tokens: 0, reported_tokens: null, is_test: false,
+    };
     snap.phases.push(phase);
   }
   return phase;
