@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import orjson
 from broadcaster import Broadcast
+from livestats_shared import keys
 from livestats_shared.events import CallStarted
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
@@ -26,9 +27,10 @@ TICK_S = 0.001
 class Feed:
     """Publishes to `runs` round-robin at `rate` events/s between `start` and `stop`."""
 
-    def __init__(self, url: str, *, broadcaster: bool = False) -> None:
+    def __init__(self, url: str, *, broadcaster: bool = False, maxlen: int | None = None) -> None:
         self.url = url
         self.broadcaster = broadcaster
+        self.maxlen = maxlen  # each run's stream capped near this many entries (XADD MAXLEN ~)
         self.sent: dict[str, list[int]] = defaultdict(list)  # run -> send time (ns) of seq 1, 2, ...
         self.lag_s = 0.0  # how far the feed fell behind its schedule at worst
         self._stop = asyncio.Event()
@@ -40,7 +42,11 @@ class Feed:
         if self.broadcaster:
             self._bc = await Broadcast(self.url.replace("redis://", "redis-stream://", 1)).__aenter__()
         else:
-            self._pub = await Publisher(connect(self.url, "livestats.bench.feed")).start()
+            redis = connect(self.url, "livestats.bench.feed")
+            if self.maxlen is None:
+                self._pub = await Publisher(redis).start()
+            else:
+                self._pub = await Publisher(redis, stream_maxlen=self.maxlen).start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -66,6 +72,11 @@ class Feed:
             if i % 1_000 == 999:
                 await below(self._pub, 20_000)
         await self.flush()
+
+    async def length(self, run: str) -> int:
+        """How many events the run's stream holds now."""
+        assert self._pub is not None
+        return int(await self._pub.redis.xlen(keys.run_events(run)))
 
     async def flush(self) -> None:
         if self._pub is not None and not await self._pub.flush(60):

@@ -75,7 +75,7 @@ def start_gateway(redis_url: str, log_dir: Path) -> Server:
         "LIVESTATS_GATEWAY_ADMIN_TOKEN": token,
         "LIVESTATS_GATEWAY_MAX_STREAMS_PER_PRINCIPAL": "100000",
         # BENCH_GATEWAY_PYTHONPATH: measure another checkout's gateway (before/after comparisons)
-        "PYTHONPATH": os.environ.get("BENCH_GATEWAY_PYTHONPATH", ""),
+        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("BENCH_GATEWAY_PYTHONPATH"), _probe()) if p),
         "LIVESTATS_GATEWAY_REDIS_URL": redis_url,
         "LIVESTATS_GATEWAY_PORT": str(port),
         "LIVESTATS_GATEWAY_QUEUE_NAME": "livestats:bench-queue",
@@ -83,6 +83,12 @@ def start_gateway(redis_url: str, log_dir: Path) -> Server:
     server = Server("livestats", [sys.executable, "-m", "livestats_gateway"], env, port, log_dir)
     server.headers = {"Authorization": f"Bearer {token}"}
     return server
+
+
+def _probe() -> str | None:
+    """BENCH_OBJCOUNTS=<file>: the gateway counts its live objects by type into <file> every
+    BENCH_OBJCOUNTS_S seconds (bench/probe/sitecustomize.py), to tell a leak from high-water."""
+    return str(ROOT / "bench" / "probe") if os.environ.get("BENCH_OBJCOUNTS") else None
 
 
 def start_alternative(name: str, redis_url: str, log_dir: Path) -> Server:

@@ -61,7 +61,8 @@ def rows(r: dict[str, Any]) -> list[tuple[str, dict[str, str], str]]:
     soak = r.get("soak")
     if soak:
         cells = dict.fromkeys(DESIGNS, "n/a")
-        cells["livestats"] = f"{soak['growth_pct']:+.1f}% ({soak['duration_s']:.0f} s)"
+        history = f", history {soak['history_cap']:,}" if soak.get("history_cap") else ", histories growing"
+        cells["livestats"] = f"{soak['growth_pct']:+.1f}% ({soak['duration_s']:.0f} s{history})"
         out.append(("RSS growth over the soak, after warm-up", cells, "<= 5%"))
     return out
 

@@ -40,6 +40,9 @@ class Settings:
     ingest_events: int = 100_000
     ingest_events_broadcaster: int = 10_000  # one awaited XADD each: ~2,000/s
     memory_clients: int = 1_000
+    # Soak: each run's history is filled to this many events first and capped there (MAXLEN ~),
+    # so the workload stops growing and RSS growth means a leak; 0: uncapped, histories grow.
+    soak_history: int = 2_000
 
     @classmethod
     def make(cls, quick: bool, soak_s: float | None) -> Settings:
