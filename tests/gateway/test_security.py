@@ -247,17 +247,31 @@ async def test_a_token_in_a_websocket_subprotocol_authenticates_and_is_not_echoe
         assert orjson.loads(await ws.recv())["type"] == "index"
 
 
-async def test_revoking_a_token_closes_its_open_sockets(start_gateway, make_token, redis):
+async def test_revoking_a_token_closes_its_open_sockets_and_ends_its_sse_streams(start_gateway, make_token, redis):
     gateway = start_gateway(auth_recheck_s=0.2)
-    token = await make_token("alice", "read")
-    async with connect(f"{gateway.ws}/ws/runs", additional_headers={"Authorization": f"Bearer {token}"}) as ws:
-        assert orjson.loads(await ws.recv())["type"] == "index"
-        await TokenStore(redis).revoke(token_id(token))
-        with pytest.raises(ConnectionClosed):
+    token = await make_token("alice", "submit")
+    auth = {"Authorization": f"Bearer {token}"}
+    async with gateway.client(token) as as_alice:
+        run_id = (await as_alice.post("/api/runs", json=SPEC)).json()["run_id"]
+        async with (
+            connect(f"{gateway.ws}/ws/runs", additional_headers=auth) as index,
+            connect(f"{gateway.ws}/ws/runs/{run_id}", additional_headers=auth) as run,
+            as_alice.stream("GET", f"/api/runs/{run_id}/stream") as sse,
+        ):
+            assert orjson.loads(await index.recv())["type"] == "index"
+            assert orjson.loads(await run.recv())["type"] == "hello"
+            lines = sse.aiter_lines()
+            assert (await anext(lines)).startswith("retry:")
+            await TokenStore(redis).revoke(token_id(token))
+            for ws in (index, run):
+                with pytest.raises(ConnectionClosed):
+                    async with asyncio.timeout(10):
+                        while True:
+                            await ws.recv()
+                assert ws.close_code == 4401 and ws.close_reason == "token revoked"
             async with asyncio.timeout(10):
-                while True:
-                    await ws.recv()
-    assert ws.close_code == 4401 and ws.close_reason == "token revoked"
+                rest = [line async for line in lines]  # the stream ends after its error event
+    assert rest[-3:-1] == ["event: error", 'data: {"type":"error","code":4401,"message":"token revoked"}']
 
 
 async def test_streams_per_principal_are_limited_with_4429_and_429(start_gateway, make_token):

@@ -17,6 +17,7 @@ from .hub import Hub
 from .index import RunIndex
 from .limits import ConnectionLimiter
 from .metrics import GatewayMetrics
+from .recheck import TokenRecheck
 from .stalls import StallMonitor
 from .state import State
 
@@ -36,6 +37,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
             stalls = await stack.enter_async_context(StallMonitor(config, redis, publisher))
             counts.watch(hub, stalls)
             tokens = TokenStore(redis, fixed_tokens(config))
+            await stack.enter_async_context(TokenRecheck(config.auth_recheck_s, tokens, hub))
             log.info("gateway ready (redis %s)", redact_url(config.redis_url))
             yield State(
                 config=config,
@@ -49,7 +51,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
                 metrics=counts,
             )
             log.info("gateway stopping")
-            # Teardown runs in reverse: stall monitor, index, hub (closes every client), publisher.
+            # Teardown runs in reverse: token re-check, stall monitor, index, hub (closes every
+            # client), publisher.
 
     app = FastAPI(
         title="livestats gateway",

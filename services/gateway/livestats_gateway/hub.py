@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from livestats_shared.errors import InvalidEvent
@@ -105,17 +103,16 @@ class Hub:
 
     # -- subscriptions -----------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def connection(self, sub: Subscriber) -> AsyncIterator[Subscriber]:
-        """Register a client for heartbeats and shutdown; detach it from its stream at the end."""
-        self.connections.add(sub)
-        try:
-            yield sub
-        finally:
-            self.connections.discard(sub)
-            self.detach(sub)
-            self.frames_sent_closed[sub.fmt.name] += sub.frames_sent
-            self.live_events_closed += sub.events_queued
+    def connection(self, sub: Subscriber) -> _Connection:
+        """`with hub.connection(sub):` registers a client for heartbeats, token re-checks and
+        shutdown, and detaches it from its stream at the end."""
+        return _Connection(self, sub)
+
+    def _disconnect(self, sub: Subscriber) -> None:
+        self.connections.discard(sub)
+        self.detach(sub)
+        self.frames_sent_closed[sub.fmt.name] += sub.frames_sent
+        self.live_events_closed += sub.events_queued
 
     async def attach(self, run_id: str, stream: str, sub: Subscriber) -> Channel:
         """Subscribe `sub` (still joining: live batches are held) to `stream`. When this
@@ -289,6 +286,23 @@ class Hub:
                 if frame is None:
                     frame = frames[sub.fmt.name] = sub.fmt.control("heartbeat", body)
                 sub.push(frame)
+
+
+class _Connection:
+    """A class, not a generator-based context manager: one lives as long as each connection,
+    and a suspended generator frame is several times its size."""
+
+    __slots__ = ("hub", "sub")
+
+    def __init__(self, hub: Hub, sub: Subscriber) -> None:
+        self.hub, self.sub = hub, sub
+
+    def __enter__(self) -> Subscriber:
+        self.hub.connections.add(self.sub)
+        return self.sub
+
+    def __exit__(self, *exc: object) -> None:
+        self.hub._disconnect(self.sub)
 
 
 def _ts_of(flat: list[bytes]) -> int | None:

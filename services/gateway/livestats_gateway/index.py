@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from typing import Any
 
 from livestats_shared import keys
@@ -52,13 +51,12 @@ class RunIndex:
     def alive(self) -> bool:
         return self._tasks.alive()
 
-    @asynccontextmanager
-    async def subscription(self, sub: Subscriber) -> AsyncIterator[Subscriber]:
+    def subscribe(self, sub: Subscriber) -> None:
+        """Send `sub` the index's live updates until `unsubscribe`."""
         self._subs.add(sub)
-        try:
-            yield sub
-        finally:
-            self._subs.discard(sub)
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subs.discard(sub)
 
     async def join(self, sub: Subscriber, principal: Principal) -> None:
         """Of the newest `index_limit` runs those the principal may see, then live updates newer

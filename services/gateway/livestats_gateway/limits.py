@@ -25,16 +25,23 @@ class ConnectionLimiter:
     def open_for(self, principal: str) -> int:
         return self._open[principal]
 
-    @contextmanager
-    def hold(self, principal: str, *, strict: bool = True) -> Iterator[None]:
-        """Count one stream for `principal` while the block runs; refuse beyond the limit (unless
-        the caller checked it already and only counts)."""
+    def acquire(self, principal: str, *, strict: bool = True) -> None:
+        """Count one stream for `principal`; refuse beyond the limit (unless the caller checked
+        it already and only counts). Every acquire is paired with one `release`."""
         if strict and self._open[principal] >= self.per_principal:
             raise TooManyConnections(principal, self.per_principal)
         self._open[principal] += 1
+
+    def release(self, principal: str) -> None:
+        self._open[principal] -= 1
+        if not self._open[principal]:
+            del self._open[principal]
+
+    @contextmanager
+    def hold(self, principal: str, *, strict: bool = True) -> Iterator[None]:
+        """Count one stream for `principal` while the block runs (see `acquire`)."""
+        self.acquire(principal, strict=strict)
         try:
             yield
         finally:
-            self._open[principal] -= 1
-            if not self._open[principal]:
-                del self._open[principal]
+            self.release(principal)

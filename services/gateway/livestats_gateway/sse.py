@@ -14,7 +14,7 @@ from livestats_shared.control import UnknownRun
 from livestats_shared.history import read_stats_hash
 from livestats_shared.redis_client import UNAVAILABLE
 
-from .auth import Reader, check_run_visible
+from .auth import Reader, check_run_visible, credential_of
 from .hub import Hub
 from .join import join
 from .limits import ConnectionLimiter
@@ -67,7 +67,10 @@ async def run_stream(
     streams = state["streams"]
     if streams.open_for(principal.name) >= streams.per_principal:
         raise HTTPException(429, f"{principal.name} already holds {streams.per_principal} open streams on this gateway")
-    sub = Subscriber(SSE, state["config"].client_queue_bytes)
+    credential = credential_of(request)
+    assert credential is not None  # the Reader dependency authenticated it
+    # With its token, so that revoking it ends the stream (recheck.py), as it closes a WebSocket.
+    sub = Subscriber(SSE, state["config"].client_queue_bytes, credential.token)
     return StreamingResponse(
         _events(state["hub"], sub, rid, resume, streams, principal.name),
         media_type="text/event-stream",
@@ -87,7 +90,7 @@ async def _events(
 
 async def _event_chunks(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> AsyncIterator[bytes]:
     yield b"retry: %d\n\n" % _RETRY_MS
-    async with hub.connection(sub):
+    with hub.connection(sub):
         joiner = asyncio.create_task(_join_or_close(hub, sub, run_id, since), name="sse-join")
         try:
             while True:

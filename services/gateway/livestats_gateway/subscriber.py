@@ -4,7 +4,6 @@ that holds live batches while the client's history is being replayed (the join h
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,20 +25,42 @@ class Subscriber:
     Live batches are held (not sent) until `go_live`, so a joining client first gets its
     history and then exactly the live events after it. Queued plus held bytes are bounded:
     a client that falls behind is closed (4008), it never makes the gateway grow.
+
+    One of these lives as long as its connection, idle ones by the thousand: slots, a list
+    rather than a deque, and a future created only while someone waits (an asyncio.Event
+    carries a deque of its own) keep an idle one small.
     """
 
-    def __init__(self, fmt: Format, max_bytes: int) -> None:
+    __slots__ = (
+        "_closed_waiter",
+        "_drain_waiter",
+        "_held",
+        "_held_bytes",
+        "_keep",
+        "_queue",
+        "_queued_bytes",
+        "_ready_waiter",
+        "closed",
+        "events_queued",
+        "fmt",
+        "frames_sent",
+        "greeted",
+        "max_bytes",
+        "token",
+    )
+
+    def __init__(self, fmt: Format, max_bytes: int, token: str | None = None) -> None:
         self.fmt = fmt
         self.max_bytes = max_bytes
-        self._queue: deque[Frame] = deque()
+        self.token = token  # the credential it was opened with, re-checked by recheck.py
+        self._queue: list[Frame] = []
         self._queued_bytes = 0
         self._held: list[Deliverable] | None = []  # None once live
         self._keep: Callable[[Any], Deliverable | None] | None = None  # set by go_live
         self._held_bytes = 0
-        self._ready = asyncio.Event()  # frames queued, or closed
-        self._drained = asyncio.Event()  # queue below the low-water mark (replay backpressure)
-        self._drained.set()
-        self._closed_event = asyncio.Event()
+        self._ready_waiter: asyncio.Future[None] | None = None  # the sender, waiting for frames
+        self._drain_waiter: asyncio.Future[None] | None = None  # a replay, waiting for the sender
+        self._closed_waiter: asyncio.Future[SubscriberClosed] | None = None
         self.closed: SubscriberClosed | None = None
         self.greeted = False  # its first frame (hello/index) is queued: heartbeats may follow
         self.frames_sent = 0
@@ -83,7 +104,12 @@ class Subscriber:
 
     async def writable(self) -> None:
         """Wait until the client has taken most of its queue (replay must not outrun it)."""
-        await self._drained.wait()
+        if self.closed is None and self._queued_bytes > self.max_bytes // 2:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
         if self.closed is not None:
             raise self.closed
 
@@ -105,19 +131,23 @@ class Subscriber:
     def close(self, code: CloseCode, reason: str) -> None:
         if self.closed is None:
             self.closed = SubscriberClosed(code, reason)
-            self._queue.clear()
+            self._queue = []
             self._held = []
             self._queued_bytes = self._held_bytes = 0
-            self._ready.set()
-            self._drained.set()
-            self._closed_event.set()
+            _wake(self._ready_waiter)
+            _wake(self._drain_waiter)
+            if self._closed_waiter is not None and not self._closed_waiter.done():
+                self._closed_waiter.set_result(self.closed)
 
-    async def wait_closed(self) -> None:
-        """Raise SubscriberClosed once the gateway ends this subscription. The sender may be
-        stuck writing to a client that stopped reading; this is how the session notices."""
-        await self._closed_event.wait()
-        assert self.closed is not None
-        raise self.closed
+    def closing(self) -> asyncio.Future[SubscriberClosed]:
+        """Resolves with the reason once the gateway ends this subscription. The sender may be
+        stuck writing to a client that stopped reading; this is how the session notices. (A
+        result, not an exception: nobody has to be waiting when it happens.)"""
+        if self._closed_waiter is None:
+            self._closed_waiter = asyncio.get_running_loop().create_future()
+            if self.closed is not None:
+                self._closed_waiter.set_result(self.closed)
+        return self._closed_waiter
 
     # -- consumer side (the connection's sender) -----------------------------------------------
 
@@ -126,14 +156,16 @@ class Subscriber:
         while not self._queue:
             if self.closed is not None:
                 raise self.closed
-            self._ready.clear()
-            await self._ready.wait()
+            self._ready_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._ready_waiter
+            finally:
+                self._ready_waiter = None
         if self.closed is not None:
             raise self.closed
-        frames = list(self._queue)
-        self._queue.clear()
+        frames, self._queue = self._queue, []
         self._queued_bytes = 0
-        self._drained.set()
+        _wake(self._drain_waiter)
         self.frames_sent += len(frames)
         return frames
 
@@ -146,11 +178,15 @@ class Subscriber:
     def _enqueue(self, frame: Frame) -> None:
         self._queue.append(frame)
         self._queued_bytes += len(frame)
-        self._ready.set()
-        if self._queued_bytes > self.max_bytes // 2:
-            self._drained.clear()
+        if self._ready_waiter is not None:
+            _wake(self._ready_waiter)
         self._check_bound()
 
     def _check_bound(self) -> None:
         if self.buffered_bytes > self.max_bytes:
             self.close(CloseCode.SLOW_CLIENT, f"client fell more than {self.max_bytes} bytes behind")
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import ExitStack, asynccontextmanager
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
@@ -16,6 +15,7 @@ from livestats_shared.control import UnknownRun
 from livestats_shared.errors import InvalidRunId
 from livestats_shared.ids import validate_run_id
 from livestats_shared.redis_client import UNAVAILABLE
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from .auth import AuthError, accepted_subprotocol, authenticate, check_run_visible, credential_of
@@ -26,101 +26,105 @@ from .subscriber import Subscriber, SubscriberClosed
 from .wire import WS, CloseCode, InvalidStreamId, coalesce, now_ms
 
 log = logging.getLogger("livestats.gateway.ws")
-router = APIRouter()
 
 
-@router.websocket("/ws/runs/{run_id}")
-async def run_socket(websocket: WebSocket, run_id: str, since: str | None = None) -> None:
+# Plain Starlette routes, not FastAPI's: FastAPI's WebSocket route solves dependencies and holds
+# two exit stacks for the whole life of every socket (7 KB per idle connection, measured).
+async def run_socket(websocket: WebSocket) -> None:
+    """`/ws/runs/{run_id}?since=<stream id>`: the run's history after `since`, then live."""
     state = app_state(websocket)
-    async with _admitted(websocket) as principal:
-        if principal is None:
-            return
+    run_id: str = websocket.path_params["run_id"]
+    since = websocket.query_params.get("since")
+    principal = await _admit(websocket)
+    if principal is None:
+        return
+    try:
+        sub = Subscriber(WS, state["config"].client_queue_bytes, _token(websocket))
+        with state["hub"].connection(sub):
+            await _session(websocket, sub, _visible_join(websocket, principal, sub, run_id, since))
+    finally:
+        state["streams"].release(principal.name)
 
-        async def visible_join() -> None:
-            rid = validate_run_id(run_id)  # before any Redis command
-            await check_run_visible(websocket, principal, rid)
-            await join(state["hub"], sub, rid, since)
 
-        sub = Subscriber(WS, state["config"].client_queue_bytes)
-        async with state["hub"].connection(sub):
-            await _session(websocket, sub, visible_join())
+async def _visible_join(
+    websocket: WebSocket, principal: Principal, sub: Subscriber, run_id: str, since: str | None
+) -> None:
+    rid = validate_run_id(run_id)  # before any Redis command
+    await check_run_visible(websocket, principal, rid)
+    await join(app_state(websocket)["hub"], sub, rid, since)
 
 
-@router.websocket("/ws/runs")
 async def index_socket(websocket: WebSocket) -> None:
+    """`/ws/runs`: the run index, then its changes live."""
     state = app_state(websocket)
-    async with _admitted(websocket) as principal:
-        if principal is None:
-            return
-        sub = Subscriber(WS, state["config"].client_queue_bytes)
-        async with state["hub"].connection(sub), state["index"].subscription(sub):
-            await _session(websocket, sub, state["index"].join(sub, principal))
-
-
-@asynccontextmanager
-async def _admitted(websocket: WebSocket) -> AsyncIterator[Principal | None]:
-    """Accept the socket and yield its principal, holding one of the principal's stream slots
-    until the block ends; or close it with a code that says why and yield None. (A browser sees
-    close codes, never the status of a refused handshake.)"""
-    state = app_state(websocket)
-    refusal: tuple[int, str] | None = None
-    with ExitStack() as slot:
+    principal = await _admit(websocket)
+    if principal is None:
+        return
+    try:
+        sub = Subscriber(WS, state["config"].client_queue_bytes, _token(websocket))
+        state["index"].subscribe(sub)
         try:
-            principal = await authenticate(websocket, Scope.READ)
-            slot.enter_context(state["streams"].hold(principal.name))
-        except AuthError as exc:
-            refusal = (CloseCode.UNAUTHORIZED if exc.status == 401 else CloseCode.FORBIDDEN, exc.message)
-        except TooManyConnections as exc:
-            refusal = (CloseCode.TOO_MANY_STREAMS, str(exc))
-        except UNAVAILABLE as exc:
-            log.warning("websocket refused, Redis unavailable: %s", exc)
-            refusal = (CloseCode.TRY_AGAIN_LATER, "redis unavailable; reconnect")
-        await websocket.accept(subprotocol=accepted_subprotocol(websocket))
-        if refusal is not None:
-            await websocket.close(code=refusal[0], reason=refusal[1][:120])
-            yield None
-        else:
-            yield principal
+            with state["hub"].connection(sub):
+                await _session(websocket, sub, state["index"].join(sub, principal))
+        finally:
+            state["index"].unsubscribe(sub)
+    finally:
+        state["streams"].release(principal.name)
 
 
-async def _still_authorized(websocket: WebSocket) -> None:
-    """Re-check the token every `auth_recheck_s`: revoking a token closes its open streams."""
-    state = app_state(websocket)
+router = APIRouter(routes=[WebSocketRoute("/ws/runs/{run_id}", run_socket), WebSocketRoute("/ws/runs", index_socket)])
+
+
+def _token(websocket: WebSocket) -> str:
     credential = credential_of(websocket)
-    assert credential is not None  # _admitted authenticated it
-    while True:
-        await asyncio.sleep(state["config"].auth_recheck_s)
+    assert credential is not None  # _admit authenticated it
+    return credential.token
+
+
+async def _admit(websocket: WebSocket) -> Principal | None:
+    """Accept the socket and return its principal, holding one of the principal's stream slots
+    (the caller releases it); or close it with a code that says why and return None. (A browser
+    sees close codes, never the status of a refused handshake.)"""
+    state = app_state(websocket)
+    try:
+        principal = await authenticate(websocket, Scope.READ)
+        state["streams"].acquire(principal.name)
+    except AuthError as exc:
+        refusal = (CloseCode.UNAUTHORIZED if exc.status == 401 else CloseCode.FORBIDDEN, exc.message)
+    except TooManyConnections as exc:
+        refusal = (CloseCode.TOO_MANY_STREAMS, str(exc))
+    except UNAVAILABLE as exc:
+        log.warning("websocket refused, Redis unavailable: %s", exc)
+        refusal = (CloseCode.TRY_AGAIN_LATER, "redis unavailable; reconnect")
+    else:
         try:
-            interval = state["config"].auth_recheck_s
-            principal = await state["tokens"].verify(credential.token, max_age_s=interval / 2)
-        except UNAVAILABLE as exc:
-            # An outage is not a revocation; the hub tells clients about outages itself.
-            log.info("token re-check skipped, Redis unavailable: %s", exc)
-            continue
-        if principal is None:
-            raise SubscriberClosed(CloseCode.UNAUTHORIZED, "token revoked")
+            await websocket.accept(subprotocol=accepted_subprotocol(websocket))
+        except BaseException:
+            state["streams"].release(principal.name)
+            raise
+        return principal
+    await websocket.accept(subprotocol=accepted_subprotocol(websocket))
+    await websocket.close(code=refusal[0], reason=refusal[1][:120])
+    return None
 
 
 async def _session(websocket: WebSocket, sub: Subscriber, joining: Coroutine[Any, Any, None]) -> None:
-    """Run the join, the sender, the receiver and the token re-check together; the first one to
-    end decides how the connection closes."""
-    max_message = app_state(websocket)["config"].client_message_max_bytes
-    joiner = asyncio.create_task(joining, name="ws-join")
-    max_events = app_state(websocket)["config"].frame_max_events
-    sender = asyncio.create_task(_send(websocket, sub, max_events), name="ws-send")
-    receiver = asyncio.create_task(_receive(websocket, sub, max_message), name="ws-receive")
-    watcher = asyncio.create_task(sub.wait_closed(), name="ws-watch")
-    guard = asyncio.create_task(_still_authorized(websocket), name="ws-auth")
-    pending: set[asyncio.Task[Any]] = {joiner, sender, receiver, watcher, guard}
+    """Run the join, the sender and the receiver together until one of them, or the gateway
+    closing the subscription (slow client, revoked token, shutdown), ends the connection. An
+    idle connection keeps two tasks: the join ends once the client is live, and the token
+    re-check is one loop per process (recheck.py)."""
+    config = app_state(websocket)["config"]
+    sender = asyncio.create_task(_send(websocket, sub, config.frame_max_events), name="ws-send")
+    receiver = asyncio.create_task(_receive(websocket, sub, config.client_message_max_bytes), name="ws-receive")
+    closing = sub.closing()
+    # No reference to the join task is kept here: once it is done, nothing holds it.
+    pending: set[asyncio.Future[Any]] = {asyncio.create_task(joining, name=_JOIN), sender, receiver, closing}
     close: tuple[int, str] | None = None
     try:
         while close is None and pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                outcome = _close_for(task)
-                if outcome is not None and close is None:
-                    close = outcome
+            close = await _first_close(pending)
     finally:
+        pending.discard(closing)  # the subscriber's, not ours to cancel
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -139,18 +143,35 @@ async def _session(websocket: WebSocket, sub: Subscriber, joining: Coroutine[Any
 
 
 _GONE = -1  # the client disconnected: nothing to send
+_JOIN = "ws-join"
 _CLOSE_TIMEOUT_S = 5.0
 
 
-def _close_for(task: asyncio.Task[Any]) -> tuple[int, str] | None:
-    """How a finished task ends the session: (close code, reason), or None to carry on."""
+async def _first_close(pending: set[asyncio.Future[Any]]) -> tuple[int, str] | None:
+    """Wait for some of `pending` to finish and remove them; how the first of those ends the
+    session, if one does."""
+    done, still = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    pending.intersection_update(still)
+    close = None
+    for task in done:
+        outcome = _close_for(task)
+        if outcome is not None and close is None:
+            close = outcome
+    return close
+
+
+def _close_for(task: asyncio.Future[Any]) -> tuple[int, str] | None:
+    """How a finished task (or the subscriber's `closing()`) ends the session: (close code,
+    reason), or None to carry on."""
     if task.cancelled():
         return (CloseCode.GOING_AWAY, "cancelled")
     exc = task.exception()
     match exc:
+        case None if isinstance(closed := task.result(), SubscriberClosed):
+            return (closed.code, closed.reason)  # the gateway ended the subscription
         case None:
             # The join finishing is normal; the sender or receiver finishing means the peer left.
-            return None if task.get_name() == "ws-join" else (_GONE, "")
+            return None if isinstance(task, asyncio.Task) and task.get_name() == _JOIN else (_GONE, "")
         case SubscriberClosed():
             return (exc.code, exc.reason)
         case WebSocketDisconnect():

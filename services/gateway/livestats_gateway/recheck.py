@@ -1,0 +1,71 @@
+"""Open streams re-check their token: revoking a token closes its WebSockets and SSE streams
+within `auth_recheck_s`.
+
+One loop per process over every open connection, each distinct token looked up once per round,
+instead of a sleeping task per connection: an idle connection costs no task, and a thousand
+sockets sharing a token cost one lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from livestats_shared.auth import TokenStore
+from livestats_shared.redis_client import UNAVAILABLE
+
+from .background import BackgroundTasks
+from .hub import Hub
+from .subscriber import Subscriber
+from .wire import CloseCode
+
+log = logging.getLogger("livestats.gateway.recheck")
+_CONCURRENT_LOOKUPS = 32  # tokens looked up at once: bounds the connections a round opens
+
+
+class TokenRecheck:
+    def __init__(self, interval_s: float, tokens: TokenStore, hub: Hub) -> None:
+        self.interval_s = interval_s
+        self.tokens = tokens
+        self.hub = hub
+        self._tasks = BackgroundTasks(log, "revoked tokens keep their open streams")
+
+    async def __aenter__(self) -> TokenRecheck:
+        self._tasks.start(self._loop(), "token-recheck")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._tasks.stop()
+
+    async def _loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            # A socket opened just after a round is checked at the next one: within interval_s.
+            await asyncio.sleep(self.interval_s)
+            await self.check(self.hub.connections)
+            log.debug("token re-check took %.3f s", time.monotonic() - started - self.interval_s)
+
+    async def check(self, connections: set[Subscriber]) -> None:
+        """Close every connection whose token no longer verifies."""
+        by_token: dict[str, list[Subscriber]] = {}
+        for sub in list(connections):
+            if sub.token is not None and sub.closed is None:
+                by_token.setdefault(sub.token, []).append(sub)
+        tokens = list(by_token)
+        for i in range(0, len(tokens), _CONCURRENT_LOOKUPS):
+            chunk = tokens[i : i + _CONCURRENT_LOOKUPS]
+            # An answer half a round old is fresh enough; a revocation is seen within a round.
+            answers = await asyncio.gather(
+                *(self.tokens.verify(t, max_age_s=self.interval_s / 2) for t in chunk), return_exceptions=True
+            )
+            for token, answer in zip(chunk, answers, strict=True):
+                if isinstance(answer, UNAVAILABLE):
+                    # An outage is not a revocation; the hub tells clients about outages itself.
+                    log.info("token re-check skipped, Redis unavailable: %s", answer)
+                elif isinstance(answer, BaseException):
+                    # A bug, not a verdict on the token: said loudly, and the next round tries again.
+                    log.error("token re-check failed", exc_info=answer)
+                elif answer is None:
+                    for sub in by_token[token]:
+                        sub.close(CloseCode.UNAUTHORIZED, "token revoked")
