@@ -5,6 +5,8 @@ client joins is lost or sent twice, however fast the run publishes.
 
 from __future__ import annotations
 
+import asyncio
+
 from livestats_shared import keys
 from livestats_shared.control import UnknownRun
 from livestats_shared.errors import InvalidEvent
@@ -14,7 +16,16 @@ from livestats_shared.stats import RunSnapshot
 
 from .hub import Hub
 from .subscriber import Subscriber
-from .wire import PROTOCOL_VERSION, Batch, WireEvent, encode_entry, format_stream_id, now_ms, parse_stream_id
+from .wire import (
+    PROTOCOL_VERSION,
+    Batch,
+    RawEntry,
+    WireEvent,
+    encode_entry,
+    format_stream_id,
+    now_ms,
+    parse_stream_id,
+)
 
 
 async def join(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> None:
@@ -56,29 +67,37 @@ async def join(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> Non
     last_sid = since_sid or (0, 0)
     rid_bytes = rid.encode()
     replayed = replayed_bytes = 0
-    while True:
-        entries = await hub.history.xrange(stream, min=start, max="+", count=config.replay_page)
-        events: list[WireEvent] = []
-        for entry_id, fields in entries:
-            try:
-                events.append(encode_entry(entry_id, fields, rid_bytes))
-            except InvalidEvent:
-                hub.invalid_entries += 1  # the live reader logs these; history just skips them
-        if events and expect_first_seq is not None and events[0].seq != expect_first_seq:
-            detail = f"history starts at seq {events[0].seq}; earlier events were trimmed"
-            sub.control("reset", await hub.reset_body(rid, "trimmed", detail))
-            hub.resets_sent["trimmed"] += 1
-        expect_first_seq = None
-        for i in range(0, len(events), config.frame_max_events):
-            await sub.writable()
-            sub.push(sub.fmt.events(events[i : i + config.frame_max_events]))
-        replayed += len(events)
-        replayed_bytes += sum(len(e.json) for e in events)  # event JSON; WebSocket frames are str
-        if events:
-            last_sid = events[-1].sid
-        if len(entries) < config.replay_page:
-            break
-        start = "(" + entries[-1][0].decode()
+    fetching: asyncio.Task[list[RawEntry]] | None = asyncio.create_task(_page(hub, stream, start))
+    try:
+        while fetching is not None:
+            entries = await fetching
+            fetching = None
+            # The next page is read while this one is encoded: Redis and this process overlap.
+            more = len(entries) == config.replay_page
+            if more:
+                fetching = asyncio.create_task(_page(hub, stream, "(" + entries[-1][0].decode()))
+            events: list[WireEvent] = []
+            for entry_id, fields in entries:
+                try:
+                    events.append(encode_entry(entry_id, fields, rid_bytes))
+                except InvalidEvent:
+                    hub.invalid_entries += 1  # the live reader logs these; history just skips them
+            if events and expect_first_seq is not None and events[0].seq != expect_first_seq:
+                detail = f"history starts at seq {events[0].seq}; earlier events were trimmed"
+                sub.control("reset", await hub.reset_body(rid, "trimmed", detail))
+                hub.resets_sent["trimmed"] += 1
+            expect_first_seq = None
+            for i in range(0, len(events), config.frame_max_events):
+                await sub.writable()
+                sub.push(sub.fmt.events(events[i : i + config.frame_max_events]))
+            replayed += len(events)
+            replayed_bytes += sum(len(e.json) for e in events)  # event JSON; WebSocket frames are str
+            if events:
+                last_sid = events[-1].sid
+    finally:
+        if fetching is not None:  # the join failed or was cancelled (client gone) mid-replay
+            fetching.cancel()
+            await asyncio.gather(fetching, return_exceptions=True)  # its outcome no longer matters
 
     sent_up_to = last_sid
     hub.events_replayed += replayed
@@ -95,3 +114,9 @@ async def join(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> Non
     # No await from here on: the held batches and the switch to live happen in one step.
     sub.control("live", {"last_id": format_stream_id(last_sid) if last_sid != (0, 0) else None})
     sub.go_live(keep)
+
+
+async def _page(hub: Hub, stream: str, start: str) -> list[RawEntry]:
+    """Up to `replay_page` entries of `stream` from `start` on (`(id`: after id)."""
+    entries: list[RawEntry] = await hub.history.xrange(stream, min=start, max="+", count=hub.config.replay_page)
+    return entries

@@ -112,13 +112,18 @@ def encode_entry(entry_id: bytes, flat: list[bytes], run_id: bytes) -> WireEvent
             raise ValueError(f"run_id {rid[:80]!r} in the stream of {run_id.decode()}")
         if etype not in _KNOWN_TYPES:  # a type name is spliced into JSON unescaped: known ones only
             raise ValueError(f"unknown event type {etype[:40]!r}")
-        if not data.startswith(b"{") or not isinstance(orjson.loads(data), dict):
+        if data[:1] != b"{" or type(_loads(data)) is not dict:
             raise ValueError("data is not a JSON object")
     except (KeyError, ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
         raise InvalidEvent(f"stream entry {entry_id[:40]!r} is not a livestats event: {exc}") from exc
-    eid = entry_id.decode()
     json = _ENVELOPE % (v_raw, etype, run_id, seq_raw, ts_raw, data, entry_id)
-    return WireEvent(sid, eid, seq, etype.decode(), json)
+    # tuple.__new__, not WireEvent(...): the NamedTuple constructor is a Python-level function,
+    # and this runs once per event replayed (100,000 for a long run).
+    return _new_tuple(WireEvent, (sid, entry_id.decode(), seq, etype.decode(), json))
+
+
+_loads = orjson.loads
+_new_tuple = tuple.__new__
 
 
 def now_ms() -> int:
