@@ -8,7 +8,7 @@ BENCH_STAMP   := $(VENV)/.bench-installed
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: run test lint fmt clean bench bench-quick
+.PHONY: run test lint fmt clean bench bench-quick vendor
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "livestats needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
@@ -52,6 +52,10 @@ lint: $(DEV_STAMP)
 fmt: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## vendor: fetch the dashboard's chart library (uPlot) again from npm, verified against VENDOR.json (needs npm)
+vendor:
+	$(PYTHON) deploy/vendor_assets.py
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from livestats_shared.auth import TokenStore, token_id
 from livestats_shared.ids import new_run_id
+from starlette.routing import Mount
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from ws_client import publish_run
@@ -27,7 +28,11 @@ PUBLIC = {
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
     ("GET", "/metrics"),  # Prometheus: aggregates only, no run ids, users or messages in any label
+    # The dashboard's app shell: no data in it; it gets everything from the API with credentials.
+    ("GET", "/"),
+    ("GET", "/runs/{run_id}"),
 }
+MOUNTS = {"/static"}  # the dashboard's assets (tests/gateway/test_pages.py)
 # Every other route, the least scope it needs, and a body.
 PROTECTED = {
     ("GET", "/api/session"): ("read", None),
@@ -76,7 +81,8 @@ async def _ws_first(url: str, **kwargs) -> dict:
 async def test_every_route_is_either_public_or_protected_by_this_table(gateway):
     app = gateway.server.config.app
     assert _http_routes(app) == PUBLIC | set(PROTECTED)
-    assert {r.path for r in _routes(app) if not hasattr(r, "methods")} == set(SOCKETS)
+    assert {r.path for r in _routes(app) if isinstance(r, Mount)} == MOUNTS
+    assert {r.path for r in _routes(app) if not hasattr(r, "methods") and not isinstance(r, Mount)} == set(SOCKETS)
 
 
 async def test_every_route_and_socket_refuses_missing_wrong_revoked_and_underscoped_tokens(
@@ -229,7 +235,9 @@ async def test_browser_login_sets_a_cookie_that_authenticates_and_is_refused_cro
         assert (await browser.delete("/api/session")).status_code == 204
         assert (await browser.get("/api/session")).status_code == 401
         page = await browser.get("/login")
-    assert page.status_code == 200 and "/api/session" in page.text and "location.hash" in page.text
+        script = await browser.get("/static/js/login.js")
+    assert page.status_code == 200 and "/static/js/login.js" in page.text
+    assert "/api/session" in script.text and "location.hash" in script.text
 
 
 async def test_a_token_in_a_websocket_subprotocol_authenticates_and_is_not_echoed(gateway, make_token):

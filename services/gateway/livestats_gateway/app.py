@@ -11,7 +11,7 @@ from livestats_shared.auth import Scope, TokenRecord, TokenStore, digest, load_t
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect, redact_url
 
-from . import api, estimation, ingest, metrics, session, sse, ws
+from . import api, estimation, ingest, metrics, pages, session, sse, ws
 from .config import GatewayConfig
 from .hub import Hub
 from .index import RunIndex
@@ -64,6 +64,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(sse.router)
     app.include_router(ws.router)
     app.include_router(metrics.router)
+    app.include_router(pages.router)
+    pages.mount_assets(app)
     return app
 
 

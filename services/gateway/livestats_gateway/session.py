@@ -2,7 +2,8 @@
 
 `livestats up` prints `http://127.0.0.1:PORT/login#token=...`. The token sits in the URL's
 fragment, which browsers never send to a server, so it cannot reach an access log. The login
-page's script posts it to `POST /api/session`, which sets the cookie, then leaves the page.
+page's script (static/js/login.js) posts it to `POST /api/session`, which sets the cookie, then
+opens the dashboard.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from livestats_shared.auth import Principal, Scope
 from pydantic import BaseModel, Field
 
 from .auth import SESSION_COOKIE, Reader, origin_allowed
+from .pages import SHELL_HEADERS
 from .routing import AUTH_RESPONSES, MALFORMED_BODY, UNAVAILABLE_RESPONSE, known_errors
 from .schemas import ErrorBody
 from .state import app_state
@@ -85,26 +87,14 @@ async def logout(response: Response) -> Response:
 
 _LOGIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>livestats: log in</title>
-<meta name="referrer" content="no-referrer"></head>
-<body style="font-family: system-ui, sans-serif; margin: 3rem">
-<h1>livestats</h1><p id="msg">Logging in&hellip;</p>
-<script>
-(async () => {
-  const msg = document.getElementById("msg");
-  const token = new URLSearchParams(location.hash.slice(1)).get("token");
-  history.replaceState(null, "", location.pathname + location.search);  // drop the token from the address bar
-  if (!token) { msg.textContent = "No token: open the URL that `livestats up` printed."; return; }
-  const answer = await fetch("/api/session", {method: "POST", headers: {"Content-Type": "application/json"},
-                                               body: JSON.stringify({token})});
-  if (!answer.ok) { msg.textContent = "Login refused: " + (await answer.json()).detail; return; }
-  const next = new URLSearchParams(location.search).get("next");
-  location.replace(next && next.startsWith("/") && !next.startsWith("//") ? next : "/api/session");
-})();
-</script></body></html>
+<meta name="referrer" content="no-referrer"><link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/app.css"></head>
+<body><main class="login"><h1>livestats</h1><p id="msg">Logging in&hellip;</p></main>
+<script type="module" src="/static/js/login.js"></script></body></html>
 """
 
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
 async def login_page() -> HTMLResponse:
     """Reads the token from the URL fragment and logs the browser in."""
-    return HTMLResponse(_LOGIN_PAGE, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    return HTMLResponse(_LOGIN_PAGE, headers={**SHELL_HEADERS, "Cache-Control": "no-store"})
