@@ -96,6 +96,14 @@ async def test_counters_rise_live_and_end_equal_to_the_api(stack, browser, login
     snap = await stack.snapshot(run_id)
     assert (snap["status"], snap["successful_calls"], snap["planned_calls"]) == ("succeeded", 20, 20)
     await expect_counters_equal(page, snap)
+    for phase in snap["phases"]:
+        bar = page.locator(f'[data-testid="phase-progress"] [data-phase="{phase["name"]}"]')
+        await expect(bar).to_have_attribute("data-done", str(phase["done"]))
+        await expect(bar).to_have_attribute("data-planned", str(phase["planned"]))
+    await expect(page.get_by_test_id("current-phase")).to_have_text(snap["current_phase"])
+    await expect(page.get_by_test_id("freshness")).to_have_attribute("data-level", "ended")
+    for chart in ("chart-calls", "chart-tokens", "chart-latency"):
+        await expect(page.get_by_test_id(chart).locator("canvas").first).to_be_attached(timeout=QUICK)
     if os.environ.get("LIVESTATS_UPDATE_SCREENSHOT") == "1":  # the README's picture, on request only
         await browser.screenshot(page, path=README_SCREENSHOT)
 
@@ -128,6 +136,9 @@ async def test_a_reload_mid_run_shows_at_least_the_counts_before_and_never_doubl
     snap = await stack.snapshot(run_id)  # taken after the page was read: it can only be ahead
     for field in GROWING:
         assert before[field] <= after_load[field] <= snap[field], (field, before, after_load, snap)
+    # A running run with a worker beating every 0.5 s is fresh.
+    await expect(page.get_by_test_id("freshness")).to_have_attribute("data-level", "green")
+    await expect(page.get_by_test_id("freshness")).to_have_text(re.compile(r"updated \d+ s ago"))
 
     await expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=SLOW)
     final = await stack.snapshot(run_id)
@@ -137,14 +148,15 @@ async def test_a_reload_mid_run_shows_at_least_the_counts_before_and_never_doubl
 async def test_the_page_reconnects_after_a_gateway_restart_and_loses_or_doubles_no_event(
     stack, browser, login, make_token
 ):
-    # While the gateway is down, each reconnection attempt makes Chromium log exactly this.
-    browser.allow_console_error(r"^WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws/runs[/'?]")
     token = await make_token("alice", "submit")
     page = await login(await browser.new_context(), token)
     latency = {"FPF_SIM_LATENCY_MS": "200", "FPF_SIM_JITTER_MS": "20"}
     run_id = await stack.submit(
         run_spec("restart", {"name": "generate", "calls": 30, "concurrency": 2, "env": latency}), token
     )
+    # While the gateway is down, each reconnection attempt makes Chromium log exactly this.
+    socket = re.escape(f"{stack.gateway.ws}/ws/runs/{run_id}")
+    browser.allow_console_error(rf"^WebSocket connection to '{socket}(\?since=[0-9-]+)?' failed: ")
     await page.goto(f"/runs/{run_id}")
     banner = page.get_by_test_id("conn-banner")
     await expect(page.get_by_test_id("conn-state")).to_have_text("live", timeout=QUICK)
@@ -244,6 +256,15 @@ async def test_each_user_sees_only_their_own_runs_and_not_found_for_the_other(st
     runs = {user: await stack.submit(run_spec(f"{user}-run", quick), token) for user, token in tokens.items()}
     pages = {user: await login(await browser.new_context(), token) for user, token in tokens.items()}
 
+    filter_values = (
+        await pages["alice"]
+        .get_by_test_id("status-filter")
+        .locator("option")
+        .evaluate_all("options => options.map(o => o.value)")
+    )
+    assert filter_values == ["", "queued", "running", "succeeded", "failed", "cancelled", "timed_out", "stalled"]
+    await expect(pages["alice"].get_by_test_id("runs-table")).to_be_visible()
+
     for user, other in (("alice", "bob"), ("bob", "alice")):
         page, mine, theirs = pages[user], runs[user], runs[other]
         row = page.locator(f'tr[data-run-id="{mine}"]')
@@ -253,11 +274,26 @@ async def test_each_user_sees_only_their_own_runs_and_not_found_for_the_other(st
         await expect(page.locator(f'tr[data-run-id="{theirs}"]')).to_have_count(0)
         await browser.screenshot(page, f"{user}-runs")
 
-        # The gateway answers 404 for the other's run (as for one that does not exist); the
-        # browser logs that refused request, which is expected here.
-        browser.allow_console_error(r"status of 404", rf"/(api|ws)/runs/{theirs}\b")
+        # The gateway answers 404 for the other's run, as for one that does not exist. A page that
+        # asks the REST API for it makes the browser log that 404 (the socket's 4404 logs nothing).
+        browser.allow_console_error(r"status of 404 \(Not Found\)$", rf"/api/runs/{theirs}$")
         await page.goto(f"/runs/{theirs}")
         await expect(page.get_by_test_id("run-error")).to_contain_text(
             re.compile("not found", re.IGNORECASE), timeout=QUICK
         )
         await expect(page.get_by_test_id("run-error")).to_be_visible()
+
+
+async def test_the_runs_page_asks_for_a_token_and_its_form_logs_in(stack, browser, make_token):
+    # Logged out, the page learns it from GET /api/session's 401, which the browser logs.
+    browser.allow_console_error(r"status of 401 \(Unauthorized\)$", r"/api/session$")
+    token = await make_token("alice", "read")
+    page = await (await browser.new_context()).new_page()
+    await page.goto("/")
+    await expect(page.get_by_test_id("conn-state")).to_have_text("closed", timeout=QUICK)
+    await page.get_by_test_id("token-input").fill(token)
+    await page.get_by_test_id("login-button").click()
+    await expect(page.get_by_test_id("whoami")).to_have_text("alice", timeout=QUICK)
+    await expect(page.get_by_test_id("conn-state")).to_have_text("live", timeout=QUICK)
+    await expect(page.get_by_test_id("conn-banner")).to_be_hidden()
+    await expect(page.get_by_test_id("runs-table")).to_be_visible()
