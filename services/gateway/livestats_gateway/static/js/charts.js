@@ -6,11 +6,16 @@ const LATENCY_EDGES_S = [0.25, 0.5, 1, 2, 5, 10, 30, 60, 120];
 // Upper bounds in seconds; the last bin holds everything slower.
 const LATENCY_LABELS = [...LATENCY_EDGES_S.map((s) => `${s}`), `${LATENCY_EDGES_S.at(-1)}+`];
 const MAX_BUCKETS = 240;
+const MIN_SPAN_S = 60;
 const REDRAW_MS = 500;
 
 function bars(align) {
   return window.uPlot.paths.bars({ size: [0.4, 48], align });
 }
+
+// Counts start at zero.
+const FROM_ZERO = { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] };
+const FEW_POINTS = { show: (_u, _si, i0, i1) => i1 - i0 < 30, size: 5 };
 
 function categoryAxis(labels) {
   return {
@@ -47,18 +52,19 @@ export class Charts {
     this.durations = []; // for the percentiles under the histogram
     this.latencyNote = latency.note;
     this.calls = new Plot(calls, {
-      series: [{}, ...[["succeeded", COLORS.ok], ["failed", COLORS.fail], ["retried", COLORS.retry]].map(([label, stroke]) => ({ label, stroke, width: 1.5, points: { show: false } }))],
+      scales: { y: FROM_ZERO },
+      series: [{}, ...[["succeeded", COLORS.ok], ["failed", COLORS.fail], ["retried", COLORS.retry]].map(([label, stroke]) => ({ label, stroke, width: 1.5, points: FEW_POINTS }))],
       axes: [{}, { label: "calls / bucket", size: 50 }],
     });
     this.tokenLabels = [];
     this.tokens = new Plot(tokens, {
-      scales: { x: { time: false, range: (_u) => [-0.5, Math.max(0.5, this.tokenLabels.length - 0.5)] } },
+      scales: { x: { time: false, range: (_u) => [-0.5, Math.max(0.5, this.tokenLabels.length - 0.5)] }, y: FROM_ZERO },
       series: [{}, { label: "predicted", fill: COLORS.predicted, stroke: COLORS.predicted, paths: bars(-1), points: { show: false } },
         { label: "actual", fill: COLORS.actual, stroke: COLORS.actual, paths: bars(1), points: { show: false } }],
       axes: [categoryAxis(this.tokenLabels), { label: "tokens", size: 60 }],
     });
     this.latency = new Plot(latency.box, {
-      scales: { x: { time: false, range: [-0.5, LATENCY_LABELS.length - 0.5] } },
+      scales: { x: { time: false, range: [-0.5, LATENCY_LABELS.length - 0.5] }, y: FROM_ZERO },
       series: [{}, { label: "succeeded", fill: COLORS.ok, stroke: COLORS.ok, paths: bars(-1), points: { show: false } },
         { label: "failed", fill: COLORS.fail, stroke: COLORS.fail, paths: bars(1), points: { show: false } }],
       axes: [{ ...categoryAxis(LATENCY_LABELS), label: "seconds, at most" }, { label: "attempts", size: 50 }],
@@ -117,7 +123,8 @@ export class Charts {
       return;
     }
     const first = Math.min(...seconds);
-    const last = Math.max(...seconds);
+    // At least a minute wide: a run's first seconds are not stretched over the whole chart.
+    const last = Math.max(first + MIN_SPAN_S, ...seconds);
     const width = Math.max(1, Math.ceil((last - first + 1) / MAX_BUCKETS)); // seconds per bucket
     const n = Math.floor((last - first) / width) + 1;
     const xs = Array.from({ length: n }, (_, i) => first + i * width);

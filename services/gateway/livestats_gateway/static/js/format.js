@@ -29,11 +29,24 @@ export function clockTime(ms) {
   return new Date(ms).toLocaleTimeString([], { hour12: false });
 }
 
-/** Elapsed seconds of a run on the server's clock: to its end if it ended. */
+/** Elapsed seconds of a run, on the worker's monotonic clock as its heartbeats report it, moved
+ * on by the time since the last heartbeat (so this and the heartbeat's figures never disagree);
+ * the wall-clock span from its start only before the first heartbeat. */
 export function runElapsed(snap, nowMs) {
-  if (!snap.started_ts) return null;
-  const end = snap.finished_ts ?? nowMs;
-  return (end - snap.started_ts) / 1000;
+  const ended = snap.finished_ts !== null && snap.finished_ts !== undefined;
+  if (ended) return snap.elapsed_s ?? (snap.started_ts ? (snap.finished_ts - snap.started_ts) / 1000 : null);
+  if (snap.heartbeat_ts && snap.elapsed_s !== null && snap.elapsed_s !== undefined) {
+    return snap.elapsed_s + Math.max(0, nowMs - snap.heartbeat_ts) / 1000;
+  }
+  return snap.started_ts ? Math.max(0, nowMs - snap.started_ts) / 1000 : null;
+}
+
+/** Seconds left before the run's deadline, by the same clock as `runElapsed`. */
+export function runRemaining(snap, nowMs) {
+  if (snap.heartbeat_ts && snap.remaining_s !== null && snap.remaining_s !== undefined) {
+    return Math.max(0, snap.remaining_s - Math.max(0, nowMs - snap.heartbeat_ts) / 1000);
+  }
+  return snap.deadline_ts ? Math.max(0, (snap.deadline_ts - nowMs) / 1000) : null;
 }
 
 export function percent(done, planned) {

@@ -6,7 +6,7 @@ import { Charts } from "./charts.js";
 import { LiveSocket, clock } from "./conn.js";
 import { EventLog } from "./eventlog.js";
 import { applyEvent, emptySnapshot, isTerminal } from "./fold.js";
-import { duration, el, percent, runElapsed } from "./format.js";
+import { duration, el, percent, runElapsed, runRemaining } from "./format.js";
 
 const COUNTERS = [
   ["total_calls", "attempts", ""], ["successful_calls", "succeeded", "ok"], ["failed_calls", "failed attempts", "fail"],
@@ -137,7 +137,7 @@ export function showRun(view, runId, me, showConnection) {
     const now = clock.now();
     ui.elapsed.textContent = duration(runElapsed(snap, now));
     const ended = isTerminal(snap.status);
-    ui.timeLeft.textContent = ended || !snap.deadline_ts ? "—" : duration((snap.deadline_ts - now) / 1000);
+    ui.timeLeft.textContent = ended ? "—" : duration(runRemaining(snap, now));
     const sign = snap.heartbeat_ts ?? snap.started_ts ?? lastEventTs ?? snap.created_ts;
     const age = sign ? Math.max(0, (now - sign) / 1000) : null;
     let level;
