@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
+from livestats_shared.control import TERMINAL
 from livestats_shared.events import (
+    DATA_MODELS,
     CallFailed,
     CallRetrying,
     CallStarted,
@@ -25,19 +27,8 @@ from livestats_shared.ids import new_run_id
 from playwright.async_api import expect
 from run_stack import Stack
 
-EVERY_TYPE = {
-    "run.queued",
-    "run.started",
-    "phase.started",
-    "phase.finished",
-    "call.started",
-    "call.succeeded",
-    "call.failed",
-    "call.retrying",
-    "heartbeat",
-    "run.finished",
-}
-ENDED = ("succeeded", "failed", "timed_out", "cancelled", "stalled")
+EVERY_TYPE = set(DATA_MODELS)  # every type the contract defines
+ENDED = tuple(TERMINAL)
 
 FOLD = """async ([runId, events]) => {
   const { applyEvent, emptySnapshot } = await import("/static/js/fold.js");
