@@ -27,12 +27,16 @@ def main(argv: list[str]) -> int:
     manifest = json.loads((VENDOR / "VENDOR.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         spec = f"{manifest['package']}@{manifest['version']}"
-        name = subprocess.run(
-            ["npm", "pack", spec, "--pack-destination", tmp, "--silent"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip().splitlines()[-1]
+        name = (
+            subprocess.run(
+                ["npm", "pack", spec, "--pack-destination", tmp, "--silent"],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         tarball = Path(tmp) / name
         algo, _, expected = manifest["integrity"].partition("-")
         actual = base64.b64encode(hashlib.new(algo, tarball.read_bytes()).digest()).decode()

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from gateway_fixtures import gateway, make_token, start_gateway  # noqa: F401 -- real gateways for every test dir
 from livestats_cli.embedded import EmbeddedServer
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect

@@ -23,7 +23,9 @@ SPEC = RunSpec.model_validate(
             # Every first attempt fails: failures and retries are part of the story.
             {"name": "generate", "calls": 3, "concurrency": 2, "predicted_tokens": 50, "category": "implementation",
              "complexity": "medium", "deliverables": 3, "env": {**FAST, "FPF_SIM_FAIL_FIRST": "1"}},
-            {"name": "evaluate", "calls": 2, "predicted_tokens": 30, "category": "testing", "env": FAST},
+            # Slow enough that the run outlives a heartbeat interval (0.5 s): heartbeats are exported too.
+            {"name": "evaluate", "calls": 2, "predicted_tokens": 30, "category": "testing",
+             "env": {"FPF_SIM_LATENCY_MS": "700", "FPF_SIM_JITTER_MS": "5"}},
         ],
     }
 )  # fmt: skip

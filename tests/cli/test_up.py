@@ -135,7 +135,7 @@ def test_up_starts_the_gateway_prints_its_urls_and_stops_it_on_sigterm(start_up,
     assert _healthz_status(base) == 200
     assert len(_gateway_pids(marker)) == 1
     # The login URL carries a local admin token in its fragment (never sent to a server).
-    login = next(ln.split()[1] for ln in lines if ln.startswith("open ") and "/login#token=" in ln)
+    login = next(ln.split()[2] for ln in lines if ln.startswith("dashboard: open ") and "/login#token=" in ln)
     assert login.startswith(f"{base}/login#token=lsk_")
     token = login.split("#token=", 1)[1]
     assert _get_json(f"{base}/api/session", token)["principal"] == "local-admin"

@@ -83,3 +83,16 @@ async def test_the_login_page_keeps_its_script_out_of_the_page_and_is_never_cach
     assert answer.headers["cache-control"] == "no-store"
     assert "unsafe-inline" not in answer.headers["content-security-policy"]
     assert '<script type="module" src="/static/js/login.js">' in answer.text
+
+
+def test_every_static_file_is_in_the_package_data_so_a_wheel_ships_it():
+    import fnmatch
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["livestats_gateway"]
+    package_dir = STATIC_DIR.parent
+    for asset in STATIC_DIR.rglob("*"):
+        if asset.is_file():
+            relative = asset.relative_to(package_dir).as_posix()
+            assert any(fnmatch.fnmatch(relative, p) and relative.count("/") == p.count("/") for p in patterns), relative

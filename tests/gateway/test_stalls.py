@@ -89,7 +89,9 @@ async def test_a_worker_killed_with_sigkill_mid_run_is_marked_stalled_by_the_gat
     assert (snapshot.status, snapshot.outcome) == ("stalled", "stalled")
     # The index follows the event in a round trip of its own, just after it.
     await eventually(lambda: _not_active(redis, run_id), 2, f"run {run_id} still in the active set")
-    assert gateway.app_state["stalls"].stalled_marked >= 1
+    # Counted once the publish returns in the gateway's own thread, which may come after this
+    # test has seen the event in Redis (a loaded machine).
+    await wait_until(lambda: gateway.app_state["stalls"].stalled_marked >= 1, timeout_s=5)
     await asyncio.sleep(0.6)  # a few more checks: none may finish it again
     assert len(await finished_events(redis, run_id)) == 1
     await wait_until(lambda: pids_with_env("FPF_RUN_ID", run_id) == [], timeout_s=5)

@@ -1,9 +1,8 @@
-"""Fixtures for the metrics tests: gateways (the gateway tests' own fixtures), workers with a
-metrics port, scrapes parsed into samples, and the promtool/prometheus binaries."""
+"""Fixtures for the metrics tests: workers with a metrics port, scrapes parsed into samples, and
+the promtool/prometheus binaries (gateways come from tests/conftest.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -16,16 +15,7 @@ from scrape_util import wait_for_scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The gateway tests' fixtures (a real uvicorn per gateway), loaded under a name of their own so
-# both conftest modules coexist; whatever they gain (auth headers) these tests get too.
-_spec = importlib.util.spec_from_file_location("livestats_gateway_fixtures", ROOT / "tests" / "gateway" / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_gateway_fixtures = importlib.util.module_from_spec(_spec)
-sys.path.append(str(ROOT / "tests" / "gateway"))  # its helpers (ws_client) for these tests too
-sys.modules[_spec.name] = _gateway_fixtures
-_spec.loader.exec_module(_gateway_fixtures)
-start_gateway = _gateway_fixtures.start_gateway
-gateway = _gateway_fixtures.gateway
+sys.path.append(str(ROOT / "tests" / "gateway"))  # the gateway tests' helpers (ws_client) for these tests too
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         print(f"gateway on {gateway_url}, API docs at {gateway_url}/docs (log: {gateway_log})")
         token_id, token = await _create_local_token(url)
         # The token goes in the URL's fragment, which browsers never send: no server log sees it.
-        print(f"\nopen {gateway_url}/login#token={token}   # logs this browser in (local admin)")
+        print(f"\ndashboard: open {gateway_url}/login#token={token}   # logs this browser in (local admin)")
         print(f"  curl -H 'Authorization: Bearer {token}' {gateway_url}/api/runs")
 
         if spec is not None:

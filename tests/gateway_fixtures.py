@@ -1,4 +1,8 @@
-"""A real gateway: uvicorn in a thread of its own (own event loop) on a free port."""
+"""A real gateway: uvicorn in a thread of its own (own event loop) on a free port, and API tokens.
+
+Its fixtures (start_gateway, gateway, make_token) reach every test directory through
+tests/conftest.py; GatewayHandle and bearer are imported by name where a test needs them.
+"""
 
 from __future__ import annotations
 
