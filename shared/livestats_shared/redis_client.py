@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 
 # Errors that mean "Redis is not there right now" rather than "the command was wrong".
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
@@ -13,7 +15,7 @@ REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionError, TimeoutError,
 UNAVAILABLE: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, OSError)
 
 
-def connect(url: str, client_name: str, *, single_connection: bool = False) -> Redis:
+def connect(url: str, client_name: str, *, single_connection: bool = False, busy_loop: bool = False) -> Redis:
     """A client for `url` (redis://, rediss://, with ACL user:password) named for CLIENT LIST.
 
     No socket_timeout, on purpose: with one set, redis-py 5 wraps every write in
@@ -23,15 +25,37 @@ def connect(url: str, client_name: str, *, single_connection: bool = False) -> R
 
     `single_connection`: one dedicated connection, for a blocking reader: its cancelled XREAD
     must never go back to a shared pool (redis-py #2663), and its CLIENT ID stays stable.
+
+    `busy_loop`: for a process whose event loop is busy (the gateway): the pool hands out
+    connections without redis-py's per-checkout socket poll (see `_UnpolledPool`).
     """
-    client: Redis = Redis.from_url(
-        url,
-        client_name=client_name,
-        socket_connect_timeout=5.0,
-        health_check_interval=30,
-        single_connection_client=single_connection,
-    )
+    options: dict[str, Any] = {"client_name": client_name, "socket_connect_timeout": 5.0, "health_check_interval": 30}
+    if not busy_loop:
+        client: Redis = Redis.from_url(url, single_connection_client=single_connection, **options)
+        return client
+    client = Redis(connection_pool=_UnpolledPool.from_url(url, **options), single_connection_client=single_connection)
+    client.auto_close_connection_pool = True  # aclose() closes the pool, as with from_url
     return client
+
+
+class _UnpolledPool(ConnectionPool):
+    """redis-py 5's pool takes one pool-wide lock for every checkout and, holding it, polls the
+    socket with a zero timeout, which always waits for the next event-loop iteration. On a busy
+    loop that is one command per iteration for the whole pool: in the gateway under fan-out, 300
+    joining clients queued for seconds behind that lock (measured). The poll guards against a
+    connection returned with a reply unread; redis-py never does that (it disconnects on any
+    error or cancellation mid-command), and an idle connection the server dropped is caught by
+    the health check before its next command."""
+
+    async def get_connection(self, command_name: object = None, *keys: object, **options: object) -> AbstractConnection:
+        connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        # (no await in it: safe without the lock on a single-threaded loop)
+        try:
+            await connection.connect()  # type: ignore[no-untyped-call]  # returns at once when connected
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
 
 
 _URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@")

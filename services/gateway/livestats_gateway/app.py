@@ -28,7 +28,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            redis = connect(config.redis_url, "livestats.gateway")
+            redis = connect(config.redis_url, "livestats.gateway", busy_loop=True)
             stack.push_async_callback(redis.aclose)
             publisher = await stack.enter_async_context(Publisher(redis, producer=None))
             counts = GatewayMetrics()

@@ -51,7 +51,7 @@ class Hub:
         self.redis = redis  # commands other than the blocking read
         self._reader = raw_stream_replies(connect(config.redis_url, "livestats.gateway.reader", single_connection=True))
         # Stream reads for joins (history replay, attach): unparsed replies, see wire.py.
-        self.history = raw_stream_replies(connect(config.redis_url, "livestats.gateway.history"))
+        self.history = raw_stream_replies(connect(config.redis_url, "livestats.gateway.history", busy_loop=True))
         self._channels: dict[str, Channel] = {}
         self._attached: dict[Subscriber, Channel] = {}  # a subscriber reads one stream
         self.connections: set[Subscriber] = set()  # every open client, for heartbeats and shutdown
