@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss
 from redis.asyncio import Redis
 
 from . import keys
+from .compat import request_abort
 from .errors import LivestatsError, PublishError, RunStateConflict
 from .events import Outcome, RunFinished, RunQueued
 from .history import read_status
@@ -87,7 +86,6 @@ async def cancel_run(redis: Redis, publisher: Publisher, run_id: str, *, reason:
         if conflict.status in TERMINAL:
             return str(conflict.status)
         status_after = "cancelling"
-    # arq's abort: a running job's task is cancelled within a poll; a queued one never starts.
-    await redis.zadd(abort_jobs_ss, {rid: int(time.time() * 1000)})
+    await request_abort(redis, rid)  # a running job's task is cancelled within a poll
     log.info("cancel requested for run %s (%s): %s", rid, reason, status_after)
     return status_after

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from arq.connections import RedisSettings
-from arq.worker import Worker, func
+from arq.worker import func
 from livestats_shared import keys
 from livestats_shared.events import Outcome, RunFinished
 from livestats_shared.ids import validate_run_id
@@ -22,6 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import WatchError
 
+from .compat import HookedWorker
 from .config import WorkerConfig
 from .metrics import WorkerMetrics
 from .run import RunExecution
@@ -68,7 +70,7 @@ class WorkerStopping(Exception):
     """Raised inside arq's poll loop to end it cleanly on shutdown."""
 
 
-class ResilientWorker(Worker):
+class ResilientWorker(HookedWorker):
     """arq's poll loop lets a connection error end the worker; ours waits for Redis to return.
 
     Running jobs are unaffected either way (their events wait in the publisher's outbox); this
@@ -83,11 +85,11 @@ class ResilientWorker(Worker):
         cancelling arq inside a pipeline leaves a connection checked out."""
         self._stop_polling = True
 
-    async def _poll_iteration(self) -> None:
+    async def poll_once(self, poll: Callable[[], Awaitable[None]]) -> None:
         if self._stop_polling:
             raise WorkerStopping
         try:
-            await super()._poll_iteration()
+            await poll()
         except _POLL_OUTAGE as exc:
             if self._redis_down_since is None:
                 self._redis_down_since = time.monotonic()
