@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 BENCH_STAMP   := $(VENV)/.bench-installed
+# TypeScript (pinned in tools/jscheck/package-lock.json) type-checks the dashboard's JavaScript.
+JSCHECK       := tools/jscheck
+JSCHECK_STAMP := $(JSCHECK)/node_modules/.installed
 PYTEST_ARGS ?=
 ARGS ?=
 
@@ -42,11 +45,17 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick $(ARGS)
 
-## lint: ruff + mypy strict
-lint: $(DEV_STAMP)
+$(JSCHECK_STAMP): $(JSCHECK)/package.json $(JSCHECK)/package-lock.json
+	@command -v npm >/dev/null || { echo "make lint needs node and npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(JSCHECK) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+## lint: ruff + mypy strict + tsc over the dashboard's JavaScript
+lint: $(DEV_STAMP) $(JSCHECK_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared services
+	$(JSCHECK)/node_modules/.bin/tsc -p $(JSCHECK)
 
 ## fmt: apply ruff's fixes and formatting
 fmt: $(DEV_STAMP)
@@ -58,4 +67,4 @@ vendor:
 	$(PYTHON) deploy/vendor_assets.py
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache $(JSCHECK)/node_modules
