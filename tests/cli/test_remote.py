@@ -8,12 +8,16 @@ import json
 import os
 import re
 import sys
+from typing import Any
 
+from helpers import TAIL_COUNTERS as COUNTERS
 from helpers import wait_for_event
-from test_tail import COUNTERS
 
 SLOW = {"FPF_SIM_LATENCY_MS": "120", "FPF_SIM_JITTER_MS": "10"}
-SPEC = {"name": "remote", "phases": [{"name": n, "calls": 4, "concurrency": 1, "env": SLOW} for n in ("a", "b")]}
+SPEC: dict[str, Any] = {
+    "name": "remote",
+    "phases": [{"name": n, "calls": 4, "concurrency": 1, "env": SLOW} for n in ("a", "b")],
+}
 
 
 async def cli(gateway, *argv: str, token: str | None = None, stdin: str | None = None) -> asyncio.subprocess.Process:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from helpers import livestats
 from livestats_shared import keys
 from livestats_shared.control import submit_run
 from livestats_shared.spec import PhaseSpec, RunSpec
-from test_commands import livestats
 
 
 def spec(name: str, *, external: bool = False) -> RunSpec:

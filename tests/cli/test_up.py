@@ -12,8 +12,9 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from livestats_cli.embedded import EmbeddedServer, free_port
@@ -154,7 +155,7 @@ def test_up_starts_the_gateway_prints_its_urls_and_stops_it_on_sigterm(start_up,
         async def stored_tokens() -> dict:
             client = connect(server.url, "livestats.tests")
             try:
-                return await client.hgetall(keys.AUTH_TOKENS)
+                return await cast(Awaitable[dict[bytes, bytes]], client.hgetall(keys.AUTH_TOKENS))
             finally:
                 await client.aclose()
 

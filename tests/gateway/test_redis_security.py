@@ -19,6 +19,7 @@ from livestats_shared.ids import new_run_id
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 from websockets.asyncio.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 SPEC = {"name": "acl", "phases": [{"name": "generate", "calls": 1}]}
 
@@ -95,7 +96,8 @@ async def test_an_acl_user_works_and_no_secret_reaches_any_log(
             await http.post("/api/session", json={"token": token})
             await http.get("/api/runs/a:b")  # 422
         async with ws_connect(
-            f"{gateway.ws}/ws/runs", subprotocols=["livestats.v1", f"livestats.bearer.{token}"]
+            f"{gateway.ws}/ws/runs",
+            subprotocols=[Subprotocol("livestats.v1"), Subprotocol(f"livestats.bearer.{token}")],
         ) as ws:
             assert orjson.loads(await ws.recv())["type"] == "index"
         async with ws_connect(f"{gateway.ws}/ws/runs/{run_id}", additional_headers=gateway.headers) as ws:

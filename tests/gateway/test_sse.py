@@ -14,7 +14,9 @@ async def _read_sse(
     client: httpx.AsyncClient, url: str, *, until_seq: int, stop_after: int | None = None, headers=None
 ):
     """Parse the stream; return (events, control messages) once `until_seq` or `stop_after` events arrived."""
-    events, controls, message = [], [], {}
+    events: list[dict] = []
+    controls: list[dict] = []
+    message: dict = {}
     async with client.stream("GET", url, headers=headers or {}, timeout=30) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")

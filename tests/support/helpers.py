@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 
 from livestats_shared import keys
 from livestats_shared.events import Event
 from livestats_shared.history import read_events
+
+# `livestats tail`'s progress line: calls done/planned, ok.
+TAIL_COUNTERS = re.compile(r"calls (\d+)/(\d+) done, ok (\d+)")
 
 
 async def wait_for_event(redis, run_id: str, event_type: str, timeout_s: float = 30.0, *, count: int = 1) -> Event:
