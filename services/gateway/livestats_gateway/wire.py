@@ -13,7 +13,7 @@ from enum import IntEnum
 from typing import Any, NamedTuple, Protocol
 
 import orjson
-from livestats_shared.errors import InvalidEvent
+from livestats_shared.errors import InvalidEvent, LivestatsError
 from livestats_shared.events import DATA_MODELS
 
 from .compat import raw_stream_replies as raw_stream_replies  # re-exported: redis-py internals live in compat
@@ -42,7 +42,7 @@ class CloseCode(IntEnum):
     TOO_MANY_STREAMS = 4429  # the principal holds max_streams_per_principal streams on this gateway
 
 
-class InvalidStreamId(ValueError):
+class InvalidStreamId(LivestatsError, ValueError):
     pass
 
 

@@ -12,6 +12,7 @@ from typing import Any, cast
 from arq.connections import RedisSettings
 from arq.worker import func
 from livestats_shared import keys
+from livestats_shared.errors import LivestatsError
 from livestats_shared.events import Outcome, RunFinished
 from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
@@ -66,7 +67,7 @@ async def execute_run(ctx: dict[str, Any], run_id: str, spec_json: str) -> str:
 _POLL_OUTAGE: tuple[type[Exception], ...] = (*UNAVAILABLE, WatchError)
 
 
-class WorkerStopping(Exception):
+class WorkerStopping(LivestatsError):
     """Raised inside arq's poll loop to end it cleanly on shutdown."""
 
 
