@@ -53,6 +53,15 @@ async def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.0
         await asyncio.sleep(interval_s)
 
 
+async def eventually(check, timeout_s: float = 30.0, interval_s: float = 0.05) -> None:
+    """Poll the async predicate `check` until it holds (a generous bound, not a measurement)."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)
+
+
 async def livestats(redis_url: str, queue: str, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
     env = {**os.environ, "LIVESTATS_REDIS_URL": redis_url, "LIVESTATS_QUEUE_NAME": queue}
     proc = await asyncio.create_subprocess_exec(
