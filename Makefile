@@ -11,7 +11,7 @@ JSCHECK_STAMP := $(JSCHECK)/node_modules/.installed
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: run test lint fmt clean bench bench-quick vendor
+.PHONY: run test stress-test lint fmt clean bench bench-quick vendor
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "livestats needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
@@ -33,6 +33,10 @@ run: $(RUNTIME_STAMP)
 ## test: the whole suite against a private server on a free port
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## stress-test: `make test` three times in a row beside two CPU-bound processes, 10 minutes each at most
+stress-test: $(DEV_STAMP)
+	PYTEST_ARGS='$(PYTEST_ARGS)' tools/stress-test.sh
 
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -8,6 +8,7 @@ import asyncio
 import httpx
 import orjson
 import pytest
+from helpers import eventually, wait_until
 from livestats_shared.auth import TokenStore, token_id
 from livestats_shared.ids import new_run_id
 from starlette.routing import Mount
@@ -187,7 +188,9 @@ async def test_run_id_injection_is_rejected_before_any_redis_command(gateway, re
     seen: list[str] = []
     async with monitor_client.monitor() as monitor:
         reader = asyncio.create_task(_collect(monitor, seen))
-        await asyncio.sleep(0.1)
+        ready = f"monitor-ready-{new_run_id()}"
+        async with Redis.from_url(redis_url) as probe:  # MONITOR shows commands once this one shows
+            await eventually(lambda: _shown(probe, ready, seen))
         path = quote(bad, safe="")
         async with gateway.client() as client:
             for method, url in (("GET", f"/api/runs/{path}"), ("GET", f"/api/runs/{path}/events")):
@@ -198,13 +201,20 @@ async def test_run_id_injection_is_rejected_before_any_redis_command(gateway, re
             assert code in (4404, 4422)
             control = new_run_id()  # a valid id does reach Redis: proves the monitor sees commands
             assert (await client.get(f"/api/runs/{control}")).status_code == 404
-        await asyncio.sleep(0.2)
+        # MONITOR keeps the server's order: once the control's command shows, the earlier ones have.
+        await wait_until(lambda: any(control in c for c in seen), timeout_s=30)
         reader.cancel()
     await monitor_client.aclose()
     needle = bad if bad != "%2A" else "*"
     assert any(control in c for c in seen), seen
     leaked = [c for c in seen if needle in c and "livestats:run:" in c]
     assert not leaked, leaked
+
+
+async def _shown(probe, key: str, seen: list[str]) -> bool:
+    await probe.exists(key)
+    await asyncio.sleep(0.02)
+    return any(key in c for c in seen)
 
 
 async def _collect(monitor, seen: list[str]) -> None:
@@ -304,5 +314,13 @@ async def test_streams_per_principal_are_limited_with_4429_and_429(start_gateway
     finally:
         for ws in held:
             await ws.close()
-    await asyncio.sleep(0.2)
+
+    async def released() -> bool:  # the gateway lets go of the closed streams' slots
+        async with connect(f"{gateway.ws}/ws/runs", open_timeout=10, additional_headers=auth) as ws:
+            try:
+                return orjson.loads(await ws.recv())["type"] == "index"
+            except ConnectionClosed:
+                return False
+
+    await eventually(released)
     assert (await _ws_first(f"{gateway.ws}/ws/runs", additional_headers=auth))["type"] == "index"
