@@ -84,7 +84,7 @@ async def test_tail_through_the_gateway_resumes_after_the_gateway_restarts(
     await start_worker()  # only now: tail sees the run from before its first call
     await wait_for_event(redis, run_id, "call.succeeded", count=4)
     await asyncio.to_thread(gateway.stop)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # down for a moment: tail's first reconnects fail
     await asyncio.to_thread(gateway.start)  # same port, same token
     code, out, err = await done(proc)
     out = first.decode() + out

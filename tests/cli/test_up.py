@@ -191,8 +191,10 @@ def test_sigterm_mid_run_stops_everything_and_the_history_survives_a_restart(sta
         if "phase generate:" in line:
             break
     run_id = next(ln.split()[1] for ln in lines if ln.startswith("run ") and "submitted" in ln)
-    time.sleep(1.5)  # calls are in flight
-    assert len(pids_with_env("LS_TEST_MARKER", marker)) >= 4  # server, worker, gateway, FPF calls
+    deadline = time.monotonic() + 30  # until calls are in flight: server, worker, gateway, FPF calls
+    while len(pids_with_env("LS_TEST_MARKER", marker)) < 4:
+        assert time.monotonic() < deadline, pids_with_env("LS_TEST_MARKER", marker)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
