@@ -10,13 +10,14 @@ from __future__ import annotations
 import importlib
 import logging
 
+import livestats_cli.compat as cli_compat
 import livestats_gateway.compat as gateway_compat
 import livestats_shared.compat as shared_compat
 import livestats_worker.compat as worker_compat
 import pytest
 from livestats_shared.errors import LivestatsError
 
-COMPAT_MODULES = [shared_compat, worker_compat, gateway_compat]
+COMPAT_MODULES = [shared_compat, worker_compat, gateway_compat, cli_compat]
 RELIED_ON = [(m.__name__, name, digest) for m in COMPAT_MODULES for name, digest in m.RELIED_ON.items()]
 
 

