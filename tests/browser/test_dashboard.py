@@ -12,10 +12,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import wait_until
 from playwright.async_api import Locator, Page, expect
 from proc_util import pids_with_env
 from run_stack import FAST_CALLS
+
+pytestmark = pytest.mark.slow  # headless chromium against a full stack
 
 ROOT = Path(__file__).resolve().parents[2]
 README_SCREENSHOT = ROOT / "docs" / "screenshots" / "run-page.png"

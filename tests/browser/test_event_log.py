@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from livestats_shared.events import CallStarted, CallSucceeded, Outcome, PhasePlan, RunFinished, RunQueued
 from livestats_shared.ids import new_run_id
 from playwright.async_api import expect
+
+pytestmark = pytest.mark.slow  # headless chromium replaying 100,000 events
 
 
 async def test_a_100k_event_history_loads_and_the_log_renders_only_the_rows_in_view(stack, browser, login, publisher):

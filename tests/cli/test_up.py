@@ -73,6 +73,7 @@ def _start_up(tmp_path: Path, spec: dict, *extra: str, gateway_port: int) -> tup
     return proc, marker, port
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_up_shows_a_run_to_the_end_and_leaves_no_process_behind(start_up):
     proc, marker, _port = start_up(TINY, "--exit-after-run")
     out, _ = proc.communicate(timeout=60)
@@ -124,6 +125,7 @@ def _get_json(url: str, token: str) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_up_starts_the_gateway_prints_its_urls_and_stops_it_on_sigterm(start_up, tmp_path):
     proc, marker, port = start_up(TINY)
     lines = _read_until(proc, "stack is up")
@@ -171,6 +173,7 @@ def busy_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_up_moves_the_gateway_to_a_free_port_when_its_own_is_busy_and_says_so(start_up, busy_port):
     proc, _marker, _port = start_up(TINY, "--no-demo", gateway_port=busy_port)
     lines = _read_until(proc, "stack is up")
@@ -180,6 +183,7 @@ def test_up_moves_the_gateway_to_a_free_port_when_its_own_is_busy_and_says_so(st
     assert _healthz_status(base) == 200
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_sigterm_mid_run_stops_everything_and_the_history_survives_a_restart(start_up, tmp_path):
     proc, marker, port = start_up(SLOW)
     assert proc.stdout is not None
@@ -225,6 +229,7 @@ def test_an_unreadable_spec_is_a_clear_error_with_exit_code_2(argv):
     assert "nonexistent.json" in result.stderr
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_if_up_itself_is_killed_its_server_worker_and_gateway_still_stop(start_up):
     proc, marker, _port = start_up(SLOW)
     assert proc.stdout is not None
@@ -239,6 +244,7 @@ def test_if_up_itself_is_killed_its_server_worker_and_gateway_still_stop(start_u
     assert pids_with_env("LS_TEST_MARKER", marker) == []
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_a_second_up_on_the_same_data_dir_is_refused_clearly(start_up, tmp_path):
     first, _, _ = start_up(SLOW, "--no-demo")
     _read_until(first, "worker pid")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # schemathesis generates hundreds of requests
+
 # Checks left out, and why:
 # - positive_data_acceptance: the document cannot express every rule the API enforces (stream
 #   ids must fit 64 bits, cursors are opaque, phase names must be unique, a json phase takes no

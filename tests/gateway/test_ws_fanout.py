@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 from helpers import wait_for_event, wait_until
 from livestats_shared import keys
 from livestats_shared.events import CallFailed, FailureReason, PhasePlan, RunQueued
@@ -12,6 +13,8 @@ from livestats_shared.ids import new_run_id
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from ws_client import RunWatcher, publish_run
+
+pytestmark = pytest.mark.slow  # thousands of events to hundreds of sockets
 
 GATEWAY_READS = ("xread", "xrange", "xrevrange", "hgetall", "exists", "client|unblock", "client|id")
 

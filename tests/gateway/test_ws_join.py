@@ -10,8 +10,9 @@ from helpers import wait_for_event
 from livestats_shared.ids import new_run_id
 from ws_client import RunWatcher, publish_run
 
+pytestmark = pytest.mark.slow  # tens of thousands of events to many clients
 
-@pytest.mark.slow
+
 @pytest.mark.timeout(300)
 async def test_fifty_clients_joining_at_random_moments_each_receive_every_event_once(gateway, publisher, redis):
     run_id, n = new_run_id(), 20_000

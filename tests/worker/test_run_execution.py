@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections import Counter
 
+import pytest
 from helpers import eventually, wait_finished, wait_for_event, wait_until
 from livestats_shared.control import cancel_run, submit_run
 from livestats_shared.events import Heartbeat, RunFinished
@@ -186,6 +187,7 @@ async def test_a_queued_run_cancelled_before_any_worker_takes_it_never_starts(
     assert await cancel_run(redis, publisher, run_id) == "cancelled"  # idempotent
 
 
+@pytest.mark.slow  # outages / many FPF processes
 async def test_every_bad_output_is_classified_and_the_worker_keeps_working(redis, publisher, start_worker, queue_name):
     await start_worker(max_output_bytes=1 << 20)
     behaviours = {
@@ -226,6 +228,7 @@ async def test_a_missing_fpf_command_fails_the_run_fast_with_spawn_error(redis, 
     assert snap is not None and snap.attempts_started <= 2
 
 
+@pytest.mark.slow  # outages / many FPF processes
 async def test_the_server_stopped_and_restarted_mid_run_loses_no_event(
     redis_server, redis, publisher, start_worker, queue_name
 ):
@@ -290,6 +293,7 @@ async def test_a_job_with_an_invalid_spec_ends_its_run_failed_instead_of_queued_
     assert "phases" in finished.detail
 
 
+@pytest.mark.slow  # outages / many FPF processes
 async def test_a_long_redis_outage_neither_kills_the_worker_nor_loses_the_runs_events(
     redis_server, redis, publisher, start_worker, queue_name, caplog
 ):
