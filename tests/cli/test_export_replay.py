@@ -115,6 +115,7 @@ async def test_export_estimation_writes_samples_that_report_reads(redis, redis_u
     assert json.loads(out)["summary"]["count"] == 2
 
 
+@pytest.mark.slow  # a CLI process per bad file
 async def test_a_bad_export_file_is_refused_whole_before_anything_is_published(
     redis, redis_url, finished_run, tmp_path
 ):

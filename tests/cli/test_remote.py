@@ -10,6 +10,7 @@ import re
 import sys
 from typing import Any
 
+import pytest
 from helpers import TAIL_COUNTERS as COUNTERS
 from helpers import wait_for_event
 
@@ -40,6 +41,7 @@ async def done(proc: asyncio.subprocess.Process, stdin: str | None = None) -> tu
     return proc.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.slow  # CLI processes through a gateway, with a restart
 async def test_submit_wait_runs_and_cancel_through_the_gateway_as_the_tokens_principal(
     start_gateway, make_token, start_worker
 ):
@@ -69,6 +71,7 @@ async def test_submit_wait_runs_and_cancel_through_the_gateway_as_the_tokens_pri
     assert code == 1 and "401" in err
 
 
+@pytest.mark.slow  # CLI processes through a gateway, with a restart
 async def test_tail_through_the_gateway_resumes_after_the_gateway_restarts(
     start_gateway, redis, publisher, queue_name, start_worker
 ):
