@@ -253,8 +253,10 @@ async def test_browser_login_sets_a_cookie_that_authenticates_and_is_refused_cro
         assert (await browser.get("/api/session")).status_code == 401
         page = await browser.get("/login")
         script = await browser.get("/static/js/login.js")
+        session = await browser.get("/static/js/session.js")  # the one place the pages post a token
     assert page.status_code == 200 and "/static/js/login.js" in page.text
-    assert "/api/session" in script.text and "location.hash" in script.text
+    assert "location.hash" in script.text and 'from "./session.js"' in script.text
+    assert session.status_code == 200 and '"/api/session"' in session.text
 
 
 async def test_a_token_in_a_websocket_subprotocol_authenticates_and_is_not_echoed(gateway, make_token):
