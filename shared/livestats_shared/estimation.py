@@ -78,7 +78,7 @@ class LineError:
     message: str
 
 
-def smape(predicted: int, actual: int) -> float:
+def smape(predicted: float, actual: float) -> float:
     if predicted == actual == 0:
         return 0.0
     return abs(predicted - actual) / ((abs(predicted) + abs(actual)) / 2) * 100
