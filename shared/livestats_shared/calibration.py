@@ -224,7 +224,7 @@ def _sign_test(before: Sequence[float], after: Sequence[float]) -> float | None:
     n = wins + losses
     if n == 0:
         return None
-    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / (1 << n)
 
 
 def predict(calibration: Calibration, phase: dict[str, object], predicted_tokens: int) -> CalibratedPrediction:
