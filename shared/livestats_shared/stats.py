@@ -214,6 +214,7 @@ class PhaseProgress(BaseModel):
     predicted_tokens: int | None = None  # the whole phase's prediction
     actual_tokens: int = 0  # tokens the phase's answers reported (live)
     reported_tokens: int | None = None  # the total its phase.finished stated, if any
+    truncated: int = 0  # attempts whose answer was cut short (stop reason max_tokens / length)
 
     @property
     def used_tokens(self) -> int:
@@ -283,6 +284,7 @@ class RunSnapshot(BaseModel):
                 predicted_tokens=_opt_int(h.get(phase_field(n, "predicted_tokens"))),
                 actual_tokens=int(h.get(phase_field(n, "actual_tokens"), 0)),
                 reported_tokens=_opt_int(h.get(phase_field(n, "reported_tokens"))),
+                truncated=int(h.get(phase_field(n, "truncated"), 0)),
                 is_test=h.get(phase_field(n, "is_test")) == "1",
             )
             for n in names
