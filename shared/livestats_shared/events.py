@@ -15,7 +15,7 @@ import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidEvent
-from .ids import NAME_PATTERN, RunId, validate_run_id
+from .ids import MODEL_PATTERN, NAME_PATTERN, RunId, validate_run_id
 
 # 2: `phase.finished.failed` became `given_up`; the stats fields total_calls / failed_calls /
 # calls_failed became attempts_started / failed_attempts / calls_given_up (docs/contract.md).
@@ -44,6 +44,7 @@ class FailureReason(StrEnum):
     TOO_LARGE = "too_large"  # more output than max_output_bytes; the process group was killed
     SPAWN_ERROR = "spawn_error"  # the command could not be started (not retried)
     CANCELLED = "cancelled"  # the run was cancelled, timed out or shut down mid-call
+    TRUNCATED = "truncated"  # the answer says it was cut short (stop reason max_tokens / length)
 
 
 class _Data(BaseModel):
@@ -55,6 +56,9 @@ class TokenUsage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     input_tokens: int = Field(0, ge=0)
     output_tokens: int = Field(0, ge=0)
+    # Part of input_tokens the provider served from its prompt cache (priced apart when the
+    # price table says so).
+    cached_input_tokens: int = Field(0, ge=0)
 
     @property
     def total_tokens(self) -> int:
@@ -79,6 +83,7 @@ class PhasePlan(BaseModel):
     deliverables: int | None = Field(None, ge=1)
     predicted_tokens: int | None = Field(None, ge=0)
     is_test: bool = False  # a test sample: excluded from estimation summaries
+    model: str | None = Field(None, pattern=MODEL_PATTERN)  # the model the phase's FPF is set up with
 
 
 class RunQueued(_Data):
@@ -93,6 +98,7 @@ class RunQueued(_Data):
     owner: str | None = Field(None, pattern=NAME_PATTERN)
     team: str | None = Field(None, pattern=NAME_PATTERN)
     replay_of: str | None = None  # the run this one re-publishes (`livestats replay`)
+    tags: list[str] = Field(default_factory=list, max_length=20)  # free labels to find and compare runs by
 
 
 class RunStarted(_Data):
@@ -117,6 +123,7 @@ class PhaseStarted(_Data):
     complexity: Complexity | None = None
     deliverables: int | None = Field(None, ge=1)
     predicted_tokens: int | None = Field(None, ge=0)
+    model: str | None = Field(None, pattern=MODEL_PATTERN)  # declared by the spec; answers may name another
 
 
 class PhaseFinished(_Data):
@@ -148,6 +155,11 @@ class CallSucceeded(_Data):
     duration_s: float
     bytes: int
     usage: TokenUsage | None = None
+    model: str | None = Field(None, pattern=MODEL_PATTERN)  # as the answer stated it, else the phase's
+    stop_reason: str | None = Field(None, max_length=64)  # as the answer stated it (end_turn, stop, ...)
+    # What the attempt cost at the price in effect when it ended, in nano-USD (pricing.py);
+    # None when its model has no price (unknown, never 0) or it reported no usage.
+    cost_nusd: int | None = Field(None, ge=0)
 
 
 class CallFailed(_Data):
@@ -160,6 +172,11 @@ class CallFailed(_Data):
     exit_code: int | None = None
     duration_s: float
     final: bool  # no further attempt will be made for this call
+    # A failed attempt that still reported usage (a truncated answer) cost money too.
+    usage: TokenUsage | None = None
+    model: str | None = Field(None, pattern=MODEL_PATTERN)
+    stop_reason: str | None = Field(None, max_length=64)
+    cost_nusd: int | None = Field(None, ge=0)
 
 
 class CallRetrying(_Data):

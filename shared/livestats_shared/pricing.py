@@ -30,11 +30,11 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import LivestatsError
+from .ids import MODEL_PATTERN
 
 NANO_PER_USD = 1_000_000_000
 _NANO_PER_TOKEN_PER_MTOK = Decimal(NANO_PER_USD) / Decimal(1_000_000)  # $1/Mtok = 1,000 nano-USD/token
 MAX_PRICE_PER_MTOK = 1_000_000.0  # USD: far above any real price, catches a unit mix-up (per token)
-MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 
 
 class InvalidPriceTable(LivestatsError):
