@@ -86,6 +86,9 @@ class PriceTable:
         """The models that have a price: the default allowlist of the `model` metric label."""
         return sorted(self._versions)
 
+    def versions(self, model: str) -> list[PriceVersion]:
+        return list(self._versions.get(model, []))
+
     def price_at(self, model: str | None, ts_ms: int) -> PriceVersion | None:
         """The version in effect at `ts_ms`; None for an unknown model or a time before its first."""
         if model is None or model not in self._versions:

@@ -45,6 +45,10 @@ PROTECTED = {
     ("POST", "/api/runs/{run_id}/events"): ("submit", {"events": [{"type": "heartbeat", "data": {}}]}),
     ("GET", "/api/runs/{run_id}/estimation"): ("read", None),
     ("GET", "/api/estimation"): ("read", None),
+    ("GET", "/api/compare"): ("read", None),
+    ("GET", "/api/calibration"): ("read", None),
+    ("GET", "/api/calibration/predict"): ("read", None),
+    ("GET", "/api/prices"): ("read", None),
 }
 SOCKETS = ("/ws/runs", "/ws/runs/{run_id}")
 
