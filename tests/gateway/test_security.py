@@ -31,6 +31,7 @@ PUBLIC = {
     # The dashboard's app shell: no data in it; it gets everything from the API with credentials.
     ("GET", "/"),
     ("GET", "/runs/{run_id}"),
+    ("GET", "/compare"),
 }
 MOUNTS = {"/static"}  # the dashboard's assets (tests/gateway/test_pages.py)
 # Every other route, the least scope it needs, and a body.
