@@ -7,13 +7,14 @@ rule. A JSON answer has no minimum size: it only has to parse.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 from dataclasses import dataclass
-from typing import Literal, TypeGuard
+from typing import Literal
 
 import orjson
-from livestats_shared.events import FailureReason, TokenUsage
+from livestats_shared.events import MAX_SAFE_INT, FailureReason, TokenUsage
 from livestats_shared.ids import MODEL_PATTERN
 
 from .fpf import ProcessResult
@@ -83,8 +84,17 @@ def classify(result: ProcessResult, *, mode: Literal["json", "text"], min_bytes:
     try:
         doc = orjson.loads(out)
     except orjson.JSONDecodeError as exc:
-        return _failed(FailureReason.INVALID_JSON, _excerpt(str(exc), out), size)
-    model, stop_reason, usage = _model(doc), _stop_reason(doc), _usage(doc)
+        doc = _lenient_json(out)  # NaN, Infinity or a 2^64 integer: orjson refuses them
+        if doc is None:
+            return _failed(FailureReason.INVALID_JSON, _excerpt(str(exc), out), size)
+    try:
+        usage = _usage(doc)
+    except ValueError as exc:
+        return _failed(FailureReason.INVALID_USAGE, _excerpt(str(exc), out), size)
+    if isinstance(doc, _Lenient):
+        # Parsed only by the lenient reader, and the usage was not the reason: not JSON.
+        return _failed(FailureReason.INVALID_JSON, _excerpt("NaN, Infinity or an out-of-range number", out), size)
+    model, stop_reason = _model(doc), _stop_reason(doc)
     if stop_reason in TRUNCATION_STOP_REASONS:
         # A cut-short answer is a partial deliverable: a failed attempt (retried), whose tokens
         # were still spent and priced.
@@ -113,7 +123,23 @@ def _stop_reason(doc: object) -> str | None:
     return reason[:64] if isinstance(reason, str) and reason.isprintable() else None
 
 
+class _Lenient(dict):  # type: ignore[type-arg]
+    """A document only Python's json module reads (it takes NaN, Infinity and any integer)."""
+
+
+def _lenient_json(out: bytes) -> _Lenient | None:
+    try:
+        doc = json.loads(out)
+    except (ValueError, RecursionError):
+        return None
+    return _Lenient(doc) if isinstance(doc, dict) else None
+
+
 def _usage(doc: object) -> TokenUsage | None:
+    """The usage the answer reports; None when it reports none (no object, or a figure left out
+    or null). Raises ValueError for a figure that is there but not a count in [0, 2^53-1]
+    (negative, fractional, NaN, Infinity, 2^64-1, a string, `true`): the attempt fails
+    `invalid_usage` rather than letting an absurd figure reach the run's counters."""
     if not isinstance(doc, dict):
         return None
     usage = doc.get("usage")
@@ -121,17 +147,21 @@ def _usage(doc: object) -> TokenUsage | None:
         return None
     input_tokens = usage["input_tokens"] if "input_tokens" in usage else usage.get("prompt_tokens")
     output_tokens = usage["output_tokens"] if "output_tokens" in usage else usage.get("completion_tokens")
-    if not (_is_count(input_tokens) and _is_count(output_tokens)):
+    if input_tokens is None or output_tokens is None:
         return None
+    for name, value in (("input", input_tokens), ("output", output_tokens)):
+        # bool is an int subclass, and `true` is not a token count.
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SAFE_INT:
+            raise ValueError(f"usage {name} tokens {value!r} is not a count in [0, 2^53-1]")
+    if input_tokens + output_tokens > MAX_SAFE_INT:
+        raise ValueError(f"usage total {input_tokens + output_tokens} is over 2^53-1")
     details = usage.get("prompt_tokens_details")
     cached = usage.get("cached_input_tokens", details.get("cached_tokens") if isinstance(details, dict) else None)
-    cached_tokens = cached if _is_count(cached) and cached <= input_tokens else 0
-    return TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached_tokens)
-
-
-def _is_count(value: object) -> TypeGuard[int]:
-    # bool is an int subclass, and `true` is not a token count.
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    # A cached figure that is not a count within the input is ignored: it only changes the price.
+    valid = isinstance(cached, int) and not isinstance(cached, bool) and 0 <= cached <= input_tokens
+    return TokenUsage(
+        input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached if valid else 0
+    )
 
 
 def _signal_name(number: int) -> str:
