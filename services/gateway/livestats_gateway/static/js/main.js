@@ -5,6 +5,7 @@ import { CloseCode } from "./protocol.js";
 import { showRuns } from "./runs.js";
 import { showRun } from "./run.js";
 import { logIn } from "./session.js";
+import { showCompare } from "./compare.js";
 
 const view = /** @type {HTMLElement} */ (document.getElementById("view"));
 const banner = /** @type {HTMLElement} */ (document.querySelector("[data-testid=conn-banner]"));
@@ -64,6 +65,7 @@ async function main() {
   });
   const match = location.pathname.match(/^\/runs\/([^/]+)$/);
   if (location.pathname === "/") showRuns(view, me, showConnection);
+  else if (location.pathname === "/compare") showCompare(view, showConnection);
   else if (match) showRun(view, decodeURIComponent(match[1]), me, showConnection);
   else view.replaceChildren(el("p", { class: "error", "data-testid": "run-error", text: "Page not found." }));
 }
