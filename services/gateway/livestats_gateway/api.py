@@ -1,4 +1,4 @@
-"""The REST API: submit, list, read and cancel runs; health and readiness.
+"""The REST API: submit, list, read and cancel runs; health, readiness and metrics.
 
 Run ids are validated before any Redis command. Known failures answer as HTTP errors with a
 clear message (`routing.known_errors`): unknown run 404, Redis unavailable 503 with Retry-After.
@@ -21,6 +21,7 @@ from livestats_shared.spec import MAX_SPEC_BYTES, RunSpec
 from livestats_shared.stats import RunSnapshot
 
 from .auth import Reader, Submitter, check_run_visible
+from .metrics import CONTENT_TYPE
 from .paging import CURSOR_PATTERN, STREAM_ID_PATTERN, IndexPosition, exclusive_start, read_event_page, read_run_page
 from .routing import (
     AUTH_RESPONSES,
@@ -78,6 +79,13 @@ async def readyz(request: Request) -> JSONResponse:
         status_code=503,
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition, unauthenticated (aggregates only: docs/metrics.md). Generated on
+    the event loop, so the counters are read consistently."""
+    return Response(app_state(request)["metrics"].exposition(), media_type=CONTENT_TYPE)
 
 
 @router.post(
@@ -187,7 +195,8 @@ async def get_events(
     limit: Annotated[int, Query(ge=1, description="Events per page; capped by the server's `events_page_max`.")] = 1000,
 ) -> EventPage:
     """The run's history, oldest first. Stream entries that are not livestats events (added by
-    hand) are left out and counted in `skipped`."""
+    hand) are left out and counted in `skipped`. `trimmed` and `gap` say when history the
+    caller asked for is gone (docs/api.md, "Continuity")."""
     await check_run_visible(request, principal, run_id)
     state = app_state(request)
     start: str | None = "-"
@@ -197,7 +206,7 @@ async def get_events(
         except ValueError as exc:
             raise invalid("query", "after", after, str(exc)) from exc
     limit = min(limit, state["config"].events_page_max)
-    page = await read_event_page(state["redis"], run_id, start=start, limit=limit)
+    page = await read_event_page(state["redis"], run_id, after=after, start=start, limit=limit)
     if page is None:
         raise UnknownRun(run_id)
     return page

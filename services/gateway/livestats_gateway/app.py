@@ -11,10 +11,10 @@ from livestats_shared.auth import Scope, TokenRecord, TokenStore, digest, load_t
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect, redact_url
 
-from . import api, estimation, ingest, metrics, pages, session, sse, ws
+from . import api, estimation, ingest, pages, session, sse, ws
 from .config import GatewayConfig
-from .hub import Hub
-from .index import RunIndex
+from .fanout.hub import Hub
+from .fanout.index import RunIndex
 from .limits import ConnectionLimiter
 from .metrics import GatewayMetrics
 from .recheck import TokenRecheck
@@ -32,7 +32,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
             stack.push_async_callback(redis.aclose)
             publisher = await stack.enter_async_context(Publisher(redis, producer=None))
             counts = GatewayMetrics()
-            hub = await stack.enter_async_context(Hub(config, redis, counts))
+            hub = await stack.enter_async_context(Hub(config, redis, counts.fanout))
             index = await stack.enter_async_context(RunIndex(config, redis, hub))
             stalls = await stack.enter_async_context(StallMonitor(config, redis, publisher))
             counts.watch(hub, stalls)
@@ -66,7 +66,6 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(estimation.router)
     app.include_router(sse.router)
     app.include_router(ws.router)
-    app.include_router(metrics.router)
     app.include_router(pages.router)
     pages.mount_assets(app)
     return app

@@ -15,8 +15,8 @@ from livestats_shared.ids import RunId, validate_run_id
 from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
+from .fanout.wire import STREAM_ID_PART_MAX, format_stream_id, parse_stream_id
 from .schemas import EventPage
-from .wire import STREAM_ID_PART_MAX, format_stream_id, parse_stream_id
 
 log = logging.getLogger("livestats.gateway.api")
 
@@ -129,14 +129,20 @@ def exclusive_start(after: str) -> str | None:
     return f"({format_stream_id(sid)}"
 
 
-async def read_event_page(redis: Redis, run_id: RunId, *, start: str | None, limit: int) -> EventPage | None:
+async def read_event_page(
+    redis: Redis, run_id: RunId, *, after: str | None, start: str | None, limit: int
+) -> EventPage | None:
     """Up to `limit` events from XRANGE `start` ('-' = from the beginning; None = nothing can
-    follow), or None if the run does not exist. Malformed entries are counted and skipped."""
+    follow), or None if the run does not exist. Malformed entries are counted and skipped. The
+    page says where the retained history starts and whether it continues from `after` (the
+    position asked for, which `start` was made from)."""
+    stream = keys.run_events(run_id)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.exists(keys.run_stats(run_id))
+        pipe.xrange(stream, count=1)  # same snapshot as the page: one pipeline, no command between
         if start is not None:
-            pipe.xrange(keys.run_events(run_id), min=start, max="+", count=limit + 1)
-        exists, *replies = await pipe.execute()
+            pipe.xrange(stream, min=start, max="+", count=limit + 1)
+        exists, first, *replies = await pipe.execute()
     if not exists:
         return None
     entries: list[tuple[bytes, dict[bytes, bytes]]] = replies[0] if replies else []
@@ -147,4 +153,25 @@ async def read_event_page(redis: Redis, run_id: RunId, *, start: str | None, lim
     if invalid:
         log.warning("run %s: %d stream entries are not livestats events (first: %s)", run_id, len(invalid), invalid[0])
     next_after = entries[-1][0].decode() if more else None
-    return EventPage(events=events, next=next_after, skipped=len(invalid))
+    first_id, first_seq = _first(first)
+    trimmed = first_seq is not None and first_seq > 1
+    gap = trimmed and first_id is not None and (after is None or parse_stream_id(after) < parse_stream_id(first_id))
+    return EventPage(
+        events=events,
+        next=next_after,
+        skipped=len(invalid),
+        after=after,
+        first_id=first_id,
+        first_seq=first_seq,
+        trimmed=trimmed,
+        gap=gap,
+    )
+
+
+def _first(reply: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[str | None, int | None]:
+    """The id and seq of the stream's oldest entry (seq None if it is not a livestats event)."""
+    if not reply:
+        return None, None
+    entry_id, fields = reply[0]
+    seq = fields.get(b"seq", b"")
+    return entry_id.decode(), int(seq) if seq.isdigit() else None

@@ -13,8 +13,8 @@ from .config import GatewayConfig
 from .limits import ConnectionLimiter
 
 if TYPE_CHECKING:
-    from .hub import Hub
-    from .index import RunIndex
+    from .fanout.hub import Hub
+    from .fanout.index import RunIndex
     from .metrics import GatewayMetrics
     from .stalls import StallMonitor
 
