@@ -184,3 +184,14 @@ def test_first_break_finds_the_first_event_that_does_not_follow_its_predecessor(
     assert first_break(_events(5, 6, 9, 10), 5) == 2  # a hole inside the page
     assert first_break(_events(5, 6, 1, 2), 5) == 2  # recreated: the numbering starts again
     assert first_break(_events(5, 5, 6), 5) == 1  # a duplicate
+
+
+async def test_a_since_inside_the_stream_that_is_none_of_its_ids_resets_then_replays_it_all(gateway, publisher, redis):
+    run_id = new_run_id()
+    await publish_run(publisher, run_id, 20)
+    last_ms = (await redis.xrevrange(keys.run_events(run_id), count=1))[0][0].decode().split("-")[0]
+    watcher = RunWatcher(gateway.ws, run_id, headers=gateway.headers, last_id=f"{last_ms}-99999")
+    await watcher.session(until_seq=20)
+    resets = [c for c in watcher.controls if c["type"] == "reset"]
+    assert [(r["reason"], r["expected_seq"], r["next_seq"]) for r in resets] == [("unknown_since", None, 1)]
+    assert watcher.seqs == list(range(1, 21))

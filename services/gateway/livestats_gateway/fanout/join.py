@@ -93,18 +93,18 @@ class _Replay:
         since_id = format_stream_id(since)
         entry = await self.hub.history_entry(self.stream, since_id)
         if entry is not None:
-            seq = _seq_of(entry, self.rid_bytes)
-            self.expected = None if seq is None else seq + 1
+            event = _event_or_none(entry, self.rid_bytes)
+            self.expected = None if event is None else event.seq + 1
             return "(" + since_id
         first = await self.hub.history_start(self.stream)
         if first is None or _sid_of(first) > since:
             return "-"
         # Inside the stream's range but not one of its ids: another stream's, or this stream
         # was deleted and recreated. The client starts again from the snapshot.
-        nxt = self._decode([first])
-        detail = f"{since_id} is not in the stream"
-        await self._reset("unknown_since", detail, None, nxt[0] if nxt else None)
-        self.expected = None
+        nxt = _event_or_none(first, self.rid_bytes)
+        await self._reset("unknown_since", f"{since_id} is not in the stream", None, nxt)
+        if nxt is None:
+            self.expected = None  # the first page's first event is whatever it is
         return "-"
 
     async def run(self, start: str) -> None:
@@ -214,8 +214,8 @@ def _sid_of(entry: RawEntry) -> StreamId:
     return int(ms), int(n or b"0")
 
 
-def _seq_of(entry: RawEntry, run_id: bytes) -> int | None:
+def _event_or_none(entry: RawEntry, run_id: bytes) -> WireEvent | None:
     try:
-        return encode_entry(entry[0], entry[1], run_id).seq
+        return encode_entry(entry[0], entry[1], run_id)
     except InvalidEvent:
         return None
