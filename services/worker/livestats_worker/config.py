@@ -40,4 +40,8 @@ class WorkerConfig(BaseSettings):
     # Label allowlists: phase and model names come from run specs, so anything not listed is
     # reported as `other` and a spec cannot create new series. JSON lists in the environment.
     metrics_phases: list[str] = Field(default_factory=lambda: ["generate", "evaluate", "compare"])
+    # Added to the models the operator configured anyway (model_labels.py): FPF_MODEL below and
+    # the price table's models.
     metrics_models: list[str] = Field(default_factory=list)
+    # The worker's own FPF_MODEL (FPF inherits it): the model of calls whose phase names none.
+    fpf_model: str = Field("", validation_alias=AliasChoices("FPF_MODEL", "fpf_model"))

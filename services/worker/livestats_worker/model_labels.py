@@ -1,0 +1,27 @@
+"""Which model names the worker's metrics may use as the `model` label.
+
+Model names come from run specs, so a name is a label only if the operator named it (anything
+else is `other`: a spec cannot create series). By default the allowlist is what the operator
+already configured, so `model` means something without a separate list:
+- `LIVESTATS_METRICS_MODELS` (JSON list), for names nothing else below mentions;
+- `FPF_MODEL` in the worker's environment: FPF inherits it, so it is the model of every call
+  whose phase names no other (and such a call is labelled with it);
+- the operator's price table, once there is one (issue 18): every priced model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def priced_models() -> frozenset[str]:
+    """The models of the operator's price table. None yet: issue 18 adds the table and
+    returns its models here, so a priced model is always a label."""
+    return frozenset()
+
+
+def model_allowlist(explicit: Iterable[str], default_model: str) -> frozenset[str]:
+    named = {*explicit, *priced_models()}
+    if default_model:
+        named.add(default_model)
+    return frozenset(named)
