@@ -41,6 +41,44 @@ def test_the_alerts_the_issue_asks_for_exist():
     assert "livestats_runs_stalled_total" in exprs["LivestatsRunsStalled"]
     assert "livestats_gateway_delivery_lag_seconds_bucket" in exprs["LivestatsDeliveryLagHigh"]
     assert "livestats_retry_budget_exhaustions_total" in exprs["LivestatsRetryBudgetExhausted"]
+    # "everything down": no target left at all is caught by absent(), not by `up == 0`
+    assert exprs["LivestatsNoWorkers"].startswith("absent(") and exprs["LivestatsNoGateways"].startswith("absent(")
+    assert "livestats_worker_redis_up" in exprs["LivestatsWorkerRedisDown"]
+
+
+def _alerts() -> dict[str, dict]:
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    return {r["alert"]: r for group in rules["groups"] for r in group["rules"]}
+
+
+def test_every_alert_has_a_runbook_and_humanised_values():
+    for name, rule in _alerts().items():
+        annotations = rule["annotations"]
+        assert "`" in annotations.get("runbook", ""), f"{name}: a runbook naming the command to run"
+        for text in annotations.values():
+            for use in re.findall(r"\{\{[^}]*\$value[^}]*\}\}", text):
+                assert re.search(r"\| *humanize(Percentage|Duration)?\b", use), f"{name}: raw {use}"
+
+
+def test_every_alert_is_tested_firing_and_then_resolved():
+    """alerts_test.yml (run by promtool above) sees each alert fire, and in the same scenario,
+    later, not fire: a rule that could never resolve would pass a firing-only test."""
+    tests = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())["tests"]
+
+    def minutes(t: str) -> int:
+        assert t.endswith("m"), t
+        return int(t[:-1])
+
+    resolved: set[str] = set()
+    for scenario in tests:
+        fired: dict[str, int] = {}
+        for case in scenario["alert_rule_test"]:
+            at = minutes(case["eval_time"])
+            if case.get("exp_alerts"):
+                fired[case["alertname"]] = min(at, fired.get(case["alertname"], at))
+            elif case["alertname"] in fired and at > fired[case["alertname"]]:
+                resolved.add(case["alertname"])
+    assert set(_alerts()) - resolved == set()
 
 
 def _compose() -> dict:
@@ -110,6 +148,11 @@ def test_grafana_is_provisioned_and_not_editable_in_the_ui():
     assert files["allowUiUpdates"] is False
     assert files["options"]["path"] == "/etc/grafana/dashboards"
     assert dashboard["editable"] is False
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert set(variables) == {"instance", "phase", "model"}
+    for variable in variables.values():
+        assert variable["includeAll"] and variable["allValue"] == ".*" and variable["multi"]
+        assert variable["datasource"]["uid"] == source["uid"]
     uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
     assert uids == {source["uid"]}
 
@@ -138,6 +181,14 @@ async def test_every_dashboard_query_uses_metrics_the_services_expose(exposed):
     assert not used - exposed, f"the dashboard queries series nobody exposes: {sorted(used - exposed)}"
     for expr in exprs:  # every panel shows livestats data (or Prometheus' own `up` of our jobs)
         assert re.search(r"\blivestats_\w+|up\{job=\"livestats-", expr), expr
+    # every series is filtered by the instance variable, and by phase and model where it has them
+    for name, labels in re.findall(r"\b(livestats_\w+|up)\b(\{[^}]*\})?", " ".join(exprs)):
+        assert 'instance=~"$instance"' in labels, name
+    labelled = {"livestats_calls_total", "livestats_call_duration_seconds_bucket", "livestats_call_retries_total"}
+    labelled |= {"livestats_tokens_predicted_total", "livestats_tokens_total"}
+    for name, labels in re.findall(r"\b(livestats_\w+)\{([^}]*)\}", " ".join(exprs)):
+        if name in labelled:
+            assert 'phase=~"$phase"' in labels and 'model=~"$model"' in labels, name
     # and every metric family the issue lists is on the dashboard
     families = {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in exposed if n.startswith("livestats_")}
     shown = {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in used}
