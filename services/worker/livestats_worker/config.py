@@ -13,7 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class WorkerConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LIVESTATS_", extra="ignore", populate_by_name=True)
+    # env_ignore_empty: an empty variable means the default (the image sets LIVESTATS_FPF_COMMAND
+    # empty unless built with a real FPF).
+    model_config = SettingsConfigDict(
+        env_prefix="LIVESTATS_", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("LIVESTATS_REDIS_URL", "REDIS_URL")
