@@ -37,7 +37,8 @@ def up_with_prometheus(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], 
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "LIVESTATS_REDIS_URL", "LIVESTATS_METRICS_PORT") and not k.startswith("LIVESTATS_GATEWAY_")
+        if k not in ("REDIS_URL", "LIVESTATS_REDIS_URL", "LIVESTATS_METRICS_PORT")
+        and not k.startswith("LIVESTATS_GATEWAY_")
     }
     env.update(
         LIVESTATS_DATA_DIR=str(tmp_path / "run"),

@@ -195,7 +195,9 @@ def test_the_image_installs_the_hash_checked_lock_and_the_context_leaves_out_the
     for bulk in (".venv", ".run", ".git", "tests/browser/screenshots", "bench/results", ".mypy_cache", ".pytest_cache"):
         assert bulk in ignored, bulk
     # and nothing the Dockerfile copies from the context is excluded
-    copied = [src for line in re.findall(r"^COPY (?!--from)(.+)$", dockerfile, re.MULTILINE) for src in line.split()[:-1]]
+    copied = [
+        src for line in re.findall(r"^COPY (?!--from)(.+)$", dockerfile, re.MULTILINE) for src in line.split()[:-1]
+    ]
     assert copied, dockerfile
     for source in copied:
         assert (ROOT / source).exists(), source
