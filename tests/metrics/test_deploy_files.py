@@ -176,7 +176,7 @@ def test_a_real_fpf_goes_into_the_image_through_build_arguments():
     dockerfile = _dockerfile()
     args = set(re.findall(r"^ARG (\w+)", dockerfile, re.MULTILINE))
     assert {"FPF_REQUIREMENT", "FPF_COMMAND"} <= args
-    assert "ENV LIVESTATS_FPF_COMMAND=${FPF_COMMAND}" in dockerfile
+    assert 'ENV LIVESTATS_FPF_COMMAND="${FPF_COMMAND}"' in dockerfile
     assert 'pip install --no-cache-dir "$FPF_REQUIREMENT"' in dockerfile
     # compose passes them through from the operator's environment
     build_args = _compose()["services"]["worker"]["build"]["args"]
