@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-demo", action="store_true", help="start the stack without submitting the demo run")
     s.add_argument("--spec", help="submit this run spec instead of the bundled demo")
     s.add_argument("--exit-after-run", action="store_true", help="stop everything once the submitted run ends")
+    s.add_argument(
+        "--prometheus", action="store_true", help="also run Prometheus (the `prometheus` binary) scraping the stack"
+    )
 
     sub.add_parser("worker", help="run one worker process (like `livestats-worker`)")
     sub.add_parser("gateway", help="run the gateway: WebSocket/SSE fan-out and REST API (like `livestats-gateway`)")
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, ValidationError) as exc:
             print(f"error: cannot use spec {args.spec}: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
-        sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run)))
+        sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run, prometheus=args.prometheus)))
     if args.command == "watch":
         sys.exit(asyncio.run(watch.run(config, args)))
     if args.command == "token" and not tokens.needs_redis(args):
