@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from livestats_shared.auth import SETTINGS_TOKEN_ID, Scope, TokenRecord, TokenStore, digest
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect, redact_url
@@ -14,6 +15,7 @@ from livestats_shared.sessions import SessionStore
 
 from . import api, estimation, ingest, metrics, pages, session, sse, ws
 from .config import GatewayConfig
+from .finite import validation_error
 from .hub import Hub
 from .index import RunIndex
 from .limits import ConnectionLimiter
@@ -63,6 +65,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
         summary="Live telemetry of LLM pipeline runs: WebSocket/SSE fan-out and the REST API.",
         lifespan=lifespan,
     )
+    # Any 422 renders, even one echoing a non-finite number (finite.py).
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(session.router)
     app.include_router(api.router)
     app.include_router(ingest.router)
