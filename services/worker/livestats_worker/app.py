@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
@@ -109,6 +110,11 @@ def _metrics_loop_ended(task: asyncio.Task[None]) -> None:
 
 def redis_settings(url: str) -> RedisSettings:
     settings = RedisSettings.from_dsn(url)
+    # arq keeps the URL's user and password percent-encoded; redis-py (gateway, CLI, our own
+    # clients) decodes them. Decoded here too, so `p%40ss` means `p@ss` everywhere.
+    parsed = urlsplit(url)
+    settings.username = None if parsed.username is None else unquote(parsed.username)
+    settings.password = None if parsed.password is None else unquote(parsed.password)
     # Let the client ride out short blips itself (server restart, failover) before a command fails.
     settings.retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=10)
     settings.retry_on_error = list(REDIS_UNAVAILABLE)
