@@ -50,9 +50,9 @@ class SessionStore:
         sid = new_session_id()
         key_digest = digest(sid)
         now = now_ms()
+        # Not capped at the token's expiry: that can be renewed (`livestats up` does), and every
+        # lookup re-checks the token, so the session ends with it all the same.
         expires = now + self.max_ms
-        if record.expires_ms is not None:
-            expires = min(expires, record.expires_ms)  # never outlives its token
         index = keys.auth_token_sessions(record.id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
