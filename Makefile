@@ -53,7 +53,7 @@ fmt: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## vendor: fetch the dashboard's chart library (uPlot) again from npm, verified against VENDOR.json (needs npm)
+## vendor: fetch the vendored browser assets (uPlot; Swagger UI and ReDoc for /docs, /redoc) again from npm, verified against each VENDOR.json (needs npm)
 vendor:
 	$(PYTHON) deploy/vendor_assets.py
 

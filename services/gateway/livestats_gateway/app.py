@@ -13,7 +13,7 @@ from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect, redact_url
 from livestats_shared.sessions import SessionStore
 
-from . import api, estimation, ingest, metrics, pages, session, sse, ws
+from . import api, apidocs, estimation, ingest, metrics, pages, session, sse, ws
 from .config import GatewayConfig
 from .finite import validation_error
 from .hub import Hub
@@ -64,6 +64,9 @@ def create_app(config: GatewayConfig) -> FastAPI:
         version="1",
         summary="Live telemetry of LLM pipeline runs: WebSocket/SSE fan-out and the REST API.",
         lifespan=lifespan,
+        # Served from the package by apidocs.py, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     # Any 422 renders, even one echoing a non-finite number (finite.py).
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -75,6 +78,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(ws.router)
     app.include_router(metrics.router)
     app.include_router(pages.router)
+    app.include_router(apidocs.router)
     pages.mount_assets(app)
     return app
 
