@@ -85,7 +85,8 @@ class TokenRecord(BaseModel):
     """What is stored for a token: never the token itself."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    id: str
+    # 12 hex characters (`settings` for the gateway's admin token); part of Redis key names.
+    id: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
     digest: str  # hex SHA-256 of the whole token
     principal: str = Field(pattern=NAME_PATTERN)
     scopes: frozenset[Scope] = Field(min_length=1)
@@ -219,6 +220,7 @@ class TokenStore:
         with this id existed in Redis."""
         existed = bool(await cast(Awaitable[int], self.redis.hdel(keys.AUTH_TOKENS, tid)))
         await end_sessions_of(self.redis, tid)
+        await cast(Awaitable[int], self.redis.hdel(keys.AUTH_TOKENS_LAST_USED, tid))
         return existed
 
     async def list(self) -> list[TokenRecord]:

@@ -1,6 +1,6 @@
 """`/docs` and `/redoc` are served from the package: pinned, integrity-checked assets, their
 own Content-Security-Policy, nothing named from another host (issue 15). Rendering offline is
-checked in Chromium (tests/browser/test_api_docs.py)."""
+checked in Chromium (tests/browser/test_api_docs_offline.py)."""
 
 from __future__ import annotations
 
