@@ -9,11 +9,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from livestats_shared.auth import SETTINGS_TOKEN_ID, Scope, TokenRecord, TokenStore, digest
+from livestats_shared.pricing import load_price_table
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect, redact_url
 from livestats_shared.sessions import SessionStore
 
-from . import api, apidocs, estimation, ingest, metrics, pages, session, sse, ws
+from . import analysis, api, apidocs, estimation, ingest, metrics, pages, session, sse, ws
 from .config import GatewayConfig
 from .finite import validation_error
 from .hub import Hub
@@ -28,6 +29,8 @@ log = logging.getLogger("livestats.gateway")
 
 
 def create_app(config: GatewayConfig) -> FastAPI:
+    prices = load_price_table(config.prices_file, config.prices)  # a bad table stops the start
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
@@ -54,6 +57,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
                 sessions=sessions,
                 streams=ConnectionLimiter(config.max_streams_per_principal),
                 metrics=counts,
+                prices=prices,
             )
             log.info("gateway stopping")
             # Teardown runs in reverse: token re-check, stall monitor, index, hub (closes every
@@ -74,6 +78,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(api.router)
     app.include_router(ingest.router)
     app.include_router(estimation.router)
+    app.include_router(analysis.router)
     app.include_router(sse.router)
     app.include_router(ws.router)
     app.include_router(metrics.router)
