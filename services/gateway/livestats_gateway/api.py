@@ -21,6 +21,7 @@ from livestats_shared.spec import MAX_SPEC_BYTES, RunSpec
 from livestats_shared.stats import RunSnapshot
 
 from .auth import Reader, Submitter, check_run_visible
+from .finite import FiniteJsonRoute
 from .paging import CURSOR_PATTERN, STREAM_ID_PATTERN, IndexPosition, exclusive_start, read_event_page, read_run_page
 from .routing import (
     AUTH_RESPONSES,
@@ -39,7 +40,7 @@ log = logging.getLogger("livestats.gateway.api")
 
 READY_PING_TIMEOUT_S = 1.0
 RUN_RESPONSES = {**AUTH_RESPONSES, **NOT_FOUND, **UNAVAILABLE_RESPONSE}
-router = APIRouter(dependencies=[Depends(known_errors)])
+router = APIRouter(dependencies=[Depends(known_errors)], route_class=FiniteJsonRoute)
 
 
 @router.get("/healthz", tags=["health"])
