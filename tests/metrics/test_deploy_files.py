@@ -276,7 +276,7 @@ async def test_every_dashboard_query_uses_metrics_the_services_expose(exposed):
     for name, labels in re.findall(r"\b(livestats_\w+|up)\b(\{[^}]*\})?", " ".join(exprs)):
         assert 'instance=~"$instance"' in labels, name
     labelled = {"livestats_calls_total", "livestats_call_duration_seconds_bucket", "livestats_call_retries_total"}
-    labelled |= {"livestats_tokens_predicted_total", "livestats_tokens_total"}
+    labelled |= {"livestats_tokens_predicted_total", "livestats_tokens_total", "livestats_cost_usd_total"}
     for name, labels in re.findall(r"\b(livestats_\w+)\{([^}]*)\}", " ".join(exprs)):
         if name in labelled:
             assert 'phase=~"$phase"' in labels and 'model=~"$model"' in labels, name
