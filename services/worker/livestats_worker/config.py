@@ -57,8 +57,11 @@ class WorkerConfig(BaseSettings):
     prices: str | None = None
 
     @model_validator(mode="after")
-    def _price_table_loads(self) -> WorkerConfig:
-        self.price_table()  # a bad table stops the start here, with the reason
+    def _priced_models_are_metric_labels(self) -> WorkerConfig:
+        # A model the operator prices is one they care about: its cost and calls get their own
+        # `model` label without listing it twice. A bad table stops the start here.
+        priced = load_price_table(self.prices_file, self.prices).models
+        self.metrics_models = [*self.metrics_models, *(m for m in priced if m not in self.metrics_models)]
         return self
 
     def price_table(self) -> PriceTable:
