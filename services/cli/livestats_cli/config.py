@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from livestats_shared import keys
+from livestats_shared.fpf_env import EnvPatterns
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,6 +25,8 @@ class CliConfig(BaseSettings):
     # default to http://127.0.0.1:8000).
     gateway_url: str | None = Field(None, description="The gateway, for commands that use its API.")
     token: str | None = Field(None, description="Bearer token sent to the gateway (LIVESTATS_TOKEN).")
+    # `submit` through Redis checks a spec's env as the gateway and the workers do (LIVESTATS_SPEC_ENV_ALLOW).
+    spec_env_allow: EnvPatterns = Field(default_factory=list)
 
     @property
     def url(self) -> str:

@@ -69,6 +69,8 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
             url = server.url
             print(f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on)")
         env = {**os.environ, "LIVESTATS_REDIS_URL": url, "LIVESTATS_QUEUE_NAME": config.queue_name}
+        # The demo sets the simulator's knobs in its spec: allow them unless the operator said otherwise.
+        env.setdefault("LIVESTATS_SPEC_ENV_ALLOW", "FPF_SIM_*")
         worker_log = config.data_dir / "worker.log"
         worker = children.spawn([sys.executable, "-m", "livestats_worker"], worker_log, env)
         print(f"worker pid {worker.pid} (log: {worker_log})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from livestats_shared import keys
+from livestats_shared.fpf_env import EnvPatterns
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,6 +35,12 @@ class GatewayConfig(BaseSettings):
     max_streams_per_principal: int = Field(500, ge=1, description="Open WebSockets + SSE streams per principal.")
     auth_recheck_s: float = Field(15.0, gt=0, description="Open streams re-check their token this often.")
     cookie_secure: bool = Field(False, description="Mark the session cookie Secure (set behind HTTPS).")
+    # The operator's rule for a spec's `env` (docs/processes.md): the same variable the workers
+    # read, so one setting configures both; the worker re-checks whatever the gateway let through.
+    spec_env_allow: EnvPatterns = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("LIVESTATS_GATEWAY_SPEC_ENV_ALLOW", "LIVESTATS_SPEC_ENV_ALLOW"),
+    )
 
     # -- fan-out -------------------------------------------------------------------------------
     read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")
