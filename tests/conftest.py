@@ -23,7 +23,6 @@ from livestats_worker.serve import serve
 from proc_util import kill_all_with_env
 from redis.asyncio import Redis
 
-
 # The suite acts as an operator who lets run specs set the simulator's knobs (FPF_SIM_*): every
 # worker and gateway it starts, in process or as a child, reads this. Tests of the rule itself
 # pass their own allowlist.
