@@ -179,5 +179,7 @@ async def test_worker_and_reaper_sigkilled_leave_the_helpers_until_the_next_work
     assert survivors(run_id, pids) == pids
 
     # ... until a worker starts on this host and sweeps what dead workers left.
-    await start_worker_process()
+    successor, _ = await start_worker_process()
     await wait_until(lambda: call_markers(run_id) == {}, 30)
+    successor.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(successor.wait(), 30) == 0

@@ -2,8 +2,8 @@
 
 Each call's processes carry an environment marker, `LIVESTATS_CALL=<worker>/<run>/<phase>/
 <call>/<attempt>/<nonce>`, which every descendant inherits whatever session or process group it
-moves to. `<worker>` is `<pid>.<start ticks>` of the worker process: unique on the host until it
-reboots, so a later worker can tell which markers belong to a worker that is gone.
+moves to. `<worker>` is `<pid namespace>.<pid>.<start ticks>` of the worker process: unique on the
+host until it reboots, so a later worker can tell which markers belong to a worker that is gone.
 
 The worker is also a child subreaper: orphaned descendants (a double-forked daemon, a `setsid`
 child whose parent exited) are re-parented to it rather than to init, so it reaps them. It reaps
@@ -57,12 +57,14 @@ _TAG: tuple[int, str] | None = None
 
 
 def worker_tag() -> str:
-    """`<pid>.<start ticks>` of this process, the first field of its calls' markers."""
+    """`<pid namespace>.<pid>.<start ticks>` of this process, the first field of its calls'
+    markers. The namespace matters: a host's /proc also lists the processes of its containers,
+    whose markers carry pids of another namespace."""
     global _TAG
     pid = os.getpid()
     if _TAG is None or _TAG[0] != pid:  # recomputed in a forked child
         own = procscan.stat(pid)
-        _TAG = (pid, f"{pid}.{own.start_ticks if own else 0}")
+        _TAG = (pid, f"{procscan.pid_namespace()}.{pid}.{own.start_ticks if own else 0}")
     return _TAG[1]
 
 

@@ -24,11 +24,13 @@ _REAPER_EXIT_S = 15.0  # how long leaving waits for the reaper process to finish
 
 
 def owned_by_dead_worker(value: bytes) -> bool:
-    """Whether a marker's worker (`<pid>.<start ticks>`) is no longer running."""
-    tag = value.split(b"/", 1)[0].decode(errors="replace")
-    pid_text, _, ticks = tag.partition(".")
-    if not pid_text.isdigit():
-        return False  # not a marker this code wrote: leave it alone
+    """Whether a marker's worker (`<pid namespace>.<pid>.<start ticks>`) is in our PID namespace
+    and no longer running. Markers of other namespaces (containers seen from the host) name pids
+    we cannot check: they are left alone."""
+    namespace, _, rest = value.split(b"/", 1)[0].decode(errors="replace").partition(".")
+    pid_text, _, ticks = rest.partition(".")
+    if namespace != procscan.pid_namespace() or not pid_text.isdigit():
+        return False  # another namespace's, or not a marker this code wrote
     info = procscan.stat(int(pid_text))
     return info is None or str(info.start_ticks) != ticks
 

@@ -36,6 +36,15 @@ def stat(pid: int) -> ProcStat | None:
     return ProcStat(state=fields[0].decode(), ppid=int(fields[1]), pgid=int(fields[2]), start_ticks=int(fields[19]))
 
 
+def pid_namespace() -> str:
+    """The inode number of this process's PID namespace ("0" where it cannot be read)."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return "0"
+    return link.partition("[")[2].rstrip("]") or "0"
+
+
 def markers() -> Iterator[tuple[int, bytes]]:
     """(pid, marker value) of every live process we can read that carries a call marker."""
     own = os.getpid()
