@@ -41,6 +41,12 @@ def owned_by(tag: str) -> Callable[[bytes], bool]:
     return lambda value: value.startswith(prefix)
 
 
+def owned_by_run(run_id: str) -> Callable[[bytes], bool]:
+    """Whether a marker belongs to a call of `run_id` on this worker process: for killing a
+    whole run's processes at once (`children.kill_marked(owned_by_run(run_id))`, in a thread)."""
+    return owned_by(f"{children.worker_tag()}/{run_id}")
+
+
 class Containment:
     """Async context manager around a worker's serving life; Linux features degrade to the
     marker sweep elsewhere.
