@@ -102,7 +102,7 @@ def delta_for(data: EventData, ts: int) -> Delta:
             )
             return Delta(set=sets)
         case PhaseFinished():
-            sets = {phase_field(data.phase, "state"): "finished"}
+            sets = {phase_field(data.phase, "state"): data.state}
             if data.actual_tokens is not None:
                 # The phase's own total: a producer without call events (a shell orchestrator)
                 # has no other way to report tokens. Set, not counted: actual_tokens counts.
@@ -162,6 +162,8 @@ def delta_for(data: EventData, ts: int) -> Delta:
             }
             if data.elapsed_s is not None:
                 sets["elapsed_s"] = _num(data.elapsed_s)
+            if data.remaining_s is not None:
+                sets["remaining_s"] = _num(data.remaining_s)  # frozen: no later heartbeat changes it
             return Delta(set=sets, finished=True)
     raise TypeError(f"no stats delta defined for {type(data).__name__}")
 
@@ -207,7 +209,8 @@ class PhaseProgress(BaseModel):
     planned: int = 0
     done: int = 0
     given_up: int = 0  # calls of this phase that failed for good
-    state: str | None = None  # running, finished; None before the phase starts
+    # running, then one final state (events.PhaseState); None before the phase starts
+    state: str | None = None
     category: str | None = None
     complexity: Complexity | None = None
     deliverables: int | None = None

@@ -7,13 +7,14 @@ rule. A JSON answer has no minimum size: it only has to parse.
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeGuard
+from typing import Literal
 
 import orjson
-from livestats_shared.events import FailureReason, TokenUsage
+from livestats_shared.events import MAX_SAFE_INT, FailureReason, TokenUsage
 
 from .fpf import ProcessResult
 
@@ -90,15 +91,40 @@ def classify(
     try:
         doc = orjson.loads(out)
     except orjson.JSONDecodeError as exc:
-        return _failed(FailureReason.INVALID_JSON, _excerpt(str(exc), shown), size)
-    return CallVerdict(ok=True, reason=None, excerpt=_excerpt("", shown), usage=_usage(doc), size=size)
+        doc = _lenient_json(out)  # NaN, Infinity or a 2^64 integer: orjson refuses them
+        if doc is None:
+            return _failed(FailureReason.INVALID_JSON, _excerpt(str(exc), shown), size)
+    try:
+        usage = _usage(doc)
+    except ValueError as exc:
+        return _failed(FailureReason.INVALID_USAGE, _excerpt(str(exc), shown), size)
+    if isinstance(doc, _Lenient):
+        # Parsed only by the lenient reader, and the usage was not the reason: not JSON.
+        return _failed(FailureReason.INVALID_JSON, _excerpt("NaN, Infinity or an out-of-range number", shown), size)
+    return CallVerdict(ok=True, reason=None, excerpt=_excerpt("", shown), usage=usage, size=size)
 
 
 def _failed(reason: FailureReason, excerpt: str, size: int) -> CallVerdict:
     return CallVerdict(ok=False, reason=reason, excerpt=excerpt, usage=None, size=size)
 
 
+class _Lenient(dict):  # type: ignore[type-arg]
+    """A document only Python's json module reads (it takes NaN, Infinity and any integer)."""
+
+
+def _lenient_json(out: bytes) -> _Lenient | None:
+    try:
+        doc = json.loads(out)
+    except (ValueError, RecursionError):
+        return None
+    return _Lenient(doc) if isinstance(doc, dict) else None
+
+
 def _usage(doc: object) -> TokenUsage | None:
+    """The usage the answer reports; None when it reports none (no object, or a figure left out
+    or null). Raises ValueError for a figure that is there but not a count in [0, 2^53-1]
+    (negative, fractional, NaN, Infinity, 2^64-1, a string, `true`): the attempt fails
+    `invalid_usage` rather than letting an absurd figure reach the run's counters."""
     if not isinstance(doc, dict):
         return None
     usage = doc.get("usage")
@@ -106,14 +132,15 @@ def _usage(doc: object) -> TokenUsage | None:
         return None
     input_tokens = usage["input_tokens"] if "input_tokens" in usage else usage.get("prompt_tokens")
     output_tokens = usage["output_tokens"] if "output_tokens" in usage else usage.get("completion_tokens")
-    if not (_is_count(input_tokens) and _is_count(output_tokens)):
+    if input_tokens is None or output_tokens is None:
         return None
+    for name, value in (("input", input_tokens), ("output", output_tokens)):
+        # bool is an int subclass, and `true` is not a token count.
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SAFE_INT:
+            raise ValueError(f"usage {name} tokens {value!r} is not a count in [0, 2^53-1]")
+    if input_tokens + output_tokens > MAX_SAFE_INT:
+        raise ValueError(f"usage total {input_tokens + output_tokens} is over 2^53-1")
     return TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
-
-
-def _is_count(value: object) -> TypeGuard[int]:
-    # bool is an int subclass, and `true` is not a token count.
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _signal_name(number: int) -> str:

@@ -69,7 +69,7 @@ export function applyEvent(snap, ev) {
     }
     case "phase.finished": {
       const phase = phaseOf(snap, d.phase);
-      phase.state = "finished";
+      phase.state = d.state ?? "finished"; // a phase closed by the run's end: its final state
       if (d.actual_tokens != null) phase.reported_tokens = d.actual_tokens;
       break;
     }
@@ -116,6 +116,7 @@ export function applyEvent(snap, ev) {
     case "run.finished":
       Object.assign(snap, { status: d.outcome, outcome: d.outcome, reason: d.reason, detail: d.detail ?? "", finished_ts: ev.ts });
       if (d.elapsed_s != null) snap.elapsed_s = d.elapsed_s;
+      if (d.remaining_s != null) snap.remaining_s = d.remaining_s; // frozen at the end
       break;
     default:
       console.warn("livestats: unknown event type", ev.type); // newer producer: counted in seq only
