@@ -23,10 +23,10 @@ from livestats_worker.serve import serve
 from proc_util import kill_all_with_env
 from redis.asyncio import Redis
 
-# The suite acts as an operator who lets run specs set the simulator's knobs (FPF_SIM_*): every
-# worker and gateway it starts, in process or as a child, reads this. Tests of the rule itself
-# pass their own allowlist.
-os.environ.setdefault("LIVESTATS_SPEC_ENV_ALLOW", "FPF_SIM_*")
+# The suite acts as an operator who lets run specs set the simulator's knobs (FPF_SIM_*) and the
+# model (FPF_MODEL): every worker and gateway it starts, in process or as a child, reads this.
+# Tests of the rule itself pass their own allowlist.
+os.environ.setdefault("LIVESTATS_SPEC_ENV_ALLOW", "FPF_SIM_*,FPF_MODEL")
 
 
 class ServerHandle:
