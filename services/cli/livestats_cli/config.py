@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from livestats_shared import keys
+from livestats_shared.fpf_env import EnvPatterns
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -29,6 +30,8 @@ class CliConfig(BaseSettings):
     local_token_ttl_s: float = Field(
         LOCAL_TOKEN_TTL_S, gt=0, description="`up`'s admin token expires this long after its last renewal."
     )
+    # `submit` through Redis checks a spec's env as the gateway and the workers do (LIVESTATS_SPEC_ENV_ALLOW).
+    spec_env_allow: EnvPatterns = Field(default_factory=list)
 
     @property
     def url(self) -> str:

@@ -82,6 +82,8 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, p
                 f"password in {password_path(config.data_dir)})"
             )
         env = {**os.environ, "LIVESTATS_REDIS_URL": url, "LIVESTATS_QUEUE_NAME": config.queue_name}
+        # The demo sets the simulator's knobs in its spec: allow them unless the operator said otherwise.
+        env.setdefault("LIVESTATS_SPEC_ENV_ALLOW", "FPF_SIM_*")
         worker_log = config.data_dir / "worker.log"
         # Worker metrics on a free port (unless set): several `up`s and tests run side by side.
         metrics_port = os.environ.get("LIVESTATS_METRICS_PORT") or str(free_port())
