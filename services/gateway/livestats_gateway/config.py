@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from livestats_shared import keys
+from livestats_shared.quota import Quota, QuotaOverride
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,6 +35,28 @@ class GatewayConfig(BaseSettings):
     max_streams_per_principal: int = Field(500, ge=1, description="Open WebSockets + SSE streams per principal.")
     auth_recheck_s: float = Field(15.0, gt=0, description="Open streams re-check their token this often.")
     cookie_secure: bool = Field(False, description="Mark the session cookie Secure (set behind HTTPS).")
+
+    # -- quotas (docs/scheduling.md) ------------------------------------------------------------
+    # JSON in the environment: LIVESTATS_GATEWAY_QUOTA='{"concurrent_runs": 4, ...}' and
+    # LIVESTATS_GATEWAY_QUOTA_OVERRIDES='{"alice": {"queued_runs": 500}}'. 0 = no limit.
+    quota: Quota = Field(
+        default_factory=lambda: Quota(
+            concurrent_runs=8, queued_runs=200, submissions_per_minute=120, max_concurrency=64, max_calls=10_000
+        ),
+        description="Every principal's quota unless overridden.",
+    )
+    quota_overrides: dict[str, QuotaOverride] = Field(
+        default_factory=dict, description="Per principal: the fields that differ from `quota`."
+    )
+
+    # -- connections (docs/connections.md) -----------------------------------------------------
+    header_timeout_s: float = Field(10.0, gt=0, description="A request's headers must arrive within this.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request's body must arrive within this.")
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle time between requests on one connection.")
+    max_connections: int = Field(
+        900, ge=10, description="Open connections; beyond it the oldest one without a request is closed."
+    )
+    replays_per_principal: int = Field(4, ge=1, description="History replays one principal runs at once.")
 
     # -- fan-out -------------------------------------------------------------------------------
     read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")
@@ -69,3 +92,7 @@ class GatewayConfig(BaseSettings):
     runs_page_max: int = Field(500, ge=1, description="Largest `limit` on GET /api/runs.")
     ingest_max_events: int = Field(1_000, ge=1, description="Most events in one POST /api/runs/{id}/events.")
     shutdown_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open streams get to close.")
+
+    def quota_for(self, principal: str) -> Quota:
+        override = self.quota_overrides.get(principal)
+        return self.quota if override is None else override.over(self.quota)
