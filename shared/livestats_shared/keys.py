@@ -12,6 +12,22 @@ PREFIX = "livestats"
 
 # Run index: sorted set of run ids scored by creation time (epoch ms).
 RUNS_INDEX = f"{PREFIX}:runs"
+
+
+# Per-principal run indexes: the same entries as RUNS_INDEX, one sorted set per owner and one
+# per team, so a user's `GET /api/runs` reads only runs they may see (written beside RUNS_INDEX).
+def runs_by_owner(owner: str) -> str:
+    return f"{PREFIX}:runs:owner:{owner}"
+
+
+def runs_by_team(team: str) -> str:
+    return f"{PREFIX}:runs:team:{team}"
+
+
+# Set once the per-principal indexes hold every run of RUNS_INDEX (the gateway backfills at start).
+RUNS_VISIBILITY_MARK = f"{PREFIX}:runs:visibility-indexed"
+
+
 # Run index feed: a stream with one entry per lifecycle change of any run (queued, started,
 # phase changes, finished), for `/ws/runs` and `redis-cli XREAD ... STREAMS livestats:runs:feed $`.
 RUNS_FEED = f"{PREFIX}:runs:feed"
@@ -54,6 +70,7 @@ def run_stats(run_id: str) -> str:
 def run_cancel(run_id: str) -> str:
     """Set when someone asks to cancel the run; value is the requester's reason."""
     return f"{PREFIX}:run:{{{validate_run_id(run_id)}}}:cancel"
+
 
 # -- Fair-share scheduler (docs/scheduling.md) ------------------------------------------------
 # Every scheduler key of a queue starts with `sched_prefix(queue)` and lives beside arq's queue on

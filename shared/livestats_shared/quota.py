@@ -28,12 +28,23 @@ class Quota(BaseModel):
         """(field path, value, message) for every spec figure over the limits."""
         out: list[tuple[str, int, str]] = []
         if self.max_calls and spec.planned_calls > self.max_calls:
-            out.append(("phases", spec.planned_calls, f"the run plans {spec.planned_calls} calls; at most "
-                        f"{self.max_calls} are allowed (quota max_calls)"))
+            out.append(
+                (
+                    "phases",
+                    spec.planned_calls,
+                    f"the run plans {spec.planned_calls} calls; at most {self.max_calls} are allowed (quota max_calls)",
+                )
+            )
         for i, phase in enumerate(spec.phases):
             if self.max_concurrency and phase.concurrency > self.max_concurrency:
-                out.append((f"phases.{i}.concurrency", phase.concurrency, f"concurrency {phase.concurrency} is "
-                            f"over the limit of {self.max_concurrency} (quota max_concurrency)"))
+                out.append(
+                    (
+                        f"phases.{i}.concurrency",
+                        phase.concurrency,
+                        f"concurrency {phase.concurrency} is "
+                        f"over the limit of {self.max_concurrency} (quota max_concurrency)",
+                    )
+                )
         return out
 
 

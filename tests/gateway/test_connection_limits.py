@@ -39,7 +39,12 @@ async def limited_gateway(redis_url):
         "LIVESTATS_GATEWAY_MAX_CONNECTIONS": "800",
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "livestats_gateway", env=env, preexec_fn=_limit_descriptors, stderr=asyncio.subprocess.DEVNULL
+        sys.executable,
+        "-m",
+        "livestats_gateway",
+        env=env,
+        preexec_fn=_limit_descriptors,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -132,6 +137,8 @@ async def test_idle_and_slow_connections_are_closed_while_health_and_users_keep_
         body_writer.close()
     await asking
     latencies.sort()
-    print(f"\n{len(latencies)} requests during the flood: median {latencies[len(latencies) // 2] * 1000:.0f} ms, "
-          f"max {latencies[-1] * 1000:.0f} ms")
+    print(
+        f"\n{len(latencies)} requests during the flood: median {latencies[len(latencies) // 2] * 1000:.0f} ms, "
+        f"max {latencies[-1] * 1000:.0f} ms"
+    )
     assert len(latencies) >= 4

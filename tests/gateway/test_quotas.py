@@ -54,7 +54,9 @@ async def test_a_spec_over_the_operators_limits_answers_422_naming_the_field_and
     assert error["loc"] == ["body", "phases", "0", "concurrency"] and "limit of 8" in error["msg"]
     assert "at most 100" in big.json()["detail"][0]["msg"]
     assert fits.status_code == 202
-    assert [r["run_id"] for r in runs if r["name"] == name] == [fits.json()["run_id"]]  # refused specs left nothing behind
+    assert [r["run_id"] for r in runs if r["name"] == name] == [
+        fits.json()["run_id"]
+    ]  # refused specs left nothing behind
 
 
 async def test_a_queued_run_shows_its_place_and_why_it_waits(start_gateway, make_token):
@@ -75,5 +77,3 @@ async def test_a_finished_run_has_no_queue(start_gateway, make_token, start_work
         await wait_finished(redis, run_id, 60)
         view = (await client.get(f"/api/runs/{run_id}")).json()
     assert view["status"] == "succeeded" and view["queue"] is None
-
-

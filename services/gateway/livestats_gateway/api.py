@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from livestats_shared import keys
 from livestats_shared.auth import Scope
 from livestats_shared.control import UnknownRun, cancel_run, submit_run
 from livestats_shared.history import read_snapshot
@@ -134,7 +135,10 @@ async def submit(
     over = quota.spec_violations(spec)
     if over:
         raise RequestValidationError(
-            [{"type": "quota", "loc": ("body", *path.split(".")), "msg": msg, "input": value} for path, value, msg in over]
+            [
+                {"type": "quota", "loc": ("body", *path.split(".")), "msg": msg, "input": value}
+                for path, value, msg in over
+            ]
         )
     try:
         run_id = await submit_run(
@@ -188,8 +192,18 @@ async def list_runs(
             stats.get("owner"), stats.get("team")
         )
 
-    filtered = bool(wanted) or not principal.has(Scope.ADMIN)
-    runs, position = await read_run_page(state["redis"], limit=limit, keep=keep if filtered else None, after=after)
+    admin = principal.has(Scope.ADMIN)
+    # A principal who is not an admin reads only its own and its teams' indexes: the cost of its
+    # list follows the runs it may see, not everyone's (keep still checks, as a second lock).
+    indexes = (
+        [keys.RUNS_INDEX]
+        if admin
+        else [keys.runs_by_owner(principal.name), *(keys.runs_by_team(t) for t in sorted(principal.teams))]
+    )
+    filtered = bool(wanted) or not admin
+    runs, position = await read_run_page(
+        state["redis"], limit=limit, keep=keep if filtered else None, after=after, indexes=indexes
+    )
     return RunPage(runs=runs, next=None if position is None else position.encode())
 
 

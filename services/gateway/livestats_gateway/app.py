@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -9,7 +10,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from livestats_shared.auth import Scope, TokenRecord, TokenStore, digest, load_token_file
 from livestats_shared.publish import Publisher
-from livestats_shared.redis_client import connect, redact_url
+from livestats_shared.redis_client import UNAVAILABLE, connect, redact_url
+from livestats_shared.visibility import backfill_visibility
+from redis.asyncio import Redis
 
 from . import api, estimation, ingest, metrics, pages, session, sse, ws
 from .config import GatewayConfig
@@ -22,6 +25,8 @@ from .stalls import StallMonitor
 from .state import State
 
 log = logging.getLogger("livestats.gateway")
+BACKFILL_TIMEOUT_S = 10.0
+_BACKFILL_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, TimeoutError)
 
 
 def create_app(config: GatewayConfig) -> FastAPI:
@@ -30,6 +35,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         async with AsyncExitStack() as stack:
             redis = connect(config.redis_url, "livestats.gateway", busy_loop=True)
             stack.push_async_callback(redis.aclose)
+            await _backfill(redis)
             publisher = await stack.enter_async_context(Publisher(redis, producer=None))
             counts = GatewayMetrics()
             hub = await stack.enter_async_context(Hub(config, redis, counts))
@@ -70,6 +76,19 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(pages.router)
     pages.mount_assets(app)
     return app
+
+
+async def _backfill(redis: Redis) -> None:
+    """Runs recorded before per-principal indexes existed become visible in their owners' lists."""
+    try:
+        # Bounded: a gateway whose Redis is away still starts (and answers /readyz 503).
+        async with asyncio.timeout(BACKFILL_TIMEOUT_S):
+            indexed = await backfill_visibility(redis)
+    except _BACKFILL_ERRORS as exc:  # the next start tries again; lists miss older runs meanwhile
+        log.warning("per-principal run indexes not backfilled (%s: %s)", type(exc).__name__, exc)
+        return
+    if indexed:
+        log.info("per-principal run indexes: %d earlier runs indexed", indexed)
 
 
 def fixed_tokens(config: GatewayConfig) -> list[TokenRecord]:

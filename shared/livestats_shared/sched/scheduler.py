@@ -85,7 +85,7 @@ class Scheduler:
         self.prefix = keys.sched_prefix(queue_name)
         self._scripts = {name: redis.register_script(src) for name, src in SCRIPTS.items()}
 
-    async def _run(self, name: str, *args: object) -> Any:
+    async def _run(self, name: str, *args: str | int) -> Any:
         return await self._scripts[name](keys=[], args=[self.prefix, self.queue_name, _now_ms(), *args])
 
     async def admit(self, run_id: str, principal: str, quota: Quota, *, queued: bool = True) -> None:
@@ -128,7 +128,7 @@ class Scheduler:
     async def place(self, run_id: str) -> QueuePlace | None:
         """Where the run waits, or None if it is not waiting (running, finished, unknown)."""
         key = self._key
-        owner = await self.redis.hget(key("owner"), run_id)
+        owner: bytes | None = await self.redis.hget(key("owner"), run_id)  # type: ignore[misc]
         if owner is None:
             return None
         principal = owner.decode()
