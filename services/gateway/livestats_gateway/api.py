@@ -201,9 +201,10 @@ async def list_runs(
         else [keys.runs_by_owner(principal.name), *(keys.runs_by_team(t) for t in sorted(principal.teams))]
     )
     filtered = bool(wanted) or not admin
-    runs, position = await read_run_page(
-        state["redis"], limit=limit, keep=keep if filtered else None, after=after, indexes=indexes
-    )
+    async with state["lists"].hold(principal.name):  # fairness.py: a principal's lists take turns
+        runs, position = await read_run_page(
+            state["redis"], limit=limit, keep=keep if filtered else None, after=after, indexes=indexes
+        )
     return RunPage(runs=runs, next=None if position is None else position.encode())
 
 

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from . import api, estimation, ingest, metrics, pages, session, sse, ws
 from .config import GatewayConfig
+from .fairness import PerPrincipal
 from .hub import Hub
 from .index import RunIndex
 from .limits import ConnectionLimiter
@@ -54,6 +55,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
                 stalls=stalls,
                 tokens=tokens,
                 streams=ConnectionLimiter(config.max_streams_per_principal),
+                replays=PerPrincipal(config.replays_per_principal),
+                lists=PerPrincipal(config.lists_per_principal),
                 metrics=counts,
             )
             log.info("gateway stopping")

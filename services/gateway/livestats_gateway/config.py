@@ -56,7 +56,8 @@ class GatewayConfig(BaseSettings):
     max_connections: int = Field(
         900, ge=10, description="Open connections; beyond it the oldest one without a request is closed."
     )
-    replays_per_principal: int = Field(4, ge=1, description="History replays one principal runs at once.")
+    replays_per_principal: int = Field(8, ge=1, description="History replays one principal runs at once.")
+    lists_per_principal: int = Field(2, ge=1, description="`GET /api/runs` one principal runs at once.")
 
     # -- fan-out -------------------------------------------------------------------------------
     read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")

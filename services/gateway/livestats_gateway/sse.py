@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -15,6 +16,7 @@ from livestats_shared.history import read_stats_hash
 from livestats_shared.redis_client import UNAVAILABLE
 
 from .auth import Reader, check_run_visible, credential_of
+from .fairness import PerPrincipal
 from .hub import Hub
 from .join import join
 from .limits import ConnectionLimiter
@@ -72,26 +74,34 @@ async def run_stream(
     # With its token, so that revoking it ends the stream (recheck.py), as it closes a WebSocket.
     sub = Subscriber(SSE, state["config"].client_queue_bytes, credential.token)
     return StreamingResponse(
-        _events(state["hub"], sub, rid, resume, streams, principal.name),
+        _events(state["hub"], sub, rid, resume, streams, principal.name, state["replays"]),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _events(
-    hub: Hub, sub: Subscriber, run_id: str, since: str | None, streams: ConnectionLimiter, principal: str
+    hub: Hub,
+    sub: Subscriber,
+    run_id: str,
+    since: str | None,
+    streams: ConnectionLimiter,
+    principal: str,
+    replays: PerPrincipal,
 ) -> AsyncIterator[bytes]:
     # The limit was checked before the 200; a burst of parallel requests can pass that check
     # together, so the slot taken here may go a few over, never unbounded.
     with streams.hold(principal, strict=False):
-        async for chunk in _event_chunks(hub, sub, run_id, since):
+        async for chunk in _event_chunks(hub, sub, run_id, since, replays.hold(principal)):
             yield chunk
 
 
-async def _event_chunks(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> AsyncIterator[bytes]:
+async def _event_chunks(
+    hub: Hub, sub: Subscriber, run_id: str, since: str | None, turn: AbstractAsyncContextManager[None]
+) -> AsyncIterator[bytes]:
     yield b"retry: %d\n\n" % _RETRY_MS
     with hub.connection(sub):
-        joiner = asyncio.create_task(_join_or_close(hub, sub, run_id, since), name="sse-join")
+        joiner = asyncio.create_task(_join_or_close(hub, sub, run_id, since, turn), name="sse-join")
         try:
             while True:
                 try:
@@ -107,10 +117,14 @@ async def _event_chunks(hub: Hub, sub: Subscriber, run_id: str, since: str | Non
             await asyncio.gather(joiner, return_exceptions=True)
 
 
-async def _join_or_close(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> None:
-    """Join; if that fails, close the subscription with a code the stream reports."""
+async def _join_or_close(
+    hub: Hub, sub: Subscriber, run_id: str, since: str | None, turn: AbstractAsyncContextManager[None]
+) -> None:
+    """Join in the principal's turn (fairness.py); if that fails, close the subscription with a
+    code the stream reports."""
     try:
-        await join(hub, sub, run_id, since)
+        async with turn:
+            await join(hub, sub, run_id, since)
     except SubscriberClosed:
         return  # closed while replaying (slow client, shutdown): the stream reports it
     except UnknownRun as exc:

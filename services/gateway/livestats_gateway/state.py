@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from .config import GatewayConfig
+from .fairness import PerPrincipal
 from .limits import ConnectionLimiter
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ class State(TypedDict):
     stalls: StallMonitor
     tokens: TokenStore  # who is asking (auth.py)
     streams: ConnectionLimiter  # open WebSockets/SSE per principal
+    replays: PerPrincipal  # history replays running at once per principal
+    lists: PerPrincipal  # run list queries running at once per principal
     metrics: GatewayMetrics  # this process's registry, served at /metrics
 
 

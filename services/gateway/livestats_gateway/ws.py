@@ -51,7 +51,9 @@ async def _visible_join(
 ) -> None:
     rid = validate_run_id(run_id)  # before any Redis command
     await check_run_visible(websocket, principal, rid)
-    await join(app_state(websocket)["hub"], sub, rid, since)
+    state = app_state(websocket)
+    async with state["replays"].hold(principal.name):  # fairness.py: a principal's replays take turns
+        await join(state["hub"], sub, rid, since)
 
 
 async def index_socket(websocket: WebSocket) -> None:
