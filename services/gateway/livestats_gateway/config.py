@@ -56,7 +56,7 @@ class GatewayConfig(BaseSettings):
     max_connections: int = Field(
         900, ge=10, description="Open connections; beyond it the oldest one without a request is closed."
     )
-    replays_per_principal: int = Field(8, ge=1, description="History replays one principal runs at once.")
+    replays_per_principal: int = Field(4, ge=1, description="History replays one principal runs at once.")
     lists_per_principal: int = Field(2, ge=1, description="`GET /api/runs` one principal runs at once.")
 
     # -- fan-out -------------------------------------------------------------------------------
