@@ -9,17 +9,20 @@ from livestats_gateway.fairness import PerPrincipal
 
 async def test_a_principal_beyond_its_limit_waits_while_another_principal_goes_ahead():
     gate = PerPrincipal(2)
-    release = asyncio.Event()
+    release, three_inside = asyncio.Event(), asyncio.Event()
     inside: list[str] = []
 
     async def read(principal: str) -> None:
         async with gate.hold(principal):
             inside.append(principal)
+            if len(inside) == 3:
+                three_inside.set()
             await release.wait()
 
     heavy = [asyncio.create_task(read("heavy")) for _ in range(3)]
     light = asyncio.create_task(read("light"))
-    while len(inside) < 3:
+    await asyncio.wait_for(three_inside.wait(), 10)
+    for _ in range(10):  # let the waiting heavy read run, were it (wrongly) admitted
         await asyncio.sleep(0)
     assert sorted(inside) == ["heavy", "heavy", "light"]  # the third heavy read waits its turn
     assert gate.waited == 1
