@@ -190,7 +190,7 @@ def run_samples(snapshot: RunSnapshot) -> list[EstimationSample]:
                 deliverables=phase.deliverables,
                 predicted_tokens=phase.predicted_tokens,
                 actual_tokens=phase.used_tokens,
-                success=phase.state == "finished" and phase.failed == 0,
+                success=phase.state == "finished" and phase.given_up == 0,
                 is_test=phase.is_test,
             )
         )

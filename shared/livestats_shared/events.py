@@ -1,7 +1,7 @@
 """The event contract: a versioned envelope and one payload model per event type.
 
 An event on the wire (WebSocket, NDJSON export) is the envelope as JSON:
-    {"v": 1, "type": "call.failed", "run_id": "...", "seq": 17, "ts": 1763770000123, "data": {...}}
+    {"v": 2, "type": "call.failed", "run_id": "...", "seq": 17, "ts": 1763770000123, "data": {...}}
 In a Redis stream the same envelope is stored flat (`v`, `type`, `run_id`, `seq`, `ts`) with
 `data` as one JSON field, so `redis-cli XRANGE` stays readable.
 """
@@ -12,12 +12,15 @@ from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidEvent
 from .ids import NAME_PATTERN, RunId, validate_run_id
 
-SCHEMA_VERSION = 1
+# 2: `phase.finished.failed` became `given_up`; the stats fields total_calls / failed_calls /
+# calls_failed became attempts_started / failed_attempts / calls_given_up (docs/contract.md).
+# v1 events still parse (the old field is accepted as an alias).
+SCHEMA_VERSION = 2
 
 
 class Outcome(StrEnum):
@@ -121,7 +124,8 @@ class PhaseFinished(_Data):
     phase: str
     index: int
     succeeded: int
-    failed: int
+    # Calls of the phase that failed for good (v1 called it `failed`, which is still read).
+    given_up: int = Field(validation_alias=AliasChoices("given_up", "failed"))
     duration_s: float
     # Tokens the phase's answers reported using (sum of their usage); None if none reported.
     actual_tokens: int | None = Field(None, ge=0)

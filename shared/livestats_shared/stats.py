@@ -109,7 +109,7 @@ def delta_for(data: EventData, ts: int) -> Delta:
                 sets[phase_field(data.phase, "reported_tokens")] = str(data.actual_tokens)
             return Delta(incr={"phases_done": 1}, set=sets)
         case CallStarted():
-            incr = {"total_calls": 1, "in_flight": 1}
+            incr = {"attempts_started": 1, "in_flight": 1}
             if data.attempt == 1 and data.predicted_tokens is not None:
                 incr["predicted_tokens"] = data.predicted_tokens
             return Delta(incr=incr, set={"current_call": f"{data.phase}#{data.call}"})
@@ -128,11 +128,11 @@ def delta_for(data: EventData, ts: int) -> Delta:
             # A later success clears the last error; the error stays in the stream and the counts.
             return Delta(incr=incr, delete=("last_error",))
         case CallFailed():
-            incr = {"failed_calls": 1, "in_flight": -1}
+            incr = {"failed_attempts": 1, "in_flight": -1}
             if data.final:
-                incr.update({"calls_done": 1, "calls_failed": 1})
+                incr.update({"calls_done": 1, "calls_given_up": 1})
                 incr[phase_field(data.phase, "done")] = 1
-                incr[phase_field(data.phase, "failed")] = 1
+                incr[phase_field(data.phase, "given_up")] = 1
             last_error = {
                 "phase": data.phase,
                 "call": data.call,
@@ -206,7 +206,7 @@ class PhaseProgress(BaseModel):
     name: str
     planned: int = 0
     done: int = 0
-    failed: int = 0
+    given_up: int = 0  # calls of this phase that failed for good
     state: str | None = None  # running, finished; None before the phase starts
     category: str | None = None
     complexity: Complexity | None = None
@@ -234,10 +234,10 @@ class RunSnapshot(BaseModel):
     seq: int = 0
     last_id: str | None = None
     planned_calls: int = 0
-    total_calls: int = 0
-    successful_calls: int = 0
-    failed_calls: int = 0
-    calls_failed: int = 0
+    attempts_started: int = 0  # every call.started (first attempts and retries)
+    successful_calls: int = 0  # calls that succeeded (one success per call)
+    failed_attempts: int = 0  # every call.failed, retried or not
+    calls_given_up: int = 0  # calls that failed for good (call.failed with final=true)
     calls_done: int = 0
     retries: int = 0
     in_flight: int = 0
@@ -268,13 +268,14 @@ class RunSnapshot(BaseModel):
 
     @classmethod
     def from_hash(cls, run_id: str, h: Mapping[str, str]) -> RunSnapshot:
+        h = _renamed_v1_fields(h)
         names: list[str] = orjson.loads(h["phases"]) if "phases" in h else []
         phases = [
             PhaseProgress(
                 name=n,
                 planned=int(h.get(phase_field(n, "planned"), 0)),
                 done=int(h.get(phase_field(n, "done"), 0)),
-                failed=int(h.get(phase_field(n, "failed"), 0)),
+                given_up=int(h.get(phase_field(n, "given_up"), 0)),
                 state=h.get(phase_field(n, "state")),
                 category=h.get(phase_field(n, "category")),
                 complexity=h.get(phase_field(n, "complexity")),
@@ -290,6 +291,26 @@ class RunSnapshot(BaseModel):
         if "last_error" in h:
             scalar["last_error"] = orjson.loads(h["last_error"])
         return cls.model_validate({**scalar, "run_id": run_id, "phases": phases})
+
+
+# Envelope v1 named failed attempts `failed_calls` next to `calls_failed` (calls given up): the
+# v2 names cannot be confused. A run written before the rename keeps its old hash until it
+# expires; it reads under the new names.
+V1_FIELD_NAMES = {
+    "total_calls": "attempts_started",
+    "failed_calls": "failed_attempts",
+    "calls_failed": "calls_given_up",
+}
+
+
+def _renamed_v1_fields(h: Mapping[str, str]) -> Mapping[str, str]:
+    if "total_calls" not in h and "failed_calls" not in h and "calls_failed" not in h:
+        return h
+    renamed = {V1_FIELD_NAMES.get(k, k): v for k, v in h.items()}
+    for k, v in h.items():
+        if k.startswith("phase:") and k.endswith(":failed"):
+            renamed.setdefault(k[: -len("failed")] + "given_up", v)
+    return renamed
 
 
 def _opt_int(value: str | None) -> int | None:

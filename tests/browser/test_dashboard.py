@@ -19,7 +19,15 @@ from run_stack import FAST_CALLS
 
 ROOT = Path(__file__).resolve().parents[2]
 README_SCREENSHOT = ROOT / "docs" / "screenshots" / "run-page.png"
-COUNTERS = ("total_calls", "successful_calls", "failed_calls", "retries", "in_flight", "calls_done", "planned_calls")
+COUNTERS = (
+    "attempts_started",
+    "successful_calls",
+    "failed_attempts",
+    "retries",
+    "in_flight",
+    "calls_done",
+    "planned_calls",
+)
 GROWING = tuple(c for c in COUNTERS if c != "in_flight")  # counters that never go down during a run
 ENDED = ("succeeded", "failed", "timed_out", "cancelled", "stalled")
 SLOW = 45_000  # ms: a whole run on a busy 2-core machine
@@ -244,7 +252,7 @@ async def test_a_failed_attempt_shows_its_error_until_a_success_and_its_retry_in
     await expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=SLOW)
     await expect(last_error).to_be_hidden(timeout=QUICK)
     snap = await stack.snapshot(run_id)
-    assert (snap["retries"], snap["failed_calls"], snap["successful_calls"]) == (3, 3, 3)
+    assert (snap["retries"], snap["failed_attempts"], snap["successful_calls"]) == (3, 3, 3)
     assert snap["last_error"] is None
     await expect(counter(page, "retries")).to_have_text(str(snap["retries"]))
     await expect_counters_equal(page, snap)

@@ -133,9 +133,9 @@ async def _publish_every_kind_of_event(publisher, run_id: str) -> None:
         CallFailed(
             phase="gen", call=0, attempt=2, reason=FailureReason.TIMEOUT, excerpt="killed", duration_s=9.0, final=True
         ),
-        PhaseFinished(phase="gen", index=0, succeeded=1, failed=1, duration_s=11.0),
-        PhaseFinished(phase="judge", index=1, succeeded=1, failed=0, duration_s=0.5, actual_tokens=777),
-        RunFinished(outcome=Outcome.FAILED, reason="calls_failed", detail="1 call failed", elapsed_s=12.0),
+        PhaseFinished(phase="gen", index=0, succeeded=1, given_up=1, duration_s=11.0),
+        PhaseFinished(phase="judge", index=1, succeeded=1, given_up=0, duration_s=0.5, actual_tokens=777),
+        RunFinished(outcome=Outcome.FAILED, reason="calls_given_up", detail="1 call failed", elapsed_s=12.0),
     ]
     for data in steps:
         await publisher.publish(run_id, data)
@@ -158,7 +158,7 @@ async def test_the_pages_fold_of_estimates_reported_totals_and_a_final_failure_e
     await expect(page.get_by_test_id("event-log")).to_have_attribute("data-count", "17", timeout=15_000)
     folded = await page.evaluate(FOLD, [run_id, events])
     assert folded == served  # every field, phases and last_error included
-    for field in ("total_calls", "successful_calls", "failed_calls", "retries", "in_flight", "calls_done"):
+    for field in ("attempts_started", "successful_calls", "failed_attempts", "retries", "in_flight", "calls_done"):
         await expect(page.locator(f"[data-counter={field}]")).to_have_text(str(served[field]))
     await expect(page.get_by_test_id("run-status")).to_have_text("failed")
     # The final failure came after the last success, so it is the last error on both sides.

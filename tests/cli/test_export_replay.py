@@ -90,7 +90,7 @@ async def test_export_replay_export_gives_the_same_events_but_for_ids_and_times(
     # The replayed run is a run like any other: indexed, with the same counts and tokens.
     old, new = await read_snapshot(redis, finished_run), await read_snapshot(redis, new_id)
     assert old is not None and new is not None and new.replay_of == finished_run
-    same = {"status", "successful_calls", "failed_calls", "retries", "total_tokens", "predicted_tokens", "phases"}
+    same = {"status", "successful_calls", "failed_attempts", "retries", "total_tokens", "predicted_tokens", "phases"}
     assert new.model_dump(include=same) == old.model_dump(include=same)
     assert await redis.zscore(keys.RUNS_INDEX, new_id) is not None
 

@@ -57,7 +57,7 @@ async def test_submitted_run_is_accepted_with_its_links_and_finishes_with_correc
     await wait_finished(redis, run_id, 30)
     snap = (await client.get(f"/api/runs/{run_id}")).json()
     assert (snap["status"], snap["outcome"]) == ("succeeded", "succeeded")
-    assert (snap["planned_calls"], snap["calls_done"], snap["successful_calls"], snap["calls_failed"]) == (6, 6, 6, 0)
+    assert (snap["planned_calls"], snap["calls_done"], snap["successful_calls"], snap["calls_given_up"]) == (6, 6, 6, 0)
     assert snap["in_flight"] == 0
     assert [(p["name"], p["planned"], p["done"]) for p in snap["phases"]] == [("generate", 4, 4), ("evaluate", 2, 2)]
 

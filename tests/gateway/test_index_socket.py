@@ -41,6 +41,6 @@ async def test_the_index_lists_existing_runs_then_shows_new_runs_and_status_chan
         await publisher.publish(new, RunStarted(worker="w1", timeout_s=60, deadline_ts=0, retry_budget=3))
         await _summary(ws, new, status="running")
         publisher.emit(new, CallStarted(phase="p", call=0, attempt=1))  # progress: not in the feed
-        assert (await _summary(ws, new, in_flight=1))["total_calls"] == 1
+        assert (await _summary(ws, new, in_flight=1))["attempts_started"] == 1
         await publisher.publish(new, RunFinished(outcome=Outcome.SUCCEEDED, reason="completed"))
         await _summary(ws, new, status="succeeded")

@@ -88,7 +88,7 @@ async def test_a_valid_batch_is_published_in_order_and_folds_into_the_snapshot(c
          ["body", "events", 1, "data", "index"]),
         ([{"type": "phase.started", "data": {"phase": "plan", "index": 0, "calls": 2}}],
          ["body", "events", 0, "data", "concurrency"]),
-        ([{"type": "phase.finished", "data": {"phase": "plan", "index": 0, "succeeded": 1, "failed": 0,
+        ([{"type": "phase.finished", "data": {"phase": "plan", "index": 0, "succeeded": 1, "given_up": 0,
                                               "duration_s": 1, "colour": "red"}}],
          ["body", "events", 0, "data", "colour"]),
         ([started(), {"type": "phase.teleported", "data": {}}], ["body", "events", 1, "type"]),

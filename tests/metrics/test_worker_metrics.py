@@ -78,7 +78,7 @@ async def test_kills_and_retry_budget_exhaustions_are_counted(redis, publisher, 
     )
     hung = await submit_run(redis, publisher, hangs, queue_name=queue_name)
     stormed = await submit_run(redis, publisher, storm, queue_name=queue_name)
-    assert (await wait_finished(redis, hung)).payload().reason == "calls_failed"
+    assert (await wait_finished(redis, hung)).payload().reason == "calls_given_up"
     assert (await wait_finished(redis, stormed)).payload().reason == "retry_budget_exhausted"
 
     m = scrape(url)

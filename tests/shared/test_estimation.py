@@ -206,7 +206,7 @@ def test_a_runs_samples_come_from_its_snapshot_ended_phases_only():
         CallSucceeded(phase="gen", call=0, attempt=1, duration_s=0.1, bytes=9, usage=used[0]),
         CallStarted(phase="gen", call=1, attempt=1),
         CallSucceeded(phase="gen", call=1, attempt=1, duration_s=0.1, bytes=9, usage=used[1]),
-        PhaseFinished(phase="gen", index=0, succeeded=2, failed=0, duration_s=1, actual_tokens=180),
+        PhaseFinished(phase="gen", index=0, succeeded=2, given_up=0, duration_s=1, actual_tokens=180),
         PhaseStarted(phase="cmp", index=1, calls=1, concurrency=1),
     )
     running = RunSnapshot.from_hash("r1", fold(events))
@@ -235,7 +235,7 @@ def test_a_phase_without_call_events_is_a_sample_with_the_tokens_its_phase_finis
     events = _events(
         RunQueued(name="sh", planned_calls=0, phases=[PhasePlan(name="refactor", calls=0)], timeout_s=60),
         PhaseStarted(phase="refactor", index=0, calls=0, concurrency=1, category="refactoring", predicted_tokens=900),
-        PhaseFinished(phase="refactor", index=0, succeeded=0, failed=0, duration_s=30, actual_tokens=1200),
+        PhaseFinished(phase="refactor", index=0, succeeded=0, given_up=0, duration_s=30, actual_tokens=1200),
     )
     (refactor,) = run_samples(RunSnapshot.from_hash("r1", fold(events)))
     assert (refactor.category, refactor.predicted_tokens, refactor.actual_tokens) == ("refactoring", 900, 1200)

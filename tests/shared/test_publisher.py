@@ -64,7 +64,7 @@ async def test_events_are_ordered_contiguous_and_the_hash_equals_the_fold_of_the
     assert without_bookkeeping(await read_stats_hash(redis, run_id)) == fold(events)
     snap = await read_snapshot(redis, run_id)
     assert snap is not None
-    assert (snap.retries, snap.failed_calls, snap.in_flight, snap.successful_calls) == (29, 29, 0, 171)
+    assert (snap.retries, snap.failed_attempts, snap.in_flight, snap.successful_calls) == (29, 29, 0, 171)
 
 
 async def test_runs_interleaved_from_many_tasks_each_get_their_own_contiguous_seq(redis, publisher):

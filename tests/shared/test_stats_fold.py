@@ -11,10 +11,12 @@ from livestats_shared.events import (
     Event,
     FailureReason,
     Outcome,
+    PhaseFinished,
     PhasePlan,
     RunFinished,
     RunQueued,
     TokenUsage,
+    parse_data,
 )
 from livestats_shared.stats import RunSnapshot, fold
 
@@ -43,24 +45,24 @@ def test_fold_counts_attempts_clears_last_error_on_success_and_balances_in_fligh
         ),
         CallStarted(phase="gen", call=0, attempt=2, predicted_tokens=100),
         CallFailed(phase="gen", call=0, attempt=2, reason=FailureReason.TIMEOUT, duration_s=9, final=True),
-        RunFinished(outcome=Outcome.FAILED, reason="calls_failed", detail="1 of 2 calls failed"),
+        RunFinished(outcome=Outcome.FAILED, reason="calls_given_up", detail="1 of 2 calls failed"),
     )
     h = fold(events)
     assert h["seq"] == "9"
-    assert (h["total_calls"], h["successful_calls"], h["failed_calls"]) == ("3", "1", "2")
-    assert (h["retries"], h["in_flight"], h["calls_done"], h["calls_failed"]) == ("1", "0", "2", "1")
+    assert (h["attempts_started"], h["successful_calls"], h["failed_attempts"]) == ("3", "1", "2")
+    assert (h["retries"], h["in_flight"], h["calls_done"], h["calls_given_up"]) == ("1", "0", "2", "1")
     # predicted tokens count once per call, not once per attempt
     assert (h["predicted_tokens"], h["input_tokens"], h["output_tokens"], h["total_tokens"]) == ("200", "7", "30", "37")
-    assert h["status"] == "failed" and h["reason"] == "calls_failed"
+    assert h["status"] == "failed" and h["reason"] == "calls_given_up"
     # The timeout came after the success, so it is the last error now.
     assert orjson.loads(h["last_error"])["reason"] == "timeout"
 
     snap = RunSnapshot.from_hash("r1", h)
-    assert snap.phases[0].model_dump(include={"name", "planned", "done", "failed", "actual_tokens"}) == {
+    assert snap.phases[0].model_dump(include={"name", "planned", "done", "given_up", "actual_tokens"}) == {
         "name": "gen",
         "planned": 2,
         "done": 2,
-        "failed": 1,
+        "given_up": 1,
         "actual_tokens": 37,  # the one success reported 7 + 30
     }
     assert snap.last_error is not None and snap.last_error["attempt"] == 2
@@ -75,4 +77,18 @@ def test_a_success_after_a_failure_clears_last_error():
     )
     h = fold(events)
     assert "last_error" not in h
-    assert h["failed_calls"] == "1"  # the failure stays in the counts
+    assert h["failed_attempts"] == "1"  # the failure stays in the counts
+
+
+def test_a_v1_stats_hash_reads_under_the_v2_names():
+    v1 = {"total_calls": "5", "failed_calls": "3", "calls_failed": "1", "successful_calls": "2"}
+    v1 |= {"phases": '["gen"]', "phase:gen:planned": "3", "phase:gen:done": "3", "phase:gen:failed": "1"}
+    snap = RunSnapshot.from_hash("r1", v1)
+    assert (snap.attempts_started, snap.failed_attempts, snap.calls_given_up) == (5, 3, 1)
+    assert snap.phases[0].given_up == 1
+
+
+def test_a_v1_phase_finished_payload_still_parses():
+    data = parse_data("phase.finished", {"phase": "gen", "index": 0, "succeeded": 2, "failed": 1, "duration_s": 1.0})
+    assert isinstance(data, PhaseFinished) and data.given_up == 1
+    assert "given_up" in data.model_dump() and "failed" not in data.model_dump()

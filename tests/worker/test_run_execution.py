@@ -60,7 +60,7 @@ async def test_a_run_with_failures_and_retries_is_complete_ordered_and_folds_to_
     assert snap is not None and snap.retries == len(retries) and snap.in_flight == 0
     assert snap.predicted_tokens == 12 * 300 and snap.output_tokens > 0
     assert finished.payload().outcome.value == snap.status
-    assert snap.status == "succeeded" or (snap.status == "failed" and snap.reason == "calls_failed")
+    assert snap.status == "succeeded" or (snap.status == "failed" and snap.reason == "calls_given_up")
     assert snap.last_error is None or snap.status == "failed"
     phases = [e.payload().phase for e in events if e.type == "phase.started"]
     assert phases == ["generate", "evaluate"]
@@ -83,7 +83,7 @@ async def test_the_retry_budget_stops_a_storm_of_valid_small_json_answers_reject
     assert sizes and all(340 <= n <= 420 for n in sizes), sizes  # valid ~381-byte JSON answers
     snap = await read_snapshot(redis, run_id)
     assert snap is not None and snap.retries == spec.retry_budget == 10
-    assert snap.total_calls <= spec.retry_budget + 2 * misconfigured.concurrency  # not thousands
+    assert snap.attempts_started <= spec.retry_budget + 2 * misconfigured.concurrency  # not thousands
     assert_consistent(events, await read_stats_hash(redis, run_id))
 
     # The same answers in json mode are fine: no minimum size for JSON.
@@ -135,7 +135,7 @@ async def test_a_per_call_timeout_kills_that_calls_process_group(redis, publishe
     )
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     finished = (await wait_finished(redis, run_id, 20)).payload()
-    assert (finished.outcome.value, finished.reason) == ("failed", "calls_failed")
+    assert (finished.outcome.value, finished.reason) == ("failed", "calls_given_up")
     failure = next(e.payload() for e in await read_events(redis, run_id) if e.type == "call.failed")
     assert failure.reason.value == "timeout" and failure.final
     assert pids_with_env("FPF_RUN_ID", run_id) == []
@@ -201,7 +201,7 @@ async def test_every_bad_output_is_classified_and_the_worker_keeps_working(redis
     )
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     finished = (await wait_finished(redis, run_id, 60)).payload()
-    assert (finished.outcome.value, finished.reason) == ("failed", "calls_failed")
+    assert (finished.outcome.value, finished.reason) == ("failed", "calls_given_up")
     events = await read_events(redis, run_id)
     reasons = {e.payload().phase: e.payload().reason.value for e in events if e.type == "call.failed"}
     assert reasons == {**behaviours, "non-utf8-text": "not_utf8"}
@@ -220,7 +220,7 @@ async def test_a_missing_fpf_command_fails_the_run_fast_with_spawn_error(redis, 
     finished = (await wait_finished(redis, run_id, 20)).payload()
     assert (finished.outcome.value, finished.reason) == ("failed", "spawn_error")
     snap = await read_snapshot(redis, run_id)
-    assert snap is not None and snap.total_calls <= 2
+    assert snap is not None and snap.attempts_started <= 2
 
 
 async def test_the_server_stopped_and_restarted_mid_run_loses_no_event(

@@ -77,7 +77,8 @@ class ProgressView:
             case "phase.started":
                 return f"phase {d['phase']}: {d['calls']} calls, {d['concurrency']} at a time"
             case "phase.finished":
-                done = f"phase {d['phase']} done: {d['succeeded']} ok, {d['failed']} failed in {d['duration_s']:.1f} s"
+                given_up = d.get("given_up", d.get("failed", 0))  # v1 events named it `failed`
+                done = f"phase {d['phase']} done: {d['succeeded']} ok, {given_up} given up in {d['duration_s']:.1f} s"
                 return done + self._estimate(d["phase"])
             case "call.failed":
                 final = "gave up" if d["final"] else "will retry"
@@ -103,7 +104,8 @@ class ProgressView:
         bar = "#" * filled + "." * (bar_width - filled)
         line = (
             f"[{bar}] {done}/{s.planned_calls} {s.current_phase or '-'} | ok {s.successful_calls} "
-            f"failed {s.failed_calls} retries {s.retries} in flight {s.in_flight} | tokens {s.total_tokens:,}"
+            f"failed attempts {s.failed_attempts} given up {s.calls_given_up} retries {s.retries} "
+            f"in flight {s.in_flight} | tokens {s.total_tokens:,}"
         )
         if s.predicted_tokens:
             line += f" (predicted {s.predicted_tokens:,})"

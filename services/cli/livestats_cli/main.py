@@ -190,10 +190,11 @@ async def _status(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
             print(f"  waiting: {place.reason}")
         print(
             f"  calls {snap.calls_done}/{snap.planned_calls} done, ok {snap.successful_calls}, "
-            f"failed {snap.failed_calls}, retries {snap.retries}, in flight {snap.in_flight}"
+            f"failed attempts {snap.failed_attempts}, given up {snap.calls_given_up}, retries {snap.retries}, "
+            f"in flight {snap.in_flight}"
         )
         for ph in snap.phases:
-            print(f"  {ph.name}: {ph.done}/{ph.planned} ({ph.failed} failed)")
+            print(f"  {ph.name}: {ph.done}/{ph.planned} ({ph.given_up} given up)")
         if snap.last_error:
             print(f"  last error: {snap.last_error['reason']} {snap.last_error['excerpt'][:80]}")
     return EXIT_OK

@@ -86,7 +86,7 @@ class PhaseTracker:
             index=index,
             succeeded=status.succeeded if status.succeeded is not None else 0,
             # A phase reported failed with no counts still shows as a failure.
-            failed=status.failed if status.failed is not None else int(failed_status),
+            given_up=status.failed if status.failed is not None else int(failed_status),
             duration_s=round(duration, 3),
         )
 

@@ -118,7 +118,8 @@ class TailView:
     def counters(self) -> str:
         s = self.snapshot()
         line = (
-            f"calls {s.calls_done}/{s.planned_calls} done, ok {s.successful_calls}, failed {s.failed_calls}, "
+            f"calls {s.calls_done}/{s.planned_calls} done, ok {s.successful_calls}, "
+            f"failed attempts {s.failed_attempts}, given up {s.calls_given_up}, "
             f"retries {s.retries}, in flight {s.in_flight}, tokens {s.total_tokens:,}"
         )
         if s.predicted_tokens:
@@ -136,7 +137,7 @@ class TailView:
         width = max((len(p.name) for p in s.phases), default=0)
         for p in s.phases:
             marker = ">" if p.name == s.current_phase and s.finished_ts is None else " "
-            failed = f", {p.failed} failed" if p.failed else ""
+            failed = f", {p.given_up} given up" if p.given_up else ""
             out.append(f"{marker} {p.name:<{width}} {bar(p.done, p.planned)} {p.done}/{p.planned}{failed}")
         out.append("last events:")
         out.extend(f"  {line}" for line in self.recent)

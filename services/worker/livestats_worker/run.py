@@ -66,7 +66,7 @@ class RunExecution:
         self.clock = RunClock.start(min(spec.timeout_s, config.run_timeout_s))
         self.budget = RetryBudget(spec.retry_budget)
         self.pids: set[int] = set()
-        self.failed_calls = 0
+        self.calls_given_up = 0
         self._cancel_reason: str | None = None
         self._task: asyncio.Task[object] | None = None
 
@@ -134,9 +134,9 @@ class RunExecution:
                         self.metrics.budget_exhausted.inc()
                     return Verdict(Outcome.FAILED, reason, str(found.exceptions[0]))
             raise
-        if self.failed_calls:
-            detail = f"{self.failed_calls} of {self.spec.planned_calls} calls failed after all attempts"
-            return Verdict(Outcome.FAILED, "calls_failed", detail)
+        if self.calls_given_up:
+            detail = f"{self.calls_given_up} of {self.spec.planned_calls} calls failed after all attempts"
+            return Verdict(Outcome.FAILED, "calls_given_up", detail)
         return Verdict(Outcome.SUCCEEDED, "completed", f"{self.spec.planned_calls} calls succeeded")
 
     async def _run_phase(self, index: int, phase: PhaseSpec, prompt_dir: Path) -> None:
@@ -171,13 +171,13 @@ class RunExecution:
             for _ in range(min(phase.concurrency, phase.calls)):
                 group.create_task(lane())
         failed = outcomes.count(False)
-        self.failed_calls += failed
+        self.calls_given_up += failed
         self.emit(
             PhaseFinished(
                 phase=phase.name,
                 index=index,
                 succeeded=len(outcomes) - failed,
-                failed=failed,
+                given_up=failed,
                 duration_s=round(self.clock.elapsed() - started, 3),
                 actual_tokens=ctx.reported_tokens,
             )

@@ -16,7 +16,7 @@ export function describe(ev) {
     case "call.failed": return `${call} attempt ${d.attempt} ${d.reason}${d.final ? " (final)" : ""} ${d.excerpt ? `— ${d.excerpt.slice(0, 160)}` : ""}`;
     case "call.retrying": return `${call} attempt ${d.attempt} ${d.reason}, in ${d.delay_s.toFixed(1)} s`;
     case "phase.started": return ` ${d.phase} (${d.calls} calls, ${d.concurrency} at once)`;
-    case "phase.finished": return ` ${d.phase}: ${d.succeeded} ok, ${d.failed} failed, ${d.duration_s.toFixed(1)} s`;
+    case "phase.finished": return ` ${d.phase}: ${d.succeeded} ok, ${d.given_up} given up, ${d.duration_s.toFixed(1)} s`;
     case "heartbeat": return ` ${d.in_flight} in flight, ${d.remaining_s.toFixed(0)} s left`;
     case "run.queued": return ` ${d.name}: ${d.planned_calls} calls planned`;
     case "run.started": return ` on ${d.worker}, timeout ${d.timeout_s} s`;

@@ -11,7 +11,7 @@ export function isTerminal(status) {
 export function emptySnapshot(runId) {
   return {
     run_id: runId, status: "unknown", name: "", seq: 0, last_id: null, planned_calls: 0,
-    total_calls: 0, successful_calls: 0, failed_calls: 0, calls_failed: 0, calls_done: 0,
+    attempts_started: 0, successful_calls: 0, failed_attempts: 0, calls_given_up: 0, calls_done: 0,
     retries: 0, in_flight: 0, current_phase: null, current_call: null, last_error: null,
     input_tokens: 0, output_tokens: 0, total_tokens: 0, predicted_tokens: 0,
     created_ts: null, started_ts: null, finished_ts: null, deadline_ts: null, heartbeat_ts: null,
@@ -25,7 +25,7 @@ function phaseOf(snap, name) {
   if (!phase) {
     // A producer may start a phase its plan did not name: show it rather than drop its counts.
     phase = {
-      name, planned: 0, done: 0, failed: 0, state: null, category: null, complexity: null, deliverables: null,
+      name, planned: 0, done: 0, given_up: 0, state: null, category: null, complexity: null, deliverables: null,
       predicted_tokens: null, actual_tokens: 0, reported_tokens: null, is_test: false,
     };
     snap.phases.push(phase);
@@ -74,7 +74,7 @@ export function applyEvent(snap, ev) {
       break;
     }
     case "call.started":
-      snap.total_calls += 1;
+      snap.attempts_started += 1;
       snap.in_flight += 1;
       if (d.attempt === 1 && d.predicted_tokens != null) snap.predicted_tokens += d.predicted_tokens;
       snap.current_call = `${d.phase}#${d.call}`;
@@ -96,14 +96,14 @@ export function applyEvent(snap, ev) {
       break;
     }
     case "call.failed":
-      snap.failed_calls += 1;
+      snap.failed_attempts += 1;
       snap.in_flight -= 1;
       if (d.final) {
         const phase = phaseOf(snap, d.phase);
         snap.calls_done += 1;
-        snap.calls_failed += 1;
+        snap.calls_given_up += 1;
         phase.done += 1;
-        phase.failed += 1;
+        phase.given_up += 1;
       }
       snap.last_error = { phase: d.phase, call: d.call, attempt: d.attempt, reason: d.reason, excerpt: d.excerpt ?? "", ts: ev.ts };
       break;

@@ -9,7 +9,7 @@ import { applyEvent, emptySnapshot, isTerminal } from "./fold.js";
 import { duration, el, percent, runElapsed, runRemaining } from "./format.js";
 
 const COUNTERS = [
-  ["total_calls", "attempts", ""], ["successful_calls", "succeeded", "ok"], ["failed_calls", "failed attempts", "fail"],
+  ["attempts_started", "attempts", ""], ["successful_calls", "succeeded", "ok"], ["failed_attempts", "failed attempts", "fail"],
   ["retries", "retries", "retry"], ["in_flight", "in flight", ""], ["calls_done", "calls done", ""], ["planned_calls", "calls planned", ""],
 ];
 const FRESH_GREEN_S = 5;
@@ -188,9 +188,9 @@ function renderPhases(box, snap) {
     const tokens = p.predicted_tokens != null ? `${p.reported_tokens ?? p.actual_tokens} / ${p.predicted_tokens} tok` : `${p.reported_tokens ?? p.actual_tokens} tok`;
     return el("div", { class: "phase", "data-phase": p.name, "data-done": String(p.done), "data-planned": String(p.planned), "data-state": p.state ?? "pending" },
       el("span", { class: "name", text: p.name }),
-      el("span", { class: "bar", title: `${p.done} of ${p.planned} done, ${p.failed} failed` },
-        el("span", { style: { width: `${percent(p.done - p.failed, p.planned)}%`, float: "left" } }),
-        el("span", { class: "failed", style: { width: `${percent(p.failed, p.planned)}%`, float: "left" } })),
+      el("span", { class: "bar", title: `${p.done} of ${p.planned} done, ${p.given_up} given up` },
+        el("span", { style: { width: `${percent(p.done - p.given_up, p.planned)}%`, float: "left" } }),
+        el("span", { class: "failed", style: { width: `${percent(p.given_up, p.planned)}%`, float: "left" } })),
       el("span", { class: "muted num", text: `${p.done}/${p.planned} · ${p.state ?? "pending"}`, title: tokens }));
   }));
 }

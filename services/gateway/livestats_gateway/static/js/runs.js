@@ -44,7 +44,7 @@ export function showRuns(view, me, showConnection) {
       el("td", { "data-field": "phase", text: run.current_phase ?? "—" }),
       progress,
       el("td", { "data-field": "elapsed", class: "num", text: duration(elapsed) }),
-      el("td", { "data-field": "failures", class: "num", text: String(run.failed_calls) }),
+      el("td", { "data-field": "failures", class: "num", text: String(run.failed_attempts) }),
       el("td", { "data-field": "retries", class: "num", text: String(run.retries) }),
       el("td", { "data-field": "owner", text: run.owner ?? "—" }));
   }
