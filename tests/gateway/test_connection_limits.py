@@ -142,3 +142,32 @@ async def test_idle_and_slow_connections_are_closed_while_health_and_users_keep_
         f"max {latencies[-1] * 1000:.0f} ms"
     )
     assert len(latencies) >= 4
+
+
+async def _raw_exchange(port: int, request: bytes) -> bytes:
+    """Send `request` in one write; everything the gateway answers until it closes or 10 s pass."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    answer = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            answer += chunk
+            if b"\r\n\r\n" in answer:
+                break
+    except (TimeoutError, ConnectionResetError):
+        pass
+    writer.close()
+    return answer
+
+
+async def test_headers_over_64_kib_close_the_connection_but_a_large_body_in_one_read_is_a_request(gateway):
+    port = gateway.config.port
+    huge_headers = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * (70 << 10) + b"\r\n\r\n"
+    assert await _raw_exchange(port, huge_headers) == b""
+    body = b'{"name": "' + b"x" * (200 << 10) + b'"}'  # one write: the headers' read carries the body
+    request = b"POST /api/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request += b"Content-Length: %d\r\n\r\n" % len(body) + body
+    assert (await _raw_exchange(port, request)).startswith(b"HTTP/1.1 401")  # answered: no token
+    positive = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (60 << 10) + b"\r\n\r\n"
+    assert (await _raw_exchange(port, positive)).startswith(b"HTTP/1.1 200")

@@ -77,7 +77,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         self._spoke = True
         if self in self.guard.waiting:
-            self._header_bytes += len(data)
+            # Up to the end of the headers only: the read that completes them may carry a body.
+            end = data.find(b"\r\n\r\n")
+            self._header_bytes += len(data) if end < 0 else end
             if self._header_bytes > self.guard.header_max_bytes:
                 self.guard.refused += 1
                 self.drop()
