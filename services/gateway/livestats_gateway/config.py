@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 from livestats_shared import keys
 from livestats_shared.quota import Quota, QuotaOverride
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DESCRIPTORS_RESERVED = 100  # kept for Redis connections, files and logs when no cap is set
 
 
 class GatewayConfig(BaseSettings):
@@ -53,8 +56,11 @@ class GatewayConfig(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0, description="A request's headers must arrive within this.")
     body_timeout_s: float = Field(30.0, gt=0, description="A request's body must arrive within this.")
     keep_alive_s: float = Field(5.0, gt=0, description="Idle time between requests on one connection.")
-    max_connections: int = Field(
-        900, ge=10, description="Open connections; beyond it the oldest one without a request is closed."
+    max_connections: int | None = Field(
+        None,
+        ge=10,
+        description="Open connections; at the cap a new one closes the oldest idle one. "
+        "None: the process's descriptor limit less `DESCRIPTORS_RESERVED`.",
     )
     replays_per_principal: int = Field(4, ge=1, description="History replays one principal runs at once.")
     lists_per_principal: int = Field(2, ge=1, description="`GET /api/runs` one principal runs at once.")
@@ -97,3 +103,10 @@ class GatewayConfig(BaseSettings):
     def quota_for(self, principal: str) -> Quota:
         override = self.quota_overrides.get(principal)
         return self.quota if override is None else override.over(self.quota)
+
+    def connection_cap(self) -> int:
+        """`max_connections`, or what the descriptor limit leaves after Redis, files and logs."""
+        if self.max_connections is not None:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(10, soft - DESCRIPTORS_RESERVED)

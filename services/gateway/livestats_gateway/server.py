@@ -13,7 +13,7 @@ from .logs import install_redaction
 
 
 def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn.Config:
-    guard = ConnectionGuard(config.header_timeout_s, config.body_timeout_s, config.max_connections)
+    guard = ConnectionGuard(config.header_timeout_s, config.body_timeout_s, config.connection_cap())
     settings = uvicorn.Config(
         create_app(config),
         host=config.host,
