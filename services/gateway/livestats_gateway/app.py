@@ -9,12 +9,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from livestats_shared.auth import Scope, TokenRecord, TokenStore, digest, load_token_file
+from livestats_shared.pricing import load_price_table
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import UNAVAILABLE, connect, redact_url
 from livestats_shared.visibility import backfill_visibility
 from redis.asyncio import Redis
 
-from . import api, estimation, ingest, metrics, pages, session, sse, ws
+from . import analysis, api, estimation, ingest, metrics, pages, session, sse, ws
 from .config import GatewayConfig
 from .fairness import PerPrincipal
 from .hub import Hub
@@ -31,6 +32,8 @@ _BACKFILL_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, TimeoutError)
 
 
 def create_app(config: GatewayConfig) -> FastAPI:
+    prices = load_price_table(config.prices_file, config.prices)  # a bad table stops the start
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
@@ -58,6 +61,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
                 replays=PerPrincipal(config.replays_per_principal),
                 lists=PerPrincipal(config.lists_per_principal),
                 metrics=counts,
+                prices=prices,
             )
             log.info("gateway stopping")
             # Teardown runs in reverse: token re-check, stall monitor, index, hub (closes every
@@ -73,6 +77,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(api.router)
     app.include_router(ingest.router)
     app.include_router(estimation.router)
+    app.include_router(analysis.router)
     app.include_router(sse.router)
     app.include_router(ws.router)
     app.include_router(metrics.router)
