@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 from livestats_shared import keys
 from livestats_shared.fpf_env import EnvPatterns
+from livestats_shared.quota import Quota, QuotaOverride
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DESCRIPTORS_RESERVED = 100  # kept for Redis connections, files and logs when no cap is set
 
 
 class GatewayConfig(BaseSettings):
@@ -47,6 +51,32 @@ class GatewayConfig(BaseSettings):
         default_factory=list,
         validation_alias=AliasChoices("LIVESTATS_GATEWAY_SPEC_ENV_ALLOW", "LIVESTATS_SPEC_ENV_ALLOW"),
     )
+
+    # -- quotas (docs/scheduling.md) ------------------------------------------------------------
+    # JSON in the environment: LIVESTATS_GATEWAY_QUOTA='{"concurrent_runs": 4, ...}' and
+    # LIVESTATS_GATEWAY_QUOTA_OVERRIDES='{"alice": {"queued_runs": 500}}'. 0 = no limit.
+    quota: Quota = Field(
+        default_factory=lambda: Quota(
+            concurrent_runs=8, queued_runs=200, submissions_per_minute=120, max_concurrency=64, max_calls=10_000
+        ),
+        description="Every principal's quota unless overridden.",
+    )
+    quota_overrides: dict[str, QuotaOverride] = Field(
+        default_factory=dict, description="Per principal: the fields that differ from `quota`."
+    )
+
+    # -- connections (docs/connections.md) -----------------------------------------------------
+    header_timeout_s: float = Field(10.0, gt=0, description="A request's headers must arrive within this.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request's body must arrive within this.")
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle time between requests on one connection.")
+    max_connections: int | None = Field(
+        None,
+        ge=10,
+        description="Open connections; at the cap a new one closes the oldest idle one. "
+        "None: the process's descriptor limit less `DESCRIPTORS_RESERVED`.",
+    )
+    replays_per_principal: int = Field(4, ge=1, description="History replays one principal runs at once.")
+    lists_per_principal: int = Field(2, ge=1, description="`GET /api/runs` one principal runs at once.")
 
     # -- fan-out -------------------------------------------------------------------------------
     read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")
@@ -89,3 +119,14 @@ class GatewayConfig(BaseSettings):
     estimation_strata: str | None = Field(None, description='e.g. {"category": ["implementation", "testing"]}')
     ingest_max_events: int = Field(1_000, ge=1, description="Most events in one POST /api/runs/{id}/events.")
     shutdown_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open streams get to close.")
+
+    def quota_for(self, principal: str) -> Quota:
+        override = self.quota_overrides.get(principal)
+        return self.quota if override is None else override.over(self.quota)
+
+    def connection_cap(self) -> int:
+        """`max_connections`, or what the descriptor limit leaves after Redis, files and logs."""
+        if self.max_connections is not None:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(10, soft - DESCRIPTORS_RESERVED)

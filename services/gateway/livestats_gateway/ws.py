@@ -48,7 +48,9 @@ async def _visible_join(
     websocket: WebSocket, principal: Principal, sub: Subscriber, run_id: str, since: str | None
 ) -> None:
     rid = validate_run_id(run_id)  # before any Redis command
-    await join_visible(websocket, principal, app_state(websocket)["hub"], sub, rid, since)
+    state = app_state(websocket)
+    async with state["replays"].hold(principal.name):  # fairness.py: a principal's replays take turns
+        await join_visible(websocket, principal, state["hub"], sub, rid, since)
 
 
 async def index_socket(websocket: WebSocket) -> None:
