@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss
 from redis.asyncio import Redis
 
 from . import keys
+from .compat import request_abort
 from .errors import LivestatsError, PublishError, RunStateConflict
 from .events import Outcome, RunFinished, RunQueued
 from .history import read_status
@@ -117,6 +116,6 @@ async def cancel_run(
     # costs nobody a turn; arq's abort covers the rest: a running job's task is cancelled
     # within a poll, one a worker already took never starts.
     await Scheduler(redis, queue_name).withdraw(rid)
-    await redis.zadd(abort_jobs_ss, {rid: int(time.time() * 1000)})
+    await request_abort(redis, rid)
     log.info("cancel requested for run %s (%s): %s", rid, reason, status_after)
     return status_after

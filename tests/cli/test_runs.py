@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from helpers import livestats
 from livestats_shared import keys
 from livestats_shared.control import submit_run
 from livestats_shared.spec import PhaseSpec, RunSpec
-from test_commands import livestats
 
 
 def spec(name: str, *, external: bool = False) -> RunSpec:
     return RunSpec(name=name, external=external, phases=[PhaseSpec(name="generate", calls=2)])
 
 
+@pytest.mark.slow  # many runs and CLI processes
 async def test_runs_lists_the_newest_first_filtered_by_status(redis, redis_url, publisher, queue_name):
     await redis.delete(keys.RUNS_INDEX)  # other tests' runs would crowd the first page
     ids = [await submit_run(redis, publisher, spec(f"r{i}"), queue_name=queue_name) for i in range(3)]

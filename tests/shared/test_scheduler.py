@@ -52,7 +52,7 @@ async def test_a_backlog_of_one_principal_does_not_delay_another(redis, publishe
     assert bob not in await due(redis, queue_name)
     place = await sched.place(bob)
     assert place is not None and place.reason == "waiting for a free worker slot"
-    assert (await sched.place(alice[3])).reason == "2nd in your queue"  # type: ignore[union-attr]
+    assert (await sched.place(alice[3])).reason == "2nd in your queue"
 
     assert await finish(redis, sched, alice[0])  # a slot frees: bob's turn, not alice's third run
     assert await due(redis, queue_name) == {alice[1], bob}
@@ -75,7 +75,7 @@ async def test_a_principal_at_its_concurrent_limit_waits_while_others_use_the_sl
     await sched.advertise("w1", 4, 60)
     alice = await submit(redis, publisher, queue_name, "alice", 3, concurrent_runs=1)
     assert await due(redis, queue_name) == {alice[0]}
-    assert (await sched.place(alice[1])).reason == "your 1 concurrent runs are at the limit"  # type: ignore[union-attr]
+    assert (await sched.place(alice[1])).reason == "your 1 concurrent runs are at the limit"
     [bob] = await submit(redis, publisher, queue_name, "bob")
     assert await due(redis, queue_name) == {alice[0], bob}
     await finish(redis, sched, alice[0])

@@ -81,14 +81,13 @@ class GatewayConfig(BaseSettings):
     # -- fan-out -------------------------------------------------------------------------------
     read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")
     read_block_ms: int = Field(5_000, ge=10, description="Longest XREAD block; adding a stream wakes it.")
-    # 2 ms: p99 6-7 ms at 1,000 events/s to 100 clients (5 ms: 11), as many deliveries/s to
-    # 1,000 clients, and less CPU than 1 ms (README, Benchmarks). It only delays events that
-    # arrive during the pause.
+    # 2 ms: a lower latency p99 than 5 ms, as many deliveries to 1,000 clients, and less CPU
+    # than 1 ms (commit 2d1b378; bench/results). It only delays events that arrive during the pause.
     fanout_linger_ms: float = Field(
         2.0, ge=0, le=100, description="Pause after each read with events, so the next read batches more."
     )
-    # 250: a 100,000-event replay took 0.33 s, 2,000: 0.55 s (redis-py reads a large reply in
-    # 64 KB pieces, and the client waits for whole pages); README, Benchmarks.
+    # 250: a large replay reaches the client sooner than with pages of 2,000 (redis-py reads a
+    # large reply in 64 KB pieces, and the client waits for whole pages): commit 82e2962, bench/results.
     replay_page: int = Field(250, ge=10, description="XRANGE page size when replaying history.")
     frame_max_events: int = Field(500, ge=1, description="Most events in one replayed frame.")
     client_queue_bytes: int = Field(8 << 20, ge=64 << 10, description="Per-client send queue; beyond it: 4008.")

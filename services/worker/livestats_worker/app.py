@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from arq.worker import Worker, func
+from arq.worker import func
 from livestats_shared import keys
+from livestats_shared.errors import LivestatsError
 from livestats_shared.events import Outcome, RunFinished
 from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
@@ -22,6 +24,7 @@ from redis.exceptions import WatchError
 
 from .arq_pool import create_named_pool
 from .calls import env_refused_here
+from .compat import HookedWorker
 from .config import WorkerConfig
 from .metrics import WorkerMetrics
 from .run import RunExecution
@@ -89,11 +92,11 @@ async def _execute(state: WorkerState, run_id: str, spec_json: str) -> str:
 _POLL_OUTAGE: tuple[type[Exception], ...] = (*UNAVAILABLE, WatchError)
 
 
-class WorkerStopping(Exception):
+class WorkerStopping(LivestatsError):
     """Raised inside arq's poll loop to end it cleanly on shutdown."""
 
 
-class ResilientWorker(Worker):
+class ResilientWorker(HookedWorker):
     """arq's poll loop lets a connection error end the worker; ours waits for Redis to return.
 
     Running jobs are unaffected either way (their events wait in the publisher's outbox); this
@@ -118,11 +121,11 @@ class ResilientWorker(Worker):
         cancelling arq inside a pipeline leaves a connection checked out."""
         self._stop_polling = True
 
-    async def _poll_iteration(self) -> None:
+    async def poll_once(self, poll: Callable[[], Awaitable[None]]) -> None:
         if self._stop_polling:
             raise WorkerStopping
         try:
-            await super()._poll_iteration()
+            await poll()
         except _POLL_OUTAGE as exc:
             if self._redis_down_since is None:
                 self._redis_down_since = time.monotonic()

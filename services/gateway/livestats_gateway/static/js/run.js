@@ -1,3 +1,4 @@
+// @ts-check
 // The run page: `/ws/runs/{id}` sends `hello` (the snapshot at join), the history, `live`, then
 // live events. Counters are the snapshot plus the events after its `seq`; the log and the charts
 // take every event once, by stream id. A reconnect resumes with `since` = the last id taken, so
@@ -6,6 +7,7 @@ import { Charts } from "./charts.js";
 import { LiveSocket, clock } from "./conn.js";
 import { EventLog } from "./eventlog.js";
 import { applyEvent, emptySnapshot, isTerminal } from "./fold.js";
+import { CloseCode } from "./protocol.js";
 import { duration, el, percent, runElapsed, runRemaining } from "./format.js";
 
 const COUNTERS = [
@@ -52,7 +54,7 @@ export function showRun(view, runId, me, showConnection) {
     onState(state, detail = {}) {
       showConnection(state, detail);
       if (state === "closed") {
-        const notFound = detail.code === 4404 || detail.code === 4422;
+        const notFound = detail.code === CloseCode.NOT_FOUND || detail.code === CloseCode.INVALID_RUN_ID;
         ui.error.textContent = notFound ? `Run ${runId} not found (or not yours to see).` : `Connection closed: ${detail.reason} (${detail.code}).`;
         ui.error.hidden = false;
         ui.body.hidden = notFound;
