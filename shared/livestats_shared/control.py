@@ -10,7 +10,8 @@ from arq.constants import abort_jobs_ss
 from redis.asyncio import Redis
 
 from . import keys
-from .errors import LivestatsError, PublishError, RunStateConflict
+from .closing import close_run
+from .errors import LivestatsError, PublishError
 from .events import Outcome, RunFinished, RunQueued
 from .history import read_status
 from .ids import RunId, new_run_id, validate_run_id
@@ -66,27 +67,37 @@ async def submit_run(
 
 
 async def cancel_run(redis: Redis, publisher: Publisher, run_id: str, *, reason: str = "cancelled by user") -> str:
-    """Ask a run to stop. Returns the run's status afterwards: `cancelled` at once for a queued
-    run, `cancelling` for a running one (its worker kills the calls and finishes it), or the
-    terminal status it already had."""
+    """Stop a run and return its status afterwards.
+
+    A queued or running run ends `cancelled` at once: this call takes it from its worker (a new
+    owner epoch: every later write of the worker is refused) and writes the closing chunk itself
+    (each call in flight `call.failed` cancelled, each open phase `cancelled`, `run.finished`), so
+    a paused or lost worker cannot delay it. The cancel flag and arq's abort then tell a live
+    worker to kill its calls' processes. A `stalled` run stays `stalled` (a final status is never
+    overwritten) but gets the flag and the abort too, so a worker that resumes stops. Any other
+    finished run is left alone and its status returned."""
     rid = validate_run_id(run_id)
     status = await read_status(redis, rid)
     if status is None:
         raise UnknownRun(rid)
-    if status in TERMINAL:
+    if status in TERMINAL and status != Outcome.STALLED.value:
         return status
-    # Flag first: the worker checks it on every heartbeat and when it is cancelled, so it can
-    # tell a cancel from a timeout or a shutdown.
+    # Flag first: a worker checks it on every heartbeat, and it survives a lost abort.
     await redis.set(keys.run_cancel(rid), reason, ex=keys.CANCEL_FLAG_TTL_S)
-    try:
-        await publisher.publish(
-            rid, RunFinished(outcome=Outcome.CANCELLED, reason="cancel_requested", detail=reason), guard=("queued",)
+    status_after = status
+    if status not in TERMINAL:
+        note = f"run cancelled ({reason}); its worker is told to kill this call's processes"
+        after, _ = await close_run(
+            redis,
+            publisher,
+            rid,
+            Outcome.CANCELLED,
+            "cancel_requested",
+            reason,
+            allowed=("queued", "running"),
+            note=note,
         )
-        status_after = Outcome.CANCELLED.value
-    except RunStateConflict as conflict:
-        if conflict.status in TERMINAL:
-            return str(conflict.status)
-        status_after = "cancelling"
+        status_after = after or status
     # arq's abort: a running job's task is cancelled within a poll; a queued one never starts.
     await redis.zadd(abort_jobs_ss, {rid: int(time.time() * 1000)})
     log.info("cancel requested for run %s (%s): %s", rid, reason, status_after)

@@ -90,19 +90,32 @@ class RunWatcher:
 
 
 async def publish_run(publisher, run_id: str, n: int, *, per_tick: int = 200, tick_s: float = 0.01) -> None:
-    """Publish a run of exactly `n` events (queued, calls, finished), `per_tick` at a time."""
-    from livestats_shared.events import CallStarted, CallSucceeded, Outcome, PhasePlan, RunFinished, RunQueued
+    """Publish a run of exactly `n` events (queued, started, calls, a heartbeat if one slot is
+    left, finished), `per_tick` at a time."""
+    from livestats_shared.events import (
+        CallStarted,
+        CallSucceeded,
+        Heartbeat,
+        Outcome,
+        PhasePlan,
+        RunFinished,
+        RunQueued,
+        RunStarted,
+    )
 
-    calls = (n - 2) // 2
+    calls = (n - 3) // 2
     await publisher.publish(
         run_id,
         RunQueued(name="load", planned_calls=calls, phases=[PhasePlan(name="generate", calls=calls)], timeout_s=60),
     )
-    sent = 1
+    await publisher.publish(run_id, RunStarted(worker="w", timeout_s=60, deadline_ts=0, retry_budget=0))
+    sent = 2
     while sent < n - 1:
         for _ in range(min(per_tick, n - 1 - sent)):
-            call = (sent - 1) // 2
-            if sent % 2:
+            call = (sent - 2) // 2
+            if call >= calls:  # an odd slot left: every call started has ended
+                publisher.emit(run_id, Heartbeat(elapsed_s=0, remaining_s=0, in_flight=0, pids=[]))
+            elif sent % 2 == 0:
                 publisher.emit(run_id, CallStarted(phase="generate", call=call, attempt=1))
             else:
                 publisher.emit(run_id, CallSucceeded(phase="generate", call=call, attempt=1, duration_s=0.1, bytes=400))

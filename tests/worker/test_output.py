@@ -257,7 +257,9 @@ def test_text_mode_reports_no_usage_even_for_a_json_answer():
         pytest.param("300 tokens", None, id="not-an-object"),
         pytest.param({"input_tokens": 12}, None, id="one-count-missing"),
         pytest.param({"input_tokens": None, "output_tokens": 3}, None, id="null"),
-        pytest.param({"input_tokens": 2**53 - 2, "output_tokens": 1}, TokenUsage(input_tokens=2**53 - 2, output_tokens=1)),
+        pytest.param(
+            {"input_tokens": 2**53 - 2, "output_tokens": 1}, TokenUsage(input_tokens=2**53 - 2, output_tokens=1)
+        ),
     ],
 )
 def test_usage_is_read_when_well_formed_and_left_out_when_not_reported(usage, expected):
@@ -293,7 +295,9 @@ def test_absurd_usage_fails_the_attempt_with_invalid_usage(raw_usage):
 
 
 def test_nan_outside_the_usage_is_still_invalid_json():
-    verdict = classify(ended(b'{"answer": NaN, "usage": {"input_tokens": 1, "output_tokens": 2}}'), mode="json", min_bytes=0)
+    verdict = classify(
+        ended(b'{"answer": NaN, "usage": {"input_tokens": 1, "output_tokens": 2}}'), mode="json", min_bytes=0
+    )
 
     assert verdict.reason is FailureReason.INVALID_JSON
 

@@ -68,4 +68,7 @@ class GatewayConfig(BaseSettings):
     events_page_max: int = Field(5_000, ge=1, description="Largest `limit` on GET /api/runs/{id}/events.")
     runs_page_max: int = Field(500, ge=1, description="Largest `limit` on GET /api/runs.")
     ingest_max_events: int = Field(1_000, ge=1, description="Most events in one POST /api/runs/{id}/events.")
+    ingest_max_skew_s: float = Field(
+        900.0, gt=0, description="An ingested event's `ts` must be within this many seconds of the gateway's clock."
+    )
     shutdown_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open streams get to close.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,8 @@ class CallContext:
     metrics: WorkerMetrics
     labels: CallLabels  # this phase's metric labels
     reported_tokens: int | None = None  # sum of the usage the phase's answers reported, if any
+    # Awaited before each attempt starts a process: raises if the run is no longer this worker's.
+    before_attempt: Callable[[], Awaitable[None]] | None = None
 
 
 def fpf_argv(command: list[str], prompt_file: Path) -> list[str]:
@@ -92,6 +94,8 @@ async def run_call(ctx: CallContext, index: int) -> bool:
 
 async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path) -> tuple[bool, FailureReason | None]:
     """One attempt and its events. Returns (succeeded, reason to retry for, or None if done)."""
+    if ctx.before_attempt is not None:
+        await ctx.before_attempt()
     phase = ctx.phase
     env = {**ctx.base_env, "FPF_CALL": str(index), "FPF_ATTEMPT": str(attempt)}
     predicted = phase.predicted_tokens if attempt == 1 else None

@@ -97,7 +97,7 @@ export function applyEvent(snap, ev) {
     }
     case "call.failed":
       snap.failed_attempts += 1;
-      snap.in_flight -= 1;
+      if (d.started !== false) snap.in_flight -= 1; // false: given up before the attempt started
       if (d.final) {
         const phase = phaseOf(snap, d.phase);
         snap.calls_done += 1;
