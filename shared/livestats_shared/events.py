@@ -15,7 +15,7 @@ import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InvalidEvent
-from .ids import NAME_PATTERN, RunId, validate_run_id
+from .ids import MODEL_PATTERN, NAME_PATTERN, RunId, validate_run_id
 
 # 2: `phase.finished.failed` became `given_up`; the stats fields total_calls / failed_calls /
 # calls_failed became attempts_started / failed_attempts / calls_given_up (docs/contract.md).
@@ -60,6 +60,7 @@ class FailureReason(StrEnum):
     TOO_LARGE = "too_large"  # more output than max_output_bytes; the process group was killed
     SPAWN_ERROR = "spawn_error"  # the command could not be started (not retried)
     CANCELLED = "cancelled"  # the run was cancelled, timed out or shut down mid-call
+    TRUNCATED = "truncated"  # the answer says it was cut short (stop reason max_tokens / length)
     INVALID_USAGE = "invalid_usage"  # usage figures out of range (negative, over 2^53-1, not finite)
 
 
@@ -91,11 +92,16 @@ class TokenUsage(BaseModel):
     model_config = _STRICT_NUMBERS
     input_tokens: Count = 0
     output_tokens: Count = 0
+    # Part of input_tokens the provider served from its prompt cache (priced apart when the
+    # price table says so).
+    cached_input_tokens: Count = 0
 
     @model_validator(mode="after")
     def _total_in_range(self) -> TokenUsage:
         if self.total_tokens > MAX_SAFE_INT:
             raise ValueError(f"input_tokens + output_tokens must be at most 2^53-1 ({MAX_SAFE_INT})")
+        if self.cached_input_tokens > self.input_tokens:
+            raise ValueError("cached_input_tokens are part of input_tokens: they cannot exceed them")
         return self
 
     @property
@@ -121,6 +127,7 @@ class PhasePlan(BaseModel):
     deliverables: int | None = Field(None, ge=1, le=MAX_SAFE_INT)
     predicted_tokens: Count | None = None
     is_test: bool = False  # a test sample: excluded from estimation summaries
+    model: str | None = Field(None, pattern=MODEL_PATTERN)  # the model the phase's FPF is set up with
 
 
 class RunQueued(_Data):
@@ -135,6 +142,7 @@ class RunQueued(_Data):
     owner: str | None = Field(None, pattern=NAME_PATTERN)
     team: str | None = Field(None, pattern=NAME_PATTERN)
     replay_of: str | None = None  # the run this one re-publishes (`livestats replay`)
+    tags: list[str] = Field(default_factory=list, max_length=20)  # free labels to find and compare runs by
 
 
 class RunStarted(_Data):
@@ -159,6 +167,7 @@ class PhaseStarted(_Data):
     complexity: Complexity | None = None
     deliverables: int | None = Field(None, ge=1, le=MAX_SAFE_INT)
     predicted_tokens: Count | None = None
+    model: str | None = Field(None, pattern=MODEL_PATTERN)  # declared by the spec; answers may name another
 
 
 class PhaseFinished(_Data):
@@ -193,6 +202,11 @@ class CallSucceeded(_Data):
     duration_s: Seconds
     bytes: Count
     usage: TokenUsage | None = None
+    model: str | None = Field(None, pattern=MODEL_PATTERN)  # as the answer stated it, else the phase's
+    stop_reason: str | None = Field(None, max_length=64)  # as the answer stated it (end_turn, stop, ...)
+    # What the attempt cost at the price in effect when it ended, in nano-USD (pricing.py);
+    # None when its model has no price (unknown, never 0) or it reported no usage.
+    cost_nusd: Count | None = None
 
 
 class CallFailed(_Data):
@@ -208,6 +222,11 @@ class CallFailed(_Data):
     # False: the call was given up while waiting for this attempt, whose process never started
     # (the run ended during a retry's backoff). It was never in flight, so in_flight is unchanged.
     started: bool = True
+    # A failed attempt that still reported usage (a truncated answer) cost money too.
+    usage: TokenUsage | None = None
+    model: str | None = Field(None, pattern=MODEL_PATTERN)
+    stop_reason: str | None = Field(None, max_length=64)
+    cost_nusd: Count | None = None
 
 
 class CallRetrying(_Data):
