@@ -332,6 +332,8 @@ class RunExecution:
         """Write the run's end as its owner: flush what the calls emitted, then close whatever is
         still open (calls waiting for a retry, phases not reached) and `run.finished` in one
         chunk. A fenced-out worker writes nothing: the run's new owner wrote its end."""
+        # Counted before the end is written, so a scrape that sees the end sees the count.
+        self.metrics.run_finished(Outcome.CANCELLED if self.fenced else verdict.outcome, self.clock.elapsed())
         if not await self.publisher.flush(self.config.flush_timeout_s):
             log.error(
                 "run %s finished %s but %d events are still waiting for Redis",
@@ -343,9 +345,7 @@ class RunExecution:
             await self._write_end(verdict)
         if self.fenced is not None:
             log.warning("run %s: ended by its new owner, not by this worker (%s)", self.run_id, self.fenced)
-            self.metrics.run_finished(Outcome.CANCELLED, self.clock.elapsed())
             return
-        self.metrics.run_finished(verdict.outcome, self.clock.elapsed())
         log.info("run %s finished: %s (%s) %s", self.run_id, verdict.outcome.value, verdict.reason, verdict.detail)
 
     async def _write_end(self, verdict: Verdict) -> None:
