@@ -29,10 +29,11 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from . import export, remote, replay, report, runs, tail, tokens, watch
+from . import analysis, export, remote, replay, report, runs, tail, tokens, watch
 from .config import CliConfig
 from .exit_codes import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
 from .follow import ProgressView, follow, report_invalid
+from .gateway_client import GatewayClient, GatewayError
 from .up import demo_spec, up
 
 _UNREACHABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, PublishError)
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-demo", action="store_true", help="start the stack without submitting the demo run")
     s.add_argument("--spec", help="submit this run spec instead of the bundled demo")
     s.add_argument("--exit-after-run", action="store_true", help="stop everything once the submitted run ends")
+    s.add_argument(
+        "--prometheus", action="store_true", help="also run Prometheus (the `prometheus` binary) scraping the stack"
+    )
 
     sub.add_parser("worker", help="run one worker process (like `livestats-worker`)")
     sub.add_parser("gateway", help="run the gateway: WebSocket/SSE fan-out and REST API (like `livestats-gateway`)")
@@ -82,7 +86,12 @@ def _parser() -> argparse.ArgumentParser:
         if name in remote.COMMANDS or name == "watch":
             parser.add_argument("--gateway", help="through this gateway, not Redis (env LIVESTATS_GATEWAY_URL)")
             parser.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
-        if name not in ("worker", "gateway", "token", "watch", "report"):
+        if name == "report":
+            parser.add_argument(
+                "--gateway", help="--models/--calibrate/--runs through this gateway (env LIVESTATS_GATEWAY_URL)"
+            )
+            parser.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
+        if name not in ("worker", "gateway", "token", "watch"):
             parser.add_argument("--redis-url", help="Redis to use (env LIVESTATS_REDIS_URL or REDIS_URL)")
     return p
 
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, ValidationError) as exc:
             print(f"error: cannot use spec {args.spec}: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
-        sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run)))
+        sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run, prometheus=args.prometheus)))
     if args.command == "watch":
         sys.exit(asyncio.run(watch.run(config, args)))
     if args.command == "token" and not tokens.needs_redis(args):
@@ -115,8 +124,13 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, InvalidTokenFile, ValidationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
-    if args.command == "report":
+    if args.command == "report" and not analysis.wanted(args):
+        if args.estimation is None:
+            print("error: report needs --estimation FILE, or --models, --calibrate or --runs", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
         sys.exit(report.run(args))  # a file in, a report out: no Redis
+    if args.command == "report" and config.gateway_url is not None:
+        sys.exit(asyncio.run(_report_through_gateway(config, args)))
     if args.command == "submit":
         try:
             args.spec_text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
@@ -135,8 +149,21 @@ def main(argv: list[str] | None = None) -> None:
         "token": lambda redis, _config, args: tokens.run_on_redis(redis, args),
         "export": export.run,
         "replay": replay.run,
+        "report": analysis.on_redis,
     }
     sys.exit(asyncio.run(_with_redis(handlers[args.command], config, args)))
+
+
+async def _report_through_gateway(config: CliConfig, args: argparse.Namespace) -> int:
+    async with GatewayClient(config.gateway_url, config.token) as gateway:
+        try:
+            return await analysis.through_gateway(gateway, args)
+        except GatewayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE if exc.status is None or exc.status >= 500 else EXIT_BAD_INPUT
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
 
 
 async def _with_redis(
@@ -147,7 +174,7 @@ async def _with_redis(
     redis = connect(config.url, "livestats.cli")
     try:
         return await handler(redis, config, args)
-    except (InvalidRunId, ValidationError) as exc:
+    except (InvalidRunId, ValidationError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except UnknownRun as exc:

@@ -13,13 +13,15 @@ from typing import Any
 
 from livestats_shared.estimation import EstimationReport, Summary, build_report, parse_samples
 
+from . import analysis
 from .exit_codes import EXIT_BAD_INPUT, EXIT_OK
 
 
 def add_parser(sub: Any) -> None:  # argparse's _SubParsersAction is private
-    s = sub.add_parser("report", help="estimation accuracy (SMAPE, waste ratio) of past phases")
-    s.add_argument("--estimation", required=True, metavar="FILE", help="NDJSON samples, one per line (- for stdin)")
+    s = sub.add_parser("report", help="estimation accuracy, model comparison and cost, calibration of past runs")
+    s.add_argument("--estimation", metavar="FILE", help="NDJSON samples, one per line (- for stdin)")
     s.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    analysis.add_arguments(s)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from livestats_shared.redis_client import UNAVAILABLE, connect, redact_url
 from livestats_shared.spec import RunSpec
 from redis.asyncio import Redis
 
-from . import children
+from . import children, local_prometheus
 from .config import CliConfig
 from .embedded import EmbeddedServer, free_port, port_in_use
 from .follow import ProgressView, follow
@@ -40,7 +40,7 @@ def demo_spec() -> RunSpec:
     return RunSpec.model_validate_json((files("livestats_cli") / "demo.json").read_text())
 
 
-async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -> int:
+async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, prometheus: bool = False) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # SIGHUP: the terminal went away; stop as cleanly as for Ctrl-C.
@@ -50,6 +50,7 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
     server: EmbeddedServer | None = None
     worker: subprocess.Popen[bytes] | None = None
     gateway: subprocess.Popen[bytes] | None = None
+    prometheus_proc: subprocess.Popen[bytes] | None = None
     token_id: str | None = None
     try:
         if config.redis_url:
@@ -70,8 +71,11 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
             print(f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on)")
         env = {**os.environ, "LIVESTATS_REDIS_URL": url, "LIVESTATS_QUEUE_NAME": config.queue_name}
         worker_log = config.data_dir / "worker.log"
-        worker = children.spawn([sys.executable, "-m", "livestats_worker"], worker_log, env)
-        print(f"worker pid {worker.pid} (log: {worker_log})")
+        # Worker metrics on a free port (unless set): several `up`s and tests run side by side.
+        metrics_port = os.environ.get("LIVESTATS_METRICS_PORT") or str(free_port())
+        worker_env = {**env, "LIVESTATS_METRICS_PORT": metrics_port}
+        worker = children.spawn([sys.executable, "-m", "livestats_worker"], worker_log, worker_env)
+        print(f"worker pid {worker.pid} (log: {worker_log}), metrics at http://127.0.0.1:{metrics_port}/metrics")
 
         gateway_log = config.data_dir / "gateway.log"
         gateway, gateway_url = _spawn_gateway(config, env, url, gateway_log)
@@ -82,6 +86,10 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         if stop.is_set():
             return 0
         print(f"gateway on {gateway_url}, API docs at {gateway_url}/docs (log: {gateway_log})")
+        if prometheus:
+            prometheus_proc = await _start_prometheus(config, gateway_url, metrics_port, stop)
+            if prometheus_proc is None:
+                return 1
         token_id, token = await _create_local_token(url)
         # The token goes in the URL's fragment, which browsers never send: no server log sees it.
         print(f"\ndashboard: open {gateway_url}/login#token={token}   # logs this browser in (local admin)")
@@ -103,6 +111,8 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         return 0
     finally:
         print("\nstopping...", flush=True)
+        if prometheus_proc is not None:
+            await asyncio.to_thread(children.stop, prometheus_proc, "prometheus", 10.0)
         if gateway is not None:
             await asyncio.to_thread(children.stop, gateway, "gateway", _GATEWAY_STOP_S)
         if token_id is not None:
@@ -112,6 +122,25 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         if server is not None:
             await asyncio.to_thread(server.stop)
         print("stopped.")
+
+
+async def _start_prometheus(
+    config: CliConfig, gateway_url: str, metrics_port: str, stop: asyncio.Event
+) -> subprocess.Popen[bytes] | None:
+    gateway = gateway_url.removeprefix("http://")
+    try:
+        proc, url = local_prometheus.start(config.data_dir, gateway, f"127.0.0.1:{metrics_port}")
+    except local_prometheus.PrometheusNotInstalled as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    log = config.data_dir / "prometheus.log"
+    failure = await children.wait_healthy(proc, f"{url}/-/ready", _GATEWAY_START_S, stop)
+    if failure is not None:
+        print(f"error: prometheus {failure}; see {log}", file=sys.stderr)
+        await asyncio.to_thread(children.stop, proc, "prometheus", 10.0)
+        return None
+    print(f"prometheus on {url} (alerts: {url}/alerts; log: {log})")
+    return proc
 
 
 async def _create_local_token(url: str) -> tuple[str, str]:

@@ -15,7 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class WorkerConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LIVESTATS_", extra="ignore", populate_by_name=True)
+    # env_ignore_empty: an empty variable means the default (the image sets LIVESTATS_FPF_COMMAND
+    # empty unless built with a real FPF).
+    model_config = SettingsConfigDict(
+        env_prefix="LIVESTATS_", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("LIVESTATS_REDIS_URL", "REDIS_URL")
@@ -42,18 +46,19 @@ class WorkerConfig(BaseSettings):
     # Label allowlists: phase and model names come from run specs, so anything not listed is
     # reported as `other` and a spec cannot create new series. JSON lists in the environment.
     metrics_phases: list[str] = Field(default_factory=lambda: ["generate", "evaluate", "compare"])
+    # Added to the models the operator configured anyway (model_labels.py): FPF_MODEL below and
+    # the price table's models.
     metrics_models: list[str] = Field(default_factory=list)
+    # The worker's own FPF_MODEL (FPF inherits it): the model of calls whose phase names none.
+    fpf_model: str = Field("", validation_alias=AliasChoices("FPF_MODEL", "fpf_model"))
     # The operator's price table (livestats_shared.pricing): LIVESTATS_PRICES_FILE, or the JSON
     # inline in LIVESTATS_PRICES. The gateway reads the same two variables.
     prices_file: str | None = None
     prices: str | None = None
 
     @model_validator(mode="after")
-    def _priced_models_are_metric_labels(self) -> WorkerConfig:
-        # A model the operator prices is one they care about: its cost and calls get their own
-        # `model` label without listing it twice. A bad table stops the start here.
-        priced = load_price_table(self.prices_file, self.prices).models
-        self.metrics_models = [*self.metrics_models, *(m for m in priced if m not in self.metrics_models)]
+    def _price_table_loads(self) -> WorkerConfig:
+        self.price_table()  # a bad table stops the start here, with the reason
         return self
 
     def price_table(self) -> PriceTable:

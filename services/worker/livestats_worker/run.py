@@ -75,7 +75,7 @@ class RunExecution:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.config = config
-        self.metrics = metrics or WorkerMetrics(phases=config.metrics_phases, models=config.metrics_models)
+        self.metrics = metrics or WorkerMetrics.for_config(config)
         self.redis = redis
         self.publisher = publisher
         self.run_id = run_id

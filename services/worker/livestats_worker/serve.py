@@ -17,7 +17,7 @@ _POLL_STOP_S = 5.0  # how long arq's poll loop may take to notice it should stop
 
 
 async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
-    metrics = WorkerMetrics(phases=config.metrics_phases, models=config.metrics_models)
+    metrics = WorkerMetrics.for_config(config)
     with MetricsServer(metrics.registry, config.metrics_host, config.metrics_port):
         await _serve(config, stop, metrics)
 
