@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from redis.asyncio import Redis
 
 from . import keys
-from .errors import LivestatsError, RunStateConflict
+from .errors import PublishError, RunStateConflict
 from .events import CallFailed, EventData, FailureReason, Outcome, PhaseFinished, RunFinished, phase_end_state
 from .publish import Publisher
 from .publish.gate import EventRefused, Lifecycle, RefusalCode
@@ -29,8 +29,9 @@ log = logging.getLogger("livestats.closing")
 _TRIES = 10
 
 
-class CloseFailed(LivestatsError):
-    """The run could not be closed after several tries (another producer kept changing it)."""
+class CloseFailed(PublishError):
+    """The run could not be closed after several tries (another producer kept changing it): like
+    an outage, trying again later is the answer."""
 
 
 def closing_events(

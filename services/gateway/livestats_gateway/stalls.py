@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from livestats_shared import keys
-from livestats_shared.closing import CloseFailed, close_run
+from livestats_shared.closing import close_run
 from livestats_shared.errors import InvalidRunId, PublishError
 from livestats_shared.events import Outcome
 from livestats_shared.ids import validate_run_id
-from livestats_shared.publish import Publisher
+from livestats_shared.publish import EventRefused, Publisher
 from livestats_shared.redis_client import UNAVAILABLE
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -43,7 +43,7 @@ _BACKOFF_MAX_S = 30.0
 # An outage (warning), or an error reply (error, logged with the reply): either way, try again.
 _REDIS_TROUBLE: tuple[type[Exception], ...] = (*UNAVAILABLE, RedisError)
 # A stall mark not written this time (the next scan tries again).
-_MARK_NOT_WRITTEN: tuple[type[Exception], ...] = (PublishError, CloseFailed, TimeoutError, *_REDIS_TROUBLE)
+_MARK_NOT_WRITTEN: tuple[type[Exception], ...] = (PublishError, EventRefused, TimeoutError, *_REDIS_TROUBLE)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..errors import PublishError
+from ..errors import LivestatsError
 from ..events import (
     CallFailed,
     CallRetrying,
@@ -42,8 +42,11 @@ class RefusalCode(StrEnum):
     RANGE = "range"  # a counter would leave [0, 2^53-1]
 
 
-class EventRefused(PublishError):
+class EventRefused(LivestatsError):
     """The publish script refused an event: it breaks the contract, and nothing of it was written.
+
+    Not a PublishError (Redis is fine, the data is not: retrying cannot help), like
+    RunStateConflict.
 
     `index` is the event's position in what was published together (0 for a single event).
     FINISHED and FENCED mean the producer no longer owns the run: it must stop.
