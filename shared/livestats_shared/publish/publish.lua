@@ -63,8 +63,20 @@ end
 -- A run written before the lifecycle hash existed is checked for status only.
 local legacy = status ~= '~' and not life_v
 
--- Pass 1: split the entries; collect the lifecycle fields the checks need.
-local items, need, seen = {}, {}, {}
+-- Pass 1: split the entries; collect the lifecycle fields the checks need (each field once).
+local items, need, seen, pfields = {}, {}, {}, {}
+local function want(f)
+  if not seen[f] then seen[f] = true; need[#need + 1] = f end
+end
+local function phase_fields(p) -- 'phase:<p>', 'open:<p>', built once per phase
+  local pf = pfields[p]
+  if not pf then
+    pf = {'phase:' .. p, 'open:' .. p}
+    pfields[p] = pf
+    want(pf[1]); want(pf[2])
+  end
+  return pf
+end
 local entries, pos = ARGV[11], 1
 while pos <= #entries do
   local a = find(entries, '\0', pos, true)
@@ -78,16 +90,13 @@ while pos <= #entries do
   if t == 'call.started' or t == 'call.succeeded' or t == 'call.failed' or t == 'call.retrying' then
     it.p, it.c, it.a, it.f, it.s = match(it.k, '^([^\t]*)\t(%d+)\t(%d+)\t?(%d?)(%d?)$')
     it.a = tonumber(it.a)
-    it.cf, it.pf, it.of = 'call:' .. it.p .. ':' .. it.c, 'phase:' .. it.p, 'open:' .. it.p
-    for _, f in ipairs({it.cf, it.pf, it.of}) do
-      if not seen[f] then seen[f] = true; need[#need + 1] = f end
-    end
+    local pf = phase_fields(it.p)
+    it.cf, it.pf, it.of = 'call:' .. it.p .. ':' .. it.c, pf[1], pf[2]
+    want(it.cf)
   elseif t == 'phase.started' or t == 'phase.finished' then
     it.p, it.x = match(it.k, '^([^\t]*)\t?(.*)$')
-    it.pf, it.of = 'phase:' .. it.p, 'open:' .. it.p
-    for _, f in ipairs({it.pf, it.of}) do
-      if not seen[f] then seen[f] = true; need[#need + 1] = f end
-    end
+    local pf = phase_fields(it.p)
+    it.pf, it.of = pf[1], pf[2]
   end
   items[#items + 1] = it
 end
