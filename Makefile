@@ -63,7 +63,7 @@ lock: $(DEV_STAMP)
 	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
 		--custom-compile-command "make lock" --quiet $(ARGS) -o requirements.lock
 
-## vendor: fetch the dashboard's chart library (uPlot) again from npm, verified against VENDOR.json (needs npm)
+## vendor: fetch the vendored browser assets (uPlot; Swagger UI and ReDoc for /docs, /redoc) again from npm, verified against each VENDOR.json (needs npm)
 vendor:
 	$(PYTHON) deploy/vendor_assets.py
 

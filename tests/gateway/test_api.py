@@ -66,7 +66,7 @@ async def test_submitted_run_is_accepted_with_its_links_and_finishes_with_correc
     ("spec", "loc"),
     [
         ({"phases": [{"name": "generate", "calls": 0}]}, ["body", "phases", 0, "calls"]),
-        ({"phases": [{"name": "generate", "calls": 1, "env": {"PATH": "/tmp"}}]}, ["body", "phases", 0, "env"]),
+        ({"phases": [{"name": "generate", "calls": 1, "env": {"PATH": "/tmp"}}]}, ["body", "phases", 0, "env", "PATH"]),
         ({"phases": [{"name": "generate", "calls": 1}], "surprise": 1}, ["body", "surprise"]),
         ({"name": "no phases"}, ["body", "phases"]),
     ],

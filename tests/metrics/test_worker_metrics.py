@@ -122,14 +122,12 @@ async def test_the_model_label_comes_from_the_operators_configuration_without_an
     assert total(m, "livestats_calls_total", model="other", phase="compare") == 1
 
 
-def test_the_price_tables_models_join_the_allowlist():
-    from livestats_worker import model_labels
+def test_the_allowlist_is_the_operators_configuration_by_default():
+    import orjson
     from livestats_worker.config import WorkerConfig
     from livestats_worker.metrics import WorkerMetrics
 
-    assert model_labels.model_allowlist(["listed"], "") == {"listed"}
-    assert model_labels.model_allowlist([], "default") == {"default"}
-    assert model_labels.model_allowlist(["listed"], "default", ["priced"]) == {"listed", "default", "priced"}
-    prices = '{"models": {"priced-1": [{"effective_from": "2026-01-01", "input_per_mtok": 1, "output_per_mtok": 2}]}}'
-    config = WorkerConfig(prices=prices, metrics_models=["listed"])
-    assert WorkerMetrics.for_config(config).models == {"listed", "priced-1"}
+    prices = {"models": {"priced-model": [{"effective_from": "2026-01-01", "input_per_mtok": 1, "output_per_mtok": 2}]}}
+    config = WorkerConfig(metrics_models=["listed"], fpf_model="house-model", prices=orjson.dumps(prices).decode())
+    assert WorkerMetrics.for_config(config).models == {"listed", "house-model", "priced-model"}
+    assert WorkerMetrics.for_config(WorkerConfig()).models == set()  # nothing configured: all `other`

@@ -21,6 +21,7 @@ import orjson
 from livestats_shared.auth import InvalidTokenFile
 from livestats_shared.control import UnknownRun, cancel_run, submit_run
 from livestats_shared.errors import InvalidRunId, PublishError
+from livestats_shared.fpf_env import SpecEnvRefused, check_spec_env
 from livestats_shared.history import iter_events, read_snapshot
 from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
@@ -174,7 +175,7 @@ async def _with_redis(
     redis = connect(config.url, "livestats.cli")
     try:
         return await handler(redis, config, args)
-    except (InvalidRunId, ValidationError, ValueError) as exc:
+    except (InvalidRunId, ValidationError, SpecEnvRefused, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except UnknownRun as exc:
@@ -189,6 +190,7 @@ async def _with_redis(
 
 async def _submit(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     spec = RunSpec.model_validate_json(args.spec_text)
+    check_spec_env(spec.phases, config.spec_env_allow)  # the operator's rule, as the gateway applies it
     async with Publisher(redis) as publisher:
         run_id = await submit_run(redis, publisher, spec, run_id=args.run_id, queue_name=config.queue_name)
     print(orjson.dumps({"run_id": run_id}).decode() if args.json else f"submitted run {run_id}")

@@ -11,9 +11,11 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from livestats_shared.auth import Scope
 from livestats_shared.control import UnknownRun, cancel_run, submit_run
+from livestats_shared.fpf_env import refused_env
 from livestats_shared.history import read_snapshot
 from livestats_shared.ids import NAME_PATTERN, RunId
 from livestats_shared.redis_client import UNAVAILABLE
@@ -21,6 +23,7 @@ from livestats_shared.spec import MAX_SPEC_BYTES, RunSpec
 from livestats_shared.stats import RunSnapshot
 
 from .auth import Reader, Submitter, check_run_visible
+from .finite import FiniteJsonRoute
 from .paging import CURSOR_PATTERN, STREAM_ID_PATTERN, IndexPosition, exclusive_start, read_event_page, read_run_page
 from .routing import (
     AUTH_RESPONSES,
@@ -39,7 +42,7 @@ log = logging.getLogger("livestats.gateway.api")
 
 READY_PING_TIMEOUT_S = 1.0
 RUN_RESPONSES = {**AUTH_RESPONSES, **NOT_FOUND, **UNAVAILABLE_RESPONSE}
-router = APIRouter(dependencies=[Depends(known_errors)])
+router = APIRouter(dependencies=[Depends(known_errors)], route_class=FiniteJsonRoute)
 
 
 @router.get("/healthz", tags=["health"])
@@ -111,6 +114,19 @@ async def submit(
     if team is not None and team not in principal.teams and not principal.has(Scope.ADMIN):
         raise invalid("query", "team", team, f"{principal.name} is not in team {team!r}")
     state = app_state(request)
+    refused = refused_env(spec.phases, state["config"].spec_env_allow)
+    if refused:  # 422 naming each key, in FastAPI's own shape
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "phases", r.phase_index, "env", r.key),
+                    "msg": r.reason,
+                    "input": r.key,
+                }
+                for r in refused
+            ]
+        )
     run_id = await submit_run(
         state["redis"],
         state["publisher"],

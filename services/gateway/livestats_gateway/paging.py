@@ -28,30 +28,32 @@ CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 STREAM_ID_PATTERN = r"^[0-9]+(-[0-9]+)?$"
 
 Row = tuple[bytes, float]  # (member, score) of the run index
+_MAX_TIES = 1_000_000  # entries of one millisecond a cursor may skip (a sanity bound)
 
 
 @dataclass(frozen=True)
 class IndexPosition:
-    """The last run index entry a page examined. Entries with equal scores (runs created in the
-    same millisecond) are ordered by member, so (score, member) orders the index totally. The
-    member is kept as raw bytes: a cursor must get past anything someone ZADDed by hand."""
+    """Where a page of the run index ended: after the first `skip` entries whose score (creation
+    time, ms) is `score`, in the index's order (newest first; equal scores by member, descending).
+    A cursor holds this and nothing else: never a run id, so paging reveals no run the caller
+    may not see (docs/api.md, "Paging")."""
 
     score: float
-    member: bytes
+    skip: int
 
     def encode(self) -> str:
-        raw = repr(self.score).encode() + b" " + self.member
+        raw = f"{self.score!r} {self.skip}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
     def decode(cls, cursor: str) -> IndexPosition:
         """Raises ValueError for a cursor `encode` did not produce."""
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))  # binascii.Error is a ValueError
-        score, sep, member = raw.partition(b" ")
-        value = float(score)
-        if not sep or math.isnan(value):
+        score, sep, skip = raw.decode("ascii").partition(" ")  # UnicodeDecodeError is a ValueError
+        value, count = float(score), int(skip)
+        if not sep or not math.isfinite(value) or not 0 < count <= _MAX_TIES:
             raise ValueError("not a cursor from this API")
-        return cls(value, member)
+        return cls(value, count)
 
 
 async def read_run_page(
@@ -71,7 +73,8 @@ async def read_run_page(
         for (member, score), stats in zip(rows, await _stats_hashes(redis, rows), strict=True):
             if len(runs) == limit:
                 return runs, position
-            position = IndexPosition(score, member)
+            skip = position.skip + 1 if position is not None and position.score == score else 1
+            position = IndexPosition(score, skip)
             examined += 1
             if stats and (keep is None or keep(stats)):
                 runs.append(RunSnapshot.from_hash(member.decode(), stats))
@@ -89,12 +92,14 @@ async def _index_rows(redis: Redis, after: IndexPosition | None, count: int) -> 
         )
         return rows, len(rows) < count
     async with redis.pipeline(transaction=False) as pipe:
-        # Entries in the cursor's own millisecond follow it when their member sorts lower. A
-        # millisecond holds a handful of runs at most, so they are read whole.
-        pipe.zrangebyscore(keys.RUNS_INDEX, after.score, after.score)
+        # The cursor's own millisecond, in index order, minus the entries already paged past. A
+        # millisecond holds a handful of runs at most, so it is read whole. (A run added to that
+        # millisecond after the page was read could shift it by one: runs are scored by their
+        # creation time, so it would have to be created within the same millisecond.)
+        pipe.zrevrangebyscore(keys.RUNS_INDEX, after.score, after.score)
         pipe.zrevrangebyscore(keys.RUNS_INDEX, f"({after.score!r}", "-inf", start=0, num=count, withscores=True)
         ties, older = await pipe.execute()
-    rows = [(m, after.score) for m in sorted(ties, reverse=True) if m < after.member] + older
+    rows = [(m, after.score) for m in ties[after.skip :]] + older
     return rows[:count], len(rows) <= count and len(older) < count
 
 

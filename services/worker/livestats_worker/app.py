@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from .arq_pool import create_named_pool
+from .calls import env_refused_here
 from .config import WorkerConfig
 from .metrics import WorkerMetrics
 from .run import RunExecution
@@ -50,6 +51,14 @@ async def execute_run(ctx: dict[str, Any], run_id: str, spec_json: str) -> str:
         # Enqueued by something that skipped validation: end the run visibly, not "queued" forever.
         log.error("run %s has an invalid spec: %s", run_id, exc)
         finished = RunFinished(outcome=Outcome.FAILED, reason="invalid_spec", detail=str(exc)[:2000])
+        await state.publisher.publish(run_id, finished, guard=("queued",))
+        state.metrics.run_finished(Outcome.FAILED, None)
+        return Outcome.FAILED.value
+    refused = env_refused_here(spec, state.config)
+    if refused is not None:
+        # The worker is the last word on its FPF environment, whatever the submitter checked.
+        log.error("run %s refused: %s", run_id, refused)
+        finished = RunFinished(outcome=Outcome.FAILED, reason="invalid_spec", detail=refused[:2000])
         await state.publisher.publish(run_id, finished, guard=("queued",))
         state.metrics.run_finished(Outcome.FAILED, None)
         return Outcome.FAILED.value

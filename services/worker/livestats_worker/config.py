@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from livestats_shared import keys
+from livestats_shared.fpf_env import EnvPatterns
 from livestats_shared.pricing import PriceTable, load_price_table
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,13 @@ class WorkerConfig(BaseSettings):
     # argv of the FPF command; "{prompt_file}" is replaced by the prompt file's path (appended
     # if absent). JSON list in the environment, e.g. LIVESTATS_FPF_COMMAND='["fpf", "--json"]'.
     fpf_command: list[str] = Field(default_factory=lambda: [sys.executable, "-m", "livestats_fpfsim"])
+    # The FPF environment is the operator's (docs/processes.md). Glob patterns, as a JSON list or
+    # comma-separated. Spec `env` keys a run may set; the gateway reads the same variable.
+    spec_env_allow: EnvPatterns = Field(default_factory=list)
+    # Worker variables passed through to FPF, besides PATH, HOME, LANG, LC_*, TMPDIR (always).
+    fpf_env: EnvPatterns = Field(default_factory=lambda: ["FPF_*"])
+    # Keys whose values are cut out of excerpts, besides *KEY*, *TOKEN*, *SECRET*, *PASSWORD*.
+    fpf_secret_env: EnvPatterns = Field(default_factory=list)
     kill_grace_s: float = Field(2.0, ge=0, description="SIGTERM to SIGKILL, for a call's process group.")
     max_output_bytes: int = Field(1 << 20, ge=1024, description="Larger answers fail as too_large.")
     work_dir: Path | None = Field(None, description="Where prompt files are written (default: temp dir).")
@@ -57,8 +65,11 @@ class WorkerConfig(BaseSettings):
     prices: str | None = None
 
     @model_validator(mode="after")
-    def _price_table_loads(self) -> WorkerConfig:
-        self.price_table()  # a bad table stops the start here, with the reason
+    def _priced_models_are_metric_labels(self) -> WorkerConfig:
+        # A model the operator prices is one they care about: its cost and calls get their own
+        # `model` label without listing it twice. A bad table stops the start here.
+        priced = load_price_table(self.prices_file, self.prices).models
+        self.metrics_models = [*self.metrics_models, *(m for m in priced if m not in self.metrics_models)]
         return self
 
     def price_table(self) -> PriceTable:

@@ -126,7 +126,7 @@ class WorkerMetrics:
 
     @classmethod
     def for_config(cls, config: WorkerConfig) -> WorkerMetrics:
-        models = model_allowlist(config.metrics_models, config.fpf_model, config.price_table().models)
+        models = model_allowlist(config.metrics_models, config.fpf_model)
         return cls(phases=config.metrics_phases, models=models, default_model=config.fpf_model)
 
     def labels_for(self, phase: PhaseSpec) -> CallLabels:
