@@ -9,8 +9,9 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from . import keys
+from .closing import close_run
 from .compat import request_abort
-from .errors import LivestatsError, PublishError, RunStateConflict
+from .errors import LivestatsError, PublishError
 from .events import Outcome, RunFinished, RunQueued
 from .history import read_status
 from .ids import RunId, new_run_id, validate_run_id
@@ -91,27 +92,37 @@ async def cancel_run(
     reason: str = "cancelled by user",
     queue_name: str = keys.JOB_QUEUE,
 ) -> str:
-    """Ask a run to stop. Returns the run's status afterwards: `cancelled` at once for a queued
-    run, `cancelling` for a running one (its worker kills the calls and finishes it), or the
-    terminal status it already had."""
+    """Stop a run and return its status afterwards.
+
+    A queued or running run ends `cancelled` at once: this call takes it from its worker (a new
+    owner epoch: every later write of the worker is refused) and writes the closing chunk itself
+    (each call in flight `call.failed` cancelled, each open phase `cancelled`, `run.finished`), so
+    a paused or lost worker cannot delay it. The cancel flag and arq's abort then tell a live
+    worker to kill its calls' processes. A `stalled` run stays `stalled` (a final status is never
+    overwritten) but gets the flag and the abort too, so a worker that resumes stops. Any other
+    finished run is left alone and its status returned."""
     rid = validate_run_id(run_id)
     status = await read_status(redis, rid)
     if status is None:
         raise UnknownRun(rid)
-    if status in TERMINAL:
+    if status in TERMINAL and status != Outcome.STALLED.value:
         return status
-    # Flag first: the worker checks it on every heartbeat and when it is cancelled, so it can
-    # tell a cancel from a timeout or a shutdown.
+    # Flag first: a worker checks it on every heartbeat, and it survives a lost abort.
     await redis.set(keys.run_cancel(rid), reason, ex=keys.CANCEL_FLAG_TTL_S)
-    try:
-        await publisher.publish(
-            rid, RunFinished(outcome=Outcome.CANCELLED, reason="cancel_requested", detail=reason), guard=("queued",)
+    status_after = status
+    if status not in TERMINAL:
+        note = f"run cancelled ({reason}); its worker is told to kill this call's processes"
+        after, _ = await close_run(
+            redis,
+            publisher,
+            rid,
+            Outcome.CANCELLED,
+            "cancel_requested",
+            reason,
+            allowed=("queued", "running"),
+            note=note,
         )
-        status_after = Outcome.CANCELLED.value
-    except RunStateConflict as conflict:
-        if conflict.status in TERMINAL:
-            return str(conflict.status)
-        status_after = "cancelling"
+        status_after = after or status
     # A run still waiting for a slot leaves its queue (and frees a dispatched slot), so it
     # costs nobody a turn; arq's abort covers the rest: a running job's task is cancelled
     # within a poll, one a worker already took never starts.

@@ -104,6 +104,12 @@ def run_stats(run_id: str) -> str:
     return f"{PREFIX}:run:{{{validate_run_id(run_id)}}}:stats"
 
 
+def run_lifecycle(run_id: str) -> str:
+    """Hash with the run's lifecycle state (owner epoch, open calls and phases), written only by
+    the publish script and checked by it before every write (publish/gate.py has the layout)."""
+    return f"{PREFIX}:run:{{{validate_run_id(run_id)}}}:lifecycle"
+
+
 def run_cancel(run_id: str) -> str:
     """Set when someone asks to cancel the run; value is the requester's reason."""
     return f"{PREFIX}:run:{{{validate_run_id(run_id)}}}:cancel"

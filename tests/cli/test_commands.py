@@ -43,7 +43,7 @@ async def test_cancel_from_the_command_line_stops_a_running_run(redis, redis_url
     run_id = json.loads(out)["run_id"]
     await wait_for_event(redis, run_id, "call.started", 30)  # running, not queued
     code, out, _ = await livestats(redis_url, queue_name, "cancel", run_id, "--reason", "enough")
-    assert (code, out.strip()) == (0, "cancelling")
+    assert (code, out.strip()) == (0, "cancelled")  # the cancel writes the end itself
     finished = (await wait_finished(redis, run_id, 15)).payload()
     assert (finished.outcome.value, finished.detail) == ("cancelled", "enough")
 

@@ -283,8 +283,9 @@ async def get_events(
     responses={**AUTH_RESPONSES, **NOT_FOUND, **UNAVAILABLE_RESPONSE},
 )
 async def cancel(run_id: ValidRunId, principal: Submitter, request: Request) -> Cancelled:
-    """Ask the run to stop. A queued run is cancelled at once; a running one is stopped by its
-    worker (`cancelling`); a finished run keeps its status."""
+    """Stop the run. A queued or running run ends `cancelled` at once (its calls in flight and open
+    phases closed with it) and its worker is told to kill its calls; a finished run keeps its
+    status (docs/contract.md, "Cancel")."""
     await check_run_visible(request, principal, run_id)
     state = app_state(request)
     status = await cancel_run(

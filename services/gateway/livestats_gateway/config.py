@@ -117,6 +117,9 @@ class GatewayConfig(BaseSettings):
     # The strata the operator wants covered by estimation samples (estimation.DeclaredStrata, JSON).
     estimation_strata: str | None = Field(None, description='e.g. {"category": ["implementation", "testing"]}')
     ingest_max_events: int = Field(1_000, ge=1, description="Most events in one POST /api/runs/{id}/events.")
+    ingest_max_skew_s: float = Field(
+        900.0, gt=0, description="An ingested event's `ts` must be within this many seconds of the gateway's clock."
+    )
     shutdown_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open streams get to close.")
 
     def quota_for(self, principal: str) -> Quota:

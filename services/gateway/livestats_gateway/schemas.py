@@ -55,8 +55,8 @@ class EventPage(BaseModel):
 class Cancelled(BaseModel):
     run_id: str
     status: str = Field(
-        description="`cancelled` (it was queued), `cancelling` (its worker is stopping it), "
-        "or the terminal status the run already had."
+        description="`cancelled` (it was queued or running: its end is written at once and its worker is told to "
+        "kill its calls), or the terminal status the run already had (`stalled` stays `stalled`)."
     )
 
 
