@@ -1,11 +1,12 @@
-"""Fetch the dashboard's vendored assets again from the npm registry and check them.
+"""Fetch the gateway's vendored assets again from the npm registry and check them.
 
     python deploy/vendor_assets.py [--check]
 
-Reads services/gateway/livestats_gateway/static/vendor/VENDOR.json, downloads the named package
-version with `npm pack`, verifies the tarball against the recorded `integrity` (the registry's
-SHA-512), and writes each listed file, verified against its recorded sha256. `--check` compares
-instead of writing and exits 1 on any difference. Needs Node's npm; nothing else.
+Reads every VENDOR.json under services/gateway/livestats_gateway/static/vendor (the dashboard's
+charts; the API docs pages' Swagger UI and ReDoc), downloads each named package version with
+`npm pack`, verifies the tarball against the recorded `integrity` (the registry's SHA-512), and
+writes each listed file next to its VENDOR.json, verified against its recorded sha256. `--check`
+compares instead of writing and exits 1 on any difference. Needs Node's npm; nothing else.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ VENDOR = Path(__file__).resolve().parent.parent / "services/gateway/livestats_ga
 
 def main(argv: list[str]) -> int:
     check = argv == ["--check"]
-    manifest = json.loads((VENDOR / "VENDOR.json").read_text())
+    return max(vendor(path, check) for path in sorted(VENDOR.rglob("VENDOR.json")))
+
+
+def vendor(manifest_path: Path, check: bool) -> int:
+    """One package: fetched, verified, written (or compared) next to its manifest."""
+    target_dir = manifest_path.parent
+    manifest = json.loads(manifest_path.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         spec = f"{manifest['package']}@{manifest['version']}"
         name = (
@@ -56,7 +63,7 @@ def main(argv: list[str]) -> int:
                     print(f"{member}: sha256 {digest} != recorded {entry['sha256']}", file=sys.stderr)
                     failures += 1
                     continue
-                target = VENDOR / entry["as"]
+                target = target_dir / entry["as"]
                 if check:
                     same = target.exists() and target.read_bytes() == data
                     print(f"{target.name}: {'ok' if same else 'DIFFERS'}")

@@ -7,7 +7,16 @@ import asyncio
 import time
 
 import pytest
-from livestats_shared.events import CallStarted, CallSucceeded, Outcome, PhasePlan, RunFinished, RunQueued
+from livestats_shared.events import (
+    CallStarted,
+    CallSucceeded,
+    Heartbeat,
+    Outcome,
+    PhasePlan,
+    RunFinished,
+    RunQueued,
+    RunStarted,
+)
 from livestats_shared.ids import new_run_id
 from playwright.async_api import expect
 
@@ -17,11 +26,15 @@ pytestmark = pytest.mark.slow  # headless chromium replaying 100,000 events
 @pytest.mark.timeout(300)
 async def test_a_100k_event_history_loads_and_the_log_renders_only_the_rows_in_view(stack, browser, login, publisher):
     run_id = new_run_id()
-    total = 100_000  # queued, 49,999 calls started and succeeded, finished
-    calls = (total - 2) // 2
+    total = 100_000  # queued, started, 49,998 calls started and succeeded, a heartbeat, finished
+    calls = (total - 4) // 2
     await publisher.publish(
         run_id, RunQueued(name="big", planned_calls=calls, phases=[PhasePlan(name="gen", calls=calls)], timeout_s=60)
     )
+    await publisher.publish(
+        run_id, RunStarted(worker="w", timeout_s=60, deadline_ts=0, retry_budget=0, heartbeat_s=3600)
+    )
+    publisher.emit(run_id, Heartbeat(elapsed_s=1, remaining_s=1, in_flight=0, pids=[]))
     for call in range(calls):
         publisher.emit(run_id, CallStarted(phase="gen", call=call, attempt=1))
         publisher.emit(run_id, CallSucceeded(phase="gen", call=call, attempt=1, duration_s=0.1, bytes=400))

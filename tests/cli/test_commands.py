@@ -6,6 +6,7 @@ import json
 
 import pytest
 from helpers import livestats, wait_finished, wait_for_event
+from livestats_shared import keys
 
 FAST_SPEC = {"name": "cli", "phases": [{"name": "generate", "calls": 3, "env": {"FPF_SIM_LATENCY_MS": "20"}}]}
 HANGING_SPEC = {"name": "hang", "phases": [{"name": "generate", "calls": 2, "env": {"FPF_SIM_BEHAVIOUR": "hang"}}]}
@@ -42,7 +43,7 @@ async def test_cancel_from_the_command_line_stops_a_running_run(redis, redis_url
     run_id = json.loads(out)["run_id"]
     await wait_for_event(redis, run_id, "call.started", 30)  # running, not queued
     code, out, _ = await livestats(redis_url, queue_name, "cancel", run_id, "--reason", "enough")
-    assert (code, out.strip()) == (0, "cancelling")
+    assert (code, out.strip()) == (0, "cancelled")  # the cancel writes the end itself
     finished = (await wait_finished(redis, run_id, 15)).payload()
     assert (finished.outcome.value, finished.detail) == ("cancelled", "enough")
 
@@ -96,3 +97,13 @@ async def test_a_malformed_stream_entry_is_reported_and_skipped_not_fatal(redis,
     assert [json.loads(line)["type"] for line in out.splitlines()][-1] == "run.finished"
     assert err.count("skipped a malformed stream entry") == 2
     assert "invalid call.failed payload" in err
+
+
+async def test_submit_refuses_a_spec_env_the_operator_does_not_allow(redis, redis_url, queue_name):
+    # The suite's operator allows FPF_SIM_* only (tests/conftest.py), as the gateway would.
+    spec = {"phases": [{"name": "generate", "calls": 1, "env": {"FPF_UPSTREAM_KEY": "mine"}}]}
+    before = await redis.zcard(keys.RUNS_INDEX)
+    code, _, err = await livestats(redis_url, queue_name, "submit", "-", stdin=json.dumps(spec))
+    assert code == 2, err
+    assert "FPF_UPSTREAM_KEY is not allowed by the operator" in err
+    assert await redis.zcard(keys.RUNS_INDEX) == before

@@ -179,10 +179,12 @@ async def test_an_instant_replay_longer_than_the_outbox_waits_for_the_publisher_
         CallSucceeded,
         Event,
         EventData,
+        Heartbeat,
         Outcome,
         PhasePlan,
         RunFinished,
         RunQueued,
+        RunStarted,
     )
     from livestats_shared.history import read_events
     from livestats_shared.publish import Publisher
@@ -191,11 +193,13 @@ async def test_an_instant_replay_longer_than_the_outbox_waits_for_the_publisher_
     payloads: list[EventData] = [
         RunQueued(name="long", planned_calls=calls, phases=[PhasePlan(name="g", calls=calls)], timeout_s=60)
     ]
-    for call in range(calls):
+    payloads.append(RunStarted(worker="w", timeout_s=60, deadline_ts=0, retry_budget=0))
+    for call in range(calls - 1):
         payloads += [
             CallStarted(phase="g", call=call, attempt=1),
             CallSucceeded(phase="g", call=call, attempt=1, duration_s=0.1, bytes=9),
         ]
+    payloads.append(Heartbeat(elapsed_s=1, remaining_s=59, in_flight=0, pids=[]))
     payloads.append(RunFinished(outcome=Outcome.SUCCEEDED, reason="completed"))
     events = [
         Event(type=p.TYPE, run_id="long-original", seq=i, ts=1_000 + i, data=p.model_dump(mode="json"))

@@ -52,3 +52,9 @@ async def test_the_redis_url_flag_overrides_the_environment(redis_url, queue_nam
     assert isinstance(json.loads(out), list)
     code, _, err = await livestats("redis://127.0.0.1:9/0", queue_name, "runs")
     assert code == 4 and "Redis unavailable" in err
+
+
+async def test_status_of_a_queued_run_says_why_it_waits(redis, publisher, redis_url, queue_name):
+    run_id = await submit_run(redis, publisher, spec("waiting"), queue_name=queue_name)
+    code, out, _ = await livestats(redis_url, queue_name, "status", run_id)
+    assert code == 0 and "waiting: waiting for a worker: none is running" in out

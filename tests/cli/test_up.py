@@ -19,6 +19,7 @@ from typing import cast
 import pytest
 from livestats_cli.embedded import EmbeddedServer, free_port
 from livestats_shared import keys
+from livestats_shared.auth import TokenStore
 from livestats_shared.history import read_events
 from livestats_shared.redis_client import connect
 from proc_util import kill_all_with_env, pids_with_env
@@ -38,8 +39,10 @@ def start_up(tmp_path: Path):
     """Start `livestats up`; whatever a failing test leaves running is stopped afterwards."""
     started: list[tuple[subprocess.Popen[str], str]] = []
 
-    def start(spec: dict, *extra: str, gateway_port: int | None = None) -> tuple[subprocess.Popen[str], str, int]:
-        proc, marker, port = _start_up(tmp_path, spec, *extra, gateway_port=gateway_port or free_port())
+    def start(
+        spec: dict, *extra: str, gateway_port: int | None = None, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[str], str, int]:
+        proc, marker, port = _start_up(tmp_path, spec, *extra, gateway_port=gateway_port or free_port(), env=env)
         started.append((proc, marker))
         return proc, marker, port
 
@@ -51,16 +54,20 @@ def start_up(tmp_path: Path):
         kill_all_with_env("LS_TEST_MARKER", marker)
 
 
-def _start_up(tmp_path: Path, spec: dict, *extra: str, gateway_port: int) -> tuple[subprocess.Popen[str], str, int]:
+def _start_up(
+    tmp_path: Path, spec: dict, *extra: str, gateway_port: int, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str, int]:
     marker = uuid.uuid4().hex
     port = free_port()
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
+    extra_env = env or {}
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("REDIS_URL", "LIVESTATS_REDIS_URL") and not k.startswith("LIVESTATS_GATEWAY_")
     }
+    env.update(extra_env)
     env.update(
         LIVESTATS_DATA_DIR=str(tmp_path / "run"),
         LIVESTATS_EMBEDDED_PORT=str(port),
@@ -253,3 +260,60 @@ def test_a_second_up_on_the_same_data_dir_is_refused_clearly(start_up, tmp_path)
     assert second.returncode == 2
     assert "another `livestats up` is using" in out
     assert first.poll() is None  # the first one is unaffected
+
+
+def test_up_protects_its_server_with_a_password_and_its_token_with_a_short_renewed_expiry(start_up, tmp_path):
+    ttl_s = 3  # LOCAL_TOKEN_TTL_S is 15 minutes; the mechanism is the same
+    proc, marker, port = start_up(TINY, "--no-demo", env={"LIVESTATS_LOCAL_TOKEN_TTL_S": str(ttl_s)})
+    lines = _read_until(proc, "stack is up")
+    out = "".join(lines)
+    password_file = tmp_path / "run" / "redis-password"
+    assert oct(password_file.stat().st_mode & 0o777) == "0o600"
+    password = password_file.read_text().strip()
+    assert len(password) >= 43 and password not in out
+    # Anyone else on this machine: refused.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"PING\r\n")
+        assert raw.recv(64).startswith(b"-NOAUTH")
+    token = next(ln.split()[2] for ln in lines if ln.startswith("dashboard: open ")).split("#token=", 1)[1]
+    server = EmbeddedServer(tmp_path / "run" / "valkey", port, password=password)
+
+    async def expiry() -> int:
+        client = connect(server.url, "livestats.tests")
+        try:
+            record = await client.hget(keys.AUTH_TOKENS, token.split("_")[1])  # type: ignore[misc]
+            return json.loads(record)["expires_ms"]
+        finally:
+            await client.aclose()
+
+    first = asyncio.run(expiry())
+    assert first <= time.time() * 1000 + ttl_s * 1000
+    deadline = time.monotonic() + 30
+    while asyncio.run(expiry()) == first:  # renewed while `up` lives
+        assert time.monotonic() < deadline, "the local admin token was not renewed"
+        time.sleep(0.2)
+
+    proc.kill()  # SIGKILL: `up` cannot revoke its token
+    proc.wait()
+    killed_ms = time.time() * 1000
+    deadline = time.monotonic() + 30
+    while pids_with_env("LS_TEST_MARKER", marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids_with_env("LS_TEST_MARKER", marker) == []
+    with server:  # the same data, the same password
+        left = asyncio.run(expiry())
+        assert left <= killed_ms + ttl_s * 1000
+
+        async def still_valid() -> bool:
+            client = connect(server.url, "livestats.tests")
+            try:
+                return await TokenStore(client).verify(token) is not None
+            finally:
+                await client.aclose()
+
+        deadline = time.monotonic() + 30
+        while asyncio.run(still_valid()):
+            assert time.monotonic() < deadline, "the token of a killed `up` stayed valid"
+            time.sleep(0.2)
+    for log in ("gateway.log", "worker.log"):
+        assert password not in (tmp_path / "run" / log).read_text()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from livestats_gateway.wire import CloseCode
+from livestats_gateway.fanout.wire import CloseCode
 
 JS = Path(__file__).parents[2] / "services/gateway/livestats_gateway/static/js"
 

@@ -124,17 +124,17 @@ async def test_two_monitors_scanning_at_the_same_moment_publish_one_run_finished
     await asyncio.sleep(0.35)  # monitors count silence from when they started: past 2 * 0.05 + 0.2
 
     # Hold each mark until both monitors have decided to mark, so they really race.
-    real_publish, deciding, both_decided = publisher.publish, [], asyncio.Event()
+    real_publish, deciding, both_decided = publisher.publish_all, [], asyncio.Event()
 
-    async def publish_once_both_decided(rid, data, **kwargs):
-        if rid == run_id and data.TYPE == "run.finished":
+    async def publish_once_both_decided(rid, events, **kwargs):
+        if rid == run_id and events[-1].TYPE == "run.finished":
             deciding.append(rid)
             if len(deciding) == 2:
                 both_decided.set()
             await asyncio.wait_for(both_decided.wait(), 5)
-        return await real_publish(rid, data, **kwargs)
+        return await real_publish(rid, events, **kwargs)
 
-    monkeypatch.setattr(publisher, "publish", publish_once_both_decided)
+    monkeypatch.setattr(publisher, "publish_all", publish_once_both_decided)
     with caplog.at_level(logging.DEBUG, logger=STALLS_LOG):
         await asyncio.gather(first.scan(), second.scan())
 

@@ -12,7 +12,7 @@ from livestats_shared.control import cancel_run, submit_run
 from livestats_shared.events import Heartbeat, RunFinished
 from livestats_shared.history import read_events, read_snapshot, read_stats_hash
 from livestats_shared.spec import PhaseSpec, RunSpec
-from livestats_shared.stats import PRODUCER_PREFIX, fold
+from livestats_shared.stats import PRODUCER_PREFIX, RunSnapshot, fold
 from proc_util import pids_with_env
 
 FAST = {"FPF_SIM_LATENCY_MS": "20", "FPF_SIM_JITTER_MS": "10"}
@@ -148,14 +148,18 @@ async def test_cancel_kills_the_runs_processes_and_ends_it_cancelled(redis, publ
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     await wait_for_event(redis, run_id, "call.started", 10, count=4)
     await wait_until(lambda: len(pids_with_env("FPF_RUN_ID", run_id)) >= 8, timeout_s=5)  # 4 calls + their children
-    assert await cancel_run(redis, publisher, run_id, reason="stop it") == "cancelling"
-    # The calls hang forever and the heartbeat check is 30 s away: only arq's abort can end it.
-    finished = (await wait_finished(redis, run_id, 25)).payload()
+    # The cancel writes the end itself (the run is taken from its worker); the worker kills its calls.
+    assert await cancel_run(redis, publisher, run_id, reason="stop it") == "cancelled"
+    finished = (await wait_finished(redis, run_id, 10)).payload()
     assert (finished.outcome.value, finished.reason, finished.detail) == ("cancelled", "cancel_requested", "stop it")
-    assert pids_with_env("FPF_RUN_ID", run_id) == []
+    await wait_until(lambda: pids_with_env("FPF_RUN_ID", run_id) == [], timeout_s=10)
     events = await read_events(redis, run_id)
     cancelled = [e for e in events if e.type == "call.failed" and e.payload().reason.value == "cancelled"]
-    assert len(cancelled) == 4
+    assert len(cancelled) == 4 and all(e.payload().final for e in cancelled)
+    assert events[-1].type == "run.finished", "nothing after the end"
+    snap = RunSnapshot.from_hash(run_id, await read_stats_hash(redis, run_id))
+    assert [(p.state, p.given_up) for p in snap.phases] == [("cancelled", 4)]
+    assert snap.in_flight == 0
     assert_consistent(events, await read_stats_hash(redis, run_id))
 
 
@@ -183,7 +187,8 @@ async def test_a_queued_run_cancelled_before_any_worker_takes_it_never_starts(
         return await redis.zscore(queue_name, run_id) is None
 
     await eventually(taken_off_the_queue)
-    assert [e.type for e in await read_events(redis, run_id)] == ["run.queued", "run.finished"]
+    # Its planned phase is closed with it: every phase ends with the run.
+    assert [e.type for e in await read_events(redis, run_id)] == ["run.queued", "phase.finished", "run.finished"]
     assert await cancel_run(redis, publisher, run_id) == "cancelled"  # idempotent
 
 

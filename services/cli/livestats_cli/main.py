@@ -21,10 +21,12 @@ import orjson
 from livestats_shared.auth import InvalidTokenFile
 from livestats_shared.control import UnknownRun, cancel_run, submit_run
 from livestats_shared.errors import InvalidRunId, PublishError
+from livestats_shared.fpf_env import SpecEnvRefused, check_spec_env
 from livestats_shared.history import iter_events, read_snapshot
 from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import UNAVAILABLE, connect
+from livestats_shared.sched import Scheduler
 from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -48,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-demo", action="store_true", help="start the stack without submitting the demo run")
     s.add_argument("--spec", help="submit this run spec instead of the bundled demo")
     s.add_argument("--exit-after-run", action="store_true", help="stop everything once the submitted run ends")
+    s.add_argument(
+        "--prometheus", action="store_true", help="also run Prometheus (the `prometheus` binary) scraping the stack"
+    )
 
     sub.add_parser("worker", help="run one worker process (like `livestats-worker`)")
     sub.add_parser("gateway", help="run the gateway: WebSocket/SSE fan-out and REST API (like `livestats-gateway`)")
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, ValidationError) as exc:
             print(f"error: cannot use spec {args.spec}: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
-        sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run)))
+        sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run, prometheus=args.prometheus)))
     if args.command == "watch":
         sys.exit(asyncio.run(watch.run(config, args)))
     if args.command == "token" and not tokens.needs_redis(args):
@@ -171,7 +176,7 @@ async def _with_redis(
     redis = connect(config.url, "livestats.cli")
     try:
         return await handler(redis, config, args)
-    except (InvalidRunId, ValidationError, ValueError) as exc:
+    except (InvalidRunId, ValidationError, SpecEnvRefused, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except UnknownRun as exc:
@@ -186,6 +191,7 @@ async def _with_redis(
 
 async def _submit(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     spec = RunSpec.model_validate_json(args.spec_text)
+    check_spec_env(spec.phases, config.spec_env_allow)  # the operator's rule, as the gateway applies it
     async with Publisher(redis) as publisher:
         run_id = await submit_run(redis, publisher, spec, run_id=args.run_id, queue_name=config.queue_name)
     print(orjson.dumps({"run_id": run_id}).decode() if args.json else f"submitted run {run_id}")
@@ -208,6 +214,9 @@ async def _status(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
         print(snap.model_dump_json())
     else:
         print(f"{snap.run_id} {snap.name!r}: {snap.status}" + (f" ({snap.reason})" if snap.reason else ""))
+        place = await Scheduler(redis, config.queue_name).place(snap.run_id) if snap.status == "queued" else None
+        if place is not None:
+            print(f"  waiting: {place.reason}")
         print(
             f"  calls {snap.calls_done}/{snap.planned_calls} done, ok {snap.successful_calls}, "
             f"failed attempts {snap.failed_attempts}, given up {snap.calls_given_up}, retries {snap.retries}, "
@@ -239,6 +248,6 @@ async def _events(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
 
 async def _cancel(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     async with Publisher(redis) as publisher:
-        status = await cancel_run(redis, publisher, args.run_id, reason=args.reason)
+        status = await cancel_run(redis, publisher, args.run_id, reason=args.reason, queue_name=config.queue_name)
     print(orjson.dumps({"run_id": args.run_id, "status": status}).decode() if args.json else status)
     return EXIT_OK

@@ -19,17 +19,24 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TextIO
 
-from livestats_shared.auth import Scope, TokenStore
 from livestats_shared.control import submit_run
 from livestats_shared.publish import Publisher
-from livestats_shared.redis_client import UNAVAILABLE, connect, redact_url
+from livestats_shared.redis_client import connect, redact_url
 from livestats_shared.spec import RunSpec
 from redis.asyncio import Redis
 
-from . import children
+from . import children, local_prometheus
 from .config import CliConfig
 from .embedded import EmbeddedServer, free_port, port_in_use
 from .follow import ProgressView, follow
+from .local_auth import (
+    create_local_token,
+    keep_renewing,
+    load_or_create_password,
+    password_path,
+    renewal_stopped,
+    revoke_local_token,
+)
 
 _GATEWAY_START_S = 20.0  # imports and binds in about a second; generous for a busy machine
 LOCAL_PRINCIPAL = "local-admin"  # owns the demo run and the session's login token
@@ -40,7 +47,7 @@ def demo_spec() -> RunSpec:
     return RunSpec.model_validate_json((files("livestats_cli") / "demo.json").read_text())
 
 
-async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -> int:
+async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, prometheus: bool = False) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # SIGHUP: the terminal went away; stop as cleanly as for Ctrl-C.
@@ -50,7 +57,9 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
     server: EmbeddedServer | None = None
     worker: subprocess.Popen[bytes] | None = None
     gateway: subprocess.Popen[bytes] | None = None
+    prometheus_proc: subprocess.Popen[bytes] | None = None
     token_id: str | None = None
+    renewer: asyncio.Task[None] | None = None
     try:
         if config.redis_url:
             url = config.redis_url
@@ -64,14 +73,23 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
                 )
                 return 2
             port = config.embedded_port if not port_in_use(config.embedded_port) else free_port()
-            server = EmbeddedServer(config.data_dir / "valkey", port)
+            password = load_or_create_password(config.data_dir)
+            server = EmbeddedServer(config.data_dir / "valkey", port, password=password)
             server.start()  # in this (main) thread: see EmbeddedServer.start
             url = server.url
-            print(f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on)")
+            print(
+                f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on, "
+                f"password in {password_path(config.data_dir)})"
+            )
         env = {**os.environ, "LIVESTATS_REDIS_URL": url, "LIVESTATS_QUEUE_NAME": config.queue_name}
+        # The demo sets the simulator's knobs in its spec: allow them unless the operator said otherwise.
+        env.setdefault("LIVESTATS_SPEC_ENV_ALLOW", "FPF_SIM_*")
         worker_log = config.data_dir / "worker.log"
-        worker = children.spawn([sys.executable, "-m", "livestats_worker"], worker_log, env)
-        print(f"worker pid {worker.pid} (log: {worker_log})")
+        # Worker metrics on a free port (unless set): several `up`s and tests run side by side.
+        metrics_port = os.environ.get("LIVESTATS_METRICS_PORT") or str(free_port())
+        worker_env = {**env, "LIVESTATS_METRICS_PORT": metrics_port}
+        worker = children.spawn([sys.executable, "-m", "livestats_worker"], worker_log, worker_env)
+        print(f"worker pid {worker.pid} (log: {worker_log}), metrics at http://127.0.0.1:{metrics_port}/metrics")
 
         gateway_log = config.data_dir / "gateway.log"
         gateway, gateway_url = _spawn_gateway(config, env, url, gateway_log)
@@ -82,7 +100,14 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         if stop.is_set():
             return 0
         print(f"gateway on {gateway_url}, API docs at {gateway_url}/docs (log: {gateway_log})")
-        token_id, token = await _create_local_token(url)
+        if prometheus:
+            prometheus_proc = await _start_prometheus(config, gateway_url, metrics_port, stop)
+            if prometheus_proc is None:
+                return 1
+        record, token = await create_local_token(url, LOCAL_PRINCIPAL, config.local_token_ttl_s)
+        token_id = record.id
+        renewer = asyncio.create_task(keep_renewing(url, record, config.local_token_ttl_s), name="token-renewal")
+        renewer.add_done_callback(renewal_stopped)
         # The token goes in the URL's fragment, which browsers never send: no server log sees it.
         print(f"\ndashboard: open {gateway_url}/login#token={token}   # logs this browser in (local admin)")
         print(f"  curl -H 'Authorization: Bearer {token}' {gateway_url}/api/runs")
@@ -95,10 +120,14 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         return await _supervise(stop, (worker, "worker", worker_log), (gateway, "gateway", gateway_log))
     finally:
         print("\nstopping...", flush=True)
+        if prometheus_proc is not None:
+            await asyncio.to_thread(children.stop, prometheus_proc, "prometheus", 10.0)
         if gateway is not None:
             await asyncio.to_thread(children.stop, gateway, "gateway", _GATEWAY_STOP_S)
+        if renewer is not None:
+            renewer.cancel()
         if token_id is not None:
-            await _revoke_local_token(url, token_id)
+            await revoke_local_token(url, token_id)
         if worker is not None:
             await asyncio.to_thread(children.stop, worker, "worker", 20.0)
         if server is not None:
@@ -119,24 +148,23 @@ async def _supervise(stop: asyncio.Event, *procs: tuple[subprocess.Popen[bytes],
     return 0
 
 
-async def _create_local_token(url: str) -> tuple[str, str]:
-    """An admin token for this session's browser and curl; revoked when `up` stops."""
-    redis = connect(url, "livestats.cli")
+async def _start_prometheus(
+    config: CliConfig, gateway_url: str, metrics_port: str, stop: asyncio.Event
+) -> subprocess.Popen[bytes] | None:
+    gateway = gateway_url.removeprefix("http://")
     try:
-        record, token = await TokenStore(redis).create(LOCAL_PRINCIPAL, [Scope.ADMIN], note="livestats up session")
-        return record.id, token
-    finally:
-        await redis.aclose()
-
-
-async def _revoke_local_token(url: str, token_id: str) -> None:
-    redis = connect(url, "livestats.cli")
-    try:
-        await TokenStore(redis).revoke(token_id)
-    except UNAVAILABLE as exc:
-        print(f"could not revoke the session token {token_id} ({exc}); `livestats token revoke {token_id}`")
-    finally:
-        await redis.aclose()
+        proc, url = local_prometheus.start(config.data_dir, gateway, f"127.0.0.1:{metrics_port}")
+    except local_prometheus.PrometheusNotInstalled as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    log = config.data_dir / "prometheus.log"
+    failure = await children.wait_healthy(proc, f"{url}/-/ready", _GATEWAY_START_S, stop)
+    if failure is not None:
+        print(f"error: prometheus {failure}; see {log}", file=sys.stderr)
+        await asyncio.to_thread(children.stop, proc, "prometheus", 10.0)
+        return None
+    print(f"prometheus on {url} (alerts: {url}/alerts; log: {log})")
+    return proc
 
 
 def _spawn_gateway(config: CliConfig, env: dict[str, str], url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -164,10 +192,12 @@ async def _run_and_show(
         async with Publisher(redis) as publisher:
             run_id = await submit_run(redis, publisher, spec, queue_name=config.queue_name, owner=LOCAL_PRINCIPAL)
         port = url.rsplit(":", 1)[-1].split("/")[0]
+        # The password as REDISCLI_AUTH, read from its file: never on a command line (`ps`).
+        auth = f'REDISCLI_AUTH="$(cat {password_path(config.data_dir)})" ' if config.redis_url is None else ""
         print(f"\nrun {run_id} ({spec.name}) submitted. Watch it from another terminal too:")
         stream = f"'livestats:run:{{{run_id}}}:events'"
-        print(f"  redis-cli -p {port} XRANGE {stream} - +                  # everything so far")
-        print(f"  redis-cli -p {port} XREAD BLOCK 0 STREAMS {stream} '$'   # wait for the next event")
+        print(f"  {auth}redis-cli -p {port} XRANGE {stream} - +                  # everything so far")
+        print(f"  {auth}redis-cli -p {port} XREAD BLOCK 0 STREAMS {stream} '$'   # wait for the next event")
         print(f"  .venv/bin/livestats events {run_id} --follow             # a live tail, as NDJSON")
         ws_url = gateway_url.replace("http://", "ws://", 1)
         print(f"  {ws_url}/ws/runs/{run_id}   # the same events from the gateway, over WebSocket\n")

@@ -1,4 +1,4 @@
-"""The REST API: submit, list, read and cancel runs; health and readiness.
+"""The REST API: submit, list, read and cancel runs; health, readiness and metrics.
 
 Run ids are validated before any Redis command. Known failures answer as HTTP errors with a
 clear message (`routing.known_errors`): unknown run 404, Redis unavailable 503 with Retry-After.
@@ -10,17 +10,23 @@ import asyncio
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from livestats_shared import keys
 from livestats_shared.auth import Scope
 from livestats_shared.control import UnknownRun, cancel_run, submit_run
+from livestats_shared.fpf_env import refused_env
 from livestats_shared.history import read_snapshot
 from livestats_shared.ids import NAME_PATTERN, RunId
+from livestats_shared.quota import QuotaExceeded
 from livestats_shared.redis_client import UNAVAILABLE
+from livestats_shared.sched import Scheduler
 from livestats_shared.spec import MAX_SPEC_BYTES, RunSpec
-from livestats_shared.stats import RunSnapshot
 
 from .auth import Reader, Submitter, check_run_visible
+from .finite import FiniteJsonRoute
+from .metrics import CONTENT_TYPE
 from .paging import CURSOR_PATTERN, STREAM_ID_PATTERN, IndexPosition, exclusive_start, read_event_page, read_run_page
 from .routing import (
     AUTH_RESPONSES,
@@ -32,14 +38,26 @@ from .routing import (
     invalid,
     known_errors,
 )
-from .schemas import Cancelled, ErrorBody, EventPage, Health, Readiness, RunLinks, RunPage, RunStatus, Submitted
+from .schemas import (
+    Cancelled,
+    ErrorBody,
+    EventPage,
+    Health,
+    QueueInfo,
+    Readiness,
+    RunLinks,
+    RunPage,
+    RunStatus,
+    RunView,
+    Submitted,
+)
 from .state import app_state
 
 log = logging.getLogger("livestats.gateway.api")
 
 READY_PING_TIMEOUT_S = 1.0
 RUN_RESPONSES = {**AUTH_RESPONSES, **NOT_FOUND, **UNAVAILABLE_RESPONSE}
-router = APIRouter(dependencies=[Depends(known_errors)])
+router = APIRouter(dependencies=[Depends(known_errors)], route_class=FiniteJsonRoute)
 
 
 @router.get("/healthz", tags=["health"])
@@ -80,6 +98,13 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition, unauthenticated (aggregates only: docs/metrics.md). Generated on
+    the event loop, so the counters are read consistently."""
+    return Response(app_state(request)["metrics"].exposition(), media_type=CONTENT_TYPE)
+
+
 @router.post(
     "/api/runs",
     status_code=202,
@@ -93,6 +118,11 @@ async def readyz(request: Request) -> JSONResponse:
             "description": f"Body over {MAX_SPEC_BYTES} bytes. Refused before it is read when its "
             "Content-Length says so, as plain text; as JSON when a chunked body grows too large.",
             "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        422: {"description": "Invalid spec, or one over the operator's limits (the field and the limit named)."},
+        429: {
+            "model": ErrorBody,
+            "description": "Over the principal's submission rate or queued-run quota; retry after `Retry-After` s.",
         },
         **UNAVAILABLE_RESPONSE,
     },
@@ -111,14 +141,40 @@ async def submit(
     if team is not None and team not in principal.teams and not principal.has(Scope.ADMIN):
         raise invalid("query", "team", team, f"{principal.name} is not in team {team!r}")
     state = app_state(request)
-    run_id = await submit_run(
-        state["redis"],
-        state["publisher"],
-        spec,
-        queue_name=state["config"].queue_name,
-        owner=principal.name,
-        team=team,
-    )
+    refused = refused_env(spec.phases, state["config"].spec_env_allow)
+    if refused:  # 422 naming each key, in FastAPI's own shape
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "phases", r.phase_index, "env", r.key),
+                    "msg": r.reason,
+                    "input": r.key,
+                }
+                for r in refused
+            ]
+        )
+    quota = state["config"].quota_for(principal.name)
+    over = quota.spec_violations(spec)
+    if over:
+        raise RequestValidationError(
+            [
+                {"type": "quota", "loc": ("body", *path.split(".")), "msg": msg, "input": value}
+                for path, value, msg in over
+            ]
+        )
+    try:
+        run_id = await submit_run(
+            state["redis"],
+            state["publisher"],
+            spec,
+            queue_name=state["config"].queue_name,
+            owner=principal.name,
+            team=team,
+            quota=quota,
+        )
+    except QuotaExceeded as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc
     links = _links(request, run_id)
     response.headers["Location"] = links.self_
     return Submitted(run_id=run_id, status="queued", links=links)
@@ -159,19 +215,35 @@ async def list_runs(
             stats.get("owner"), stats.get("team")
         )
 
-    filtered = bool(wanted) or not principal.has(Scope.ADMIN)
-    runs, position = await read_run_page(state["redis"], limit=limit, keep=keep if filtered else None, after=after)
+    admin = principal.has(Scope.ADMIN)
+    # A principal who is not an admin reads only its own and its teams' indexes: the cost of its
+    # list follows the runs it may see, not everyone's (keep still checks, as a second lock).
+    indexes = (
+        [keys.RUNS_INDEX]
+        if admin
+        else [keys.runs_by_owner(principal.name), *(keys.runs_by_team(t) for t in sorted(principal.teams))]
+    )
+    filtered = bool(wanted) or not admin
+    async with state["lists"].hold(principal.name):  # fairness.py: a principal's lists take turns
+        runs, position = await read_run_page(
+            state["redis"], limit=limit, keep=keep if filtered else None, after=after, indexes=indexes
+        )
     return RunPage(runs=runs, next=None if position is None else position.encode())
 
 
 @router.get("/api/runs/{run_id}", tags=["runs"], responses=RUN_RESPONSES)
-async def get_run(run_id: ValidRunId, principal: Reader, request: Request) -> RunSnapshot:
-    """The run's current snapshot."""
+async def get_run(run_id: ValidRunId, principal: Reader, request: Request) -> RunView:
+    """The run's current snapshot; while it is queued, `queue` says where it waits and why."""
     await check_run_visible(request, principal, run_id)
-    snapshot = await read_snapshot(app_state(request)["redis"], run_id)
+    state = app_state(request)
+    snapshot = await read_snapshot(state["redis"], run_id)
     if snapshot is None:
         raise UnknownRun(run_id)
-    return snapshot
+    place = None
+    if snapshot.status == "queued":
+        place = await Scheduler(state["redis"], state["config"].queue_name).place(run_id)
+    queue = None if place is None else QueueInfo.model_validate(place.as_dict())
+    return RunView.model_validate({**snapshot.model_dump(), "queue": queue})
 
 
 @router.get(
@@ -187,7 +259,8 @@ async def get_events(
     limit: Annotated[int, Query(ge=1, description="Events per page; capped by the server's `events_page_max`.")] = 1000,
 ) -> EventPage:
     """The run's history, oldest first. Stream entries that are not livestats events (added by
-    hand) are left out and counted in `skipped`."""
+    hand) are left out and counted in `skipped`. `trimmed` and `gap` say when history the
+    caller asked for is gone (docs/api.md, "Continuity")."""
     await check_run_visible(request, principal, run_id)
     state = app_state(request)
     start: str | None = "-"
@@ -197,7 +270,7 @@ async def get_events(
         except ValueError as exc:
             raise invalid("query", "after", after, str(exc)) from exc
     limit = min(limit, state["config"].events_page_max)
-    page = await read_event_page(state["redis"], run_id, start=start, limit=limit)
+    page = await read_event_page(state["redis"], run_id, after=after, start=start, limit=limit)
     if page is None:
         raise UnknownRun(run_id)
     return page
@@ -210,11 +283,16 @@ async def get_events(
     responses={**AUTH_RESPONSES, **NOT_FOUND, **UNAVAILABLE_RESPONSE},
 )
 async def cancel(run_id: ValidRunId, principal: Submitter, request: Request) -> Cancelled:
-    """Ask the run to stop. A queued run is cancelled at once; a running one is stopped by its
-    worker (`cancelling`); a finished run keeps its status."""
+    """Stop the run. A queued or running run ends `cancelled` at once (its calls in flight and open
+    phases closed with it) and its worker is told to kill its calls; a finished run keeps its
+    status (docs/contract.md, "Cancel")."""
     await check_run_visible(request, principal, run_id)
     state = app_state(request)
     status = await cancel_run(
-        state["redis"], state["publisher"], run_id, reason=f"cancelled through the API by {principal.name}"
+        state["redis"],
+        state["publisher"],
+        run_id,
+        reason=f"cancelled through the API by {principal.name}",
+        queue_name=state["config"].queue_name,
     )
     return Cancelled(run_id=run_id, status=status)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 from livestats_shared import keys
+from livestats_shared.fpf_env import EnvPatterns
+from livestats_shared.quota import Quota, QuotaOverride
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DESCRIPTORS_RESERVED = 100  # kept for Redis connections, files and logs when no cap is set
 
 
 class GatewayConfig(BaseSettings):
@@ -32,8 +37,46 @@ class GatewayConfig(BaseSettings):
         default_factory=list, description="Browser origins besides the gateway's own (`https://ui.example.com`)."
     )
     max_streams_per_principal: int = Field(500, ge=1, description="Open WebSockets + SSE streams per principal.")
-    auth_recheck_s: float = Field(15.0, gt=0, description="Open streams re-check their token this often.")
-    cookie_secure: bool = Field(False, description="Mark the session cookie Secure (set behind HTTPS).")
+    auth_recheck_s: float = Field(15.0, gt=0, description="Open streams re-check their token or session this often.")
+    cookie_secure: bool = Field(
+        False,
+        description="Always use the Secure `__Host-livestats_session` cookie (behind a TLS-terminating proxy "
+        "that does not pass the scheme on); otherwise each request's own scheme decides.",
+    )
+    session_idle_s: float = Field(12 * 3600, gt=0, description="A browser session unused this long ends.")
+    session_max_s: float = Field(7 * 24 * 3600, gt=0, description="A browser session ends this long after login.")
+    # The operator's rule for a spec's `env` (docs/processes.md): the same variable the workers
+    # read, so one setting configures both; the worker re-checks whatever the gateway let through.
+    spec_env_allow: EnvPatterns = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("LIVESTATS_GATEWAY_SPEC_ENV_ALLOW", "LIVESTATS_SPEC_ENV_ALLOW"),
+    )
+
+    # -- quotas (docs/scheduling.md) ------------------------------------------------------------
+    # JSON in the environment: LIVESTATS_GATEWAY_QUOTA='{"concurrent_runs": 4, ...}' and
+    # LIVESTATS_GATEWAY_QUOTA_OVERRIDES='{"alice": {"queued_runs": 500}}'. 0 = no limit.
+    quota: Quota = Field(
+        default_factory=lambda: Quota(
+            concurrent_runs=8, queued_runs=200, submissions_per_minute=120, max_concurrency=64, max_calls=10_000
+        ),
+        description="Every principal's quota unless overridden.",
+    )
+    quota_overrides: dict[str, QuotaOverride] = Field(
+        default_factory=dict, description="Per principal: the fields that differ from `quota`."
+    )
+
+    # -- connections (docs/connections.md) -----------------------------------------------------
+    header_timeout_s: float = Field(10.0, gt=0, description="A request's headers must arrive within this.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request's body must arrive within this.")
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle time between requests on one connection.")
+    max_connections: int | None = Field(
+        None,
+        ge=10,
+        description="Open connections; at the cap a new one closes the oldest idle one. "
+        "None: the process's descriptor limit less `DESCRIPTORS_RESERVED`.",
+    )
+    replays_per_principal: int = Field(4, ge=1, description="History replays one principal runs at once.")
+    lists_per_principal: int = Field(2, ge=1, description="`GET /api/runs` one principal runs at once.")
 
     # -- fan-out -------------------------------------------------------------------------------
     read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")
@@ -74,4 +117,18 @@ class GatewayConfig(BaseSettings):
     # The strata the operator wants covered by estimation samples (estimation.DeclaredStrata, JSON).
     estimation_strata: str | None = Field(None, description='e.g. {"category": ["implementation", "testing"]}')
     ingest_max_events: int = Field(1_000, ge=1, description="Most events in one POST /api/runs/{id}/events.")
+    ingest_max_skew_s: float = Field(
+        900.0, gt=0, description="An ingested event's `ts` must be within this many seconds of the gateway's clock."
+    )
     shutdown_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open streams get to close.")
+
+    def quota_for(self, principal: str) -> Quota:
+        override = self.quota_overrides.get(principal)
+        return self.quota if override is None else override.over(self.quota)
+
+    def connection_cap(self) -> int:
+        """`max_connections`, or what the descriptor limit leaves after Redis, files and logs."""
+        if self.max_connections is not None:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(10, soft - DESCRIPTORS_RESERVED)

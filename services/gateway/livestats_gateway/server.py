@@ -8,15 +8,22 @@ import uvicorn
 
 from .app import create_app
 from .config import GatewayConfig
+from .connguard import ConnectionGuard
 from .logs import install_redaction
 
 
 def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn.Config:
+    guard = ConnectionGuard(config.header_timeout_s, config.body_timeout_s, config.connection_cap())
     settings = uvicorn.Config(
         create_app(config),
         host=config.host,
         port=config.port,
         log_level=log_level,
+        # httptools with header/body timeouts and a connection cap (connguard.py).
+        http=guard.protocol_class(),
+        timeout_keep_alive=config.keep_alive_s,  # type: ignore[arg-type]  # used as a float
+        # No `limit_concurrency`: at its limit uvicorn answers 503 to every request, /healthz and
+        # authenticated users included; the guard's cap closes idle connections instead.
         # Protocol pings find dead peers; the application heartbeat tells clients the time.
         ws_ping_interval=config.ws_ping_interval_s,
         ws_ping_timeout=config.ws_ping_timeout_s,

@@ -9,21 +9,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from arq.connections import RedisSettings
 from arq.worker import func
 from livestats_shared import keys
 from livestats_shared.errors import LivestatsError
 from livestats_shared.events import Outcome, RunFinished
 from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
-from livestats_shared.redis_client import REDIS_UNAVAILABLE, UNAVAILABLE, connect
+from livestats_shared.redis_client import UNAVAILABLE, connect
+from livestats_shared.sched import Scheduler
 from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import WatchError
 
+from .arq_pool import create_named_pool
+from .calls import env_refused_here
 from .compat import HookedWorker
 from .config import WorkerConfig
 from .metrics import WorkerMetrics
@@ -39,6 +39,7 @@ class WorkerState:
     redis: Redis  # arq's pool, for cancel-flag checks
     publisher: Publisher  # its own client and connection pool
     metrics: WorkerMetrics
+    scheduler: Scheduler  # on arq's pool: slots advertised and released
 
 
 def state_of(ctx: dict[str, Any]) -> WorkerState:
@@ -50,11 +51,35 @@ async def execute_run(ctx: dict[str, Any], run_id: str, spec_json: str) -> str:
     state = state_of(ctx)
     run_id = validate_run_id(run_id)
     try:
+        return await _execute(state, run_id, spec_json)
+    finally:
+        # Shielded: a cancelled job (timeout, abort, shutdown) still frees its slot for the next.
+        await asyncio.shield(_release_slot(state, run_id))
+
+
+async def _release_slot(state: WorkerState, run_id: str) -> None:
+    try:
+        await state.scheduler.release(run_id)
+    except UNAVAILABLE as exc:
+        # The slot's hold deadline frees it instead (keys.SCHED_HOLD_GRACE_S past the run's timeout).
+        log.warning("run %s: slot not released (%s); it frees at its hold deadline", run_id, exc)
+
+
+async def _execute(state: WorkerState, run_id: str, spec_json: str) -> str:
+    try:
         spec = RunSpec.model_validate_json(spec_json)
     except ValidationError as exc:
         # Enqueued by something that skipped validation: end the run visibly, not "queued" forever.
         log.error("run %s has an invalid spec: %s", run_id, exc)
         finished = RunFinished(outcome=Outcome.FAILED, reason="invalid_spec", detail=str(exc)[:2000])
+        await state.publisher.publish(run_id, finished, guard=("queued",))
+        state.metrics.run_finished(Outcome.FAILED, None)
+        return Outcome.FAILED.value
+    refused = env_refused_here(spec, state.config)
+    if refused is not None:
+        # The worker is the last word on its FPF environment, whatever the submitter checked.
+        log.error("run %s refused: %s", run_id, refused)
+        finished = RunFinished(outcome=Outcome.FAILED, reason="invalid_spec", detail=refused[:2000])
         await state.publisher.publish(run_id, finished, guard=("queued",))
         state.metrics.run_finished(Outcome.FAILED, None)
         return Outcome.FAILED.value
@@ -80,6 +105,16 @@ class ResilientWorker(HookedWorker):
 
     _redis_down_since: float | None = None
     _stop_polling = False
+
+    def __init__(self, *, redis_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._redis_url = redis_url
+
+    async def main(self) -> None:
+        # Our pool, named for CLIENT LIST (arq_pool.py), before arq would create an unnamed one.
+        if self._pool is None:
+            self._pool = await create_named_pool(self._redis_url, self.queue_name)
+        await super().main()
 
     def stop_polling(self) -> None:
         """End the poll loop at its next iteration (with WorkerStopping), never mid-command:
@@ -110,29 +145,44 @@ def _metrics_loop_ended(task: asyncio.Task[None]) -> None:
         log.error("worker metrics loop stopped: heartbeat and queue depth no longer update", exc_info=task.exception())
 
 
-def redis_settings(url: str) -> RedisSettings:
-    settings = RedisSettings.from_dsn(url)
-    # Let the client ride out short blips itself (server restart, failover) before a command fails.
-    settings.retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=10)
-    settings.retry_on_error = list(REDIS_UNAVAILABLE)
-    return settings
+def _advertising_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("slot advertisement stopped: this worker gets no new runs", exc_info=task.exception())
+
+
+async def advertise_forever(scheduler: Scheduler, config: WorkerConfig) -> None:
+    """Offer this worker's slots to the scheduler every heartbeat, until cancelled. The offer
+    outlives a few missed heartbeats; a worker that dies stops being counted after that."""
+    ttl_s = config.heartbeat_interval_s * keys.SCHED_WORKER_TTL_INTERVALS
+    while True:
+        try:
+            await scheduler.advertise(config.worker_name, config.max_runs, ttl_s)
+        except UNAVAILABLE as exc:
+            log.warning("slots not advertised (%s); retrying next heartbeat", exc)
+        await asyncio.sleep(config.heartbeat_interval_s)
 
 
 def create_worker(
     config: WorkerConfig, *, handle_signals: bool = True, metrics: WorkerMetrics | None = None
 ) -> ResilientWorker:
     """The arq worker. `metrics` is where it counts (a private registry if None)."""
-    counts = metrics or WorkerMetrics(phases=config.metrics_phases, models=config.metrics_models)
+    counts = metrics or WorkerMetrics.for_config(config)
     ticking: list[asyncio.Task[None]] = []
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         client = connect(config.redis_url, "livestats.worker")
         publisher = Publisher(client, capacity=config.outbox_capacity)
-        ctx[_STATE] = WorkerState(config=config, redis=ctx["redis"], publisher=await publisher.start(), metrics=counts)
+        scheduler = Scheduler(ctx["redis"], config.queue_name)
+        ctx[_STATE] = WorkerState(
+            config=config, redis=ctx["redis"], publisher=await publisher.start(), metrics=counts, scheduler=scheduler
+        )
         tick = counts.tick_forever(ctx["redis"], config.queue_name, config.heartbeat_interval_s)
         task = asyncio.create_task(tick, name="worker-metrics")
         task.add_done_callback(_metrics_loop_ended)
         ticking.append(task)
+        offer = asyncio.create_task(advertise_forever(scheduler, config), name="worker-slots")
+        offer.add_done_callback(_advertising_ended)
+        ticking.append(offer)
         log.info("worker %s ready on queue %s", config.worker_name, config.queue_name)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -141,16 +191,20 @@ def create_worker(
         await asyncio.gather(*ticking, return_exceptions=True)  # a failure was logged when it happened
         state = ctx.get(_STATE)
         if isinstance(state, WorkerState):
+            try:
+                await state.scheduler.advertise(config.worker_name, 0, 0)
+            except UNAVAILABLE as exc:
+                log.warning("slots not withdrawn (%s); they expire with the advertisement", exc)
             await state.publisher.close(config.flush_timeout_s)
             await state.publisher.redis.aclose()
 
     return ResilientWorker(
+        redis_url=config.redis_url,
         functions=[
             # max_tries=1: a job redelivered after a crash must not silently re-run a paid run;
             # the run is reported `stalled` from its missing heartbeats instead.
             func(execute_run, name=keys.RUN_JOB, timeout=config.run_timeout_s, max_tries=1),
         ],
-        redis_settings=redis_settings(config.redis_url),
         queue_name=config.queue_name,
         max_jobs=config.max_runs,
         allow_abort_jobs=True,

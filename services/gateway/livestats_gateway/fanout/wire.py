@@ -16,7 +16,7 @@ import orjson
 from livestats_shared.errors import InvalidEvent, LivestatsError
 from livestats_shared.events import DATA_MODELS
 
-from .compat import raw_stream_replies as raw_stream_replies  # re-exported: redis-py internals live in compat
+from ..compat import raw_stream_replies as raw_stream_replies  # re-exported: redis-py internals live in compat
 
 PROTOCOL_VERSION = 1
 _STREAM_ID = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
