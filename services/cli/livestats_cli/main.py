@@ -26,6 +26,7 @@ from livestats_shared.history import iter_events, read_snapshot
 from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import UNAVAILABLE, connect
+from livestats_shared.sched import Scheduler
 from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -213,6 +214,9 @@ async def _status(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
         print(snap.model_dump_json())
     else:
         print(f"{snap.run_id} {snap.name!r}: {snap.status}" + (f" ({snap.reason})" if snap.reason else ""))
+        place = await Scheduler(redis, config.queue_name).place(snap.run_id) if snap.status == "queued" else None
+        if place is not None:
+            print(f"  waiting: {place.reason}")
         print(
             f"  calls {snap.calls_done}/{snap.planned_calls} done, ok {snap.successful_calls}, "
             f"failed attempts {snap.failed_attempts}, given up {snap.calls_given_up}, retries {snap.retries}, "
@@ -244,6 +248,6 @@ async def _events(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
 
 async def _cancel(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     async with Publisher(redis) as publisher:
-        status = await cancel_run(redis, publisher, args.run_id, reason=args.reason)
+        status = await cancel_run(redis, publisher, args.run_id, reason=args.reason, queue_name=config.queue_name)
     print(orjson.dumps({"run_id": args.run_id, "status": status}).decode() if args.json else status)
     return EXIT_OK

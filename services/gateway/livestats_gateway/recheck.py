@@ -19,9 +19,9 @@ from livestats_shared.sessions import SessionStore
 
 from .auth import is_session, resolve
 from .background import BackgroundTasks
-from .hub import Hub
-from .subscriber import Subscriber
-from .wire import CloseCode
+from .fanout.hub import Hub
+from .fanout.subscriber import Subscriber
+from .fanout.wire import CloseCode
 
 log = logging.getLogger("livestats.gateway.recheck")
 _CONCURRENT_LOOKUPS = 32  # tokens looked up at once: bounds the connections a round opens

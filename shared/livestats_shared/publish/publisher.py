@@ -55,6 +55,7 @@ from ..events import (
 from ..ids import validate_run_id
 from ..redis_client import UNAVAILABLE
 from ..stats import delta_for
+from ..visibility import index_visibility
 from .chunks import Chunk, cut
 from .gate import EventRefused, RefusalCode, check_of
 from .outbox import Outbox, PendingEvent, Waiter, Written
@@ -471,6 +472,7 @@ class Publisher:
         if item.type == "run.queued":
             pipe.zadd(keys.RUNS_INDEX, {item.run_id: item.ts}, nx=True)
             pipe.zremrangebyscore(keys.RUNS_INDEX, "-inf", item.ts - self.retention_s * 1000)
+            index_visibility(pipe, item.run_id, item.ts, item.delta.set, self.retention_s)
         elif item.type == "run.started":
             pipe.zadd(keys.RUNS_ACTIVE, {item.run_id: item.ts})
         elif item.type == "run.finished":

@@ -1,3 +1,4 @@
+// @ts-check
 // The run page's charts, drawn with uPlot (vendored: static/vendor). Events are folded into
 // small aggregates as they arrive; the charts redraw from those at most twice a second.
 
@@ -141,5 +142,5 @@ function percentiles(values) {
   if (!values.length) return "no finished attempts yet";
   const sorted = Float64Array.from(values).sort();
   const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))].toFixed(2);
-  return `p50 ${at(0.5)} s · p95 ${at(0.95)} s · max ${sorted.at(-1).toFixed(2)} s · ${sorted.length} attempts`;
+  return `p50 ${at(0.5)} s · p95 ${at(0.95)} s · max ${sorted[sorted.length - 1].toFixed(2)} s · ${sorted.length} attempts`;
 }

@@ -1,3 +1,4 @@
+// @ts-check
 // The run snapshot as a fold of its events: the browser's copy of shared/livestats_shared/stats.py
 // `delta_for`, applied to the snapshot shape the API returns (RunSnapshot). A snapshot already
 // counts every event up to its `seq`; `applyEvent` must only see events after that.

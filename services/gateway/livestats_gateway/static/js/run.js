@@ -1,3 +1,4 @@
+// @ts-check
 // The run page: `/ws/runs/{id}` sends `hello` (the snapshot at join), the history, `live`, then
 // live events. Counters are the snapshot plus the events after its `seq`; the log and the charts
 // take every event once, by stream id. A reconnect resumes with `since` = the last id taken, so
@@ -6,6 +7,7 @@ import { Charts } from "./charts.js";
 import { LiveSocket, clock } from "./conn.js";
 import { EventLog } from "./eventlog.js";
 import { applyEvent, emptySnapshot, isTerminal } from "./fold.js";
+import { CloseCode } from "./protocol.js";
 import { duration, el, percent, runElapsed, runRemaining } from "./format.js";
 
 const COUNTERS = [
@@ -52,7 +54,7 @@ export function showRun(view, runId, me, showConnection) {
     onState(state, detail = {}) {
       showConnection(state, detail);
       if (state === "closed") {
-        const notFound = detail.code === 4404 || detail.code === 4422;
+        const notFound = detail.code === CloseCode.NOT_FOUND || detail.code === CloseCode.INVALID_RUN_ID;
         ui.error.textContent = notFound ? `Run ${runId} not found (or not yours to see).` : `Connection closed: ${detail.reason} (${detail.code}).`;
         ui.error.hidden = false;
         ui.body.hidden = notFound;
@@ -125,10 +127,39 @@ export function showRun(view, runId, me, showConnection) {
     ui.phase.textContent = snap.current_phase ?? "—";
     ui.call.textContent = isTerminal(snap.status) ? "—" : snap.current_call ?? "—";
     ui.cancel.disabled = isTerminal(snap.status) || cancelling || !me.scopes.some((s) => s === "submit" || s === "admin");
+    watchQueue();
     renderPhases(ui.phases, snap);
     renderError(ui.lastError, snap.last_error);
     charts.update(snap);
     tick();
+  }
+
+  // A queued run's place and why it waits (`queue` of GET /api/runs/{id}), re-read every 2 s
+  // while it is queued: the scheduler's turns are not events of the run.
+  let queueWatched = false;
+  function watchQueue() {
+    if (snap.status !== "queued") {
+      ui.queueNote.hidden = true;
+      return;
+    }
+    if (queueWatched) return;
+    queueWatched = true;
+    (async function poll() {
+      if (!snap || snap.status !== "queued") {
+        queueWatched = false;
+        ui.queueNote.hidden = true;
+        return;
+      }
+      try {
+        const answer = await fetch(`/api/runs/${encodeURIComponent(runId)}`);
+        const queue = answer.ok ? (await answer.json()).queue : null;
+        ui.queueNote.textContent = queue ? `waiting: ${queue.reason}` : "";
+        ui.queueNote.hidden = !queue || snap.status !== "queued";
+      } catch (err) {
+        console.warn("queue position not read", err);
+      }
+      setTimeout(poll, 2000);
+    })();
   }
 
   // Ages and clocks move without events.
@@ -192,6 +223,7 @@ function layout(view, runId, log) {
     owner: el("span", { class: "muted" }),
     cancel: el("button", { type: "button", class: "danger", "data-testid": "cancel-button", text: "Cancel run", disabled: true }),
     cancelNote: el("span", { class: "muted" }),
+    queueNote: el("span", { class: "muted", "data-testid": "queue-note", hidden: true }),
     error: el("p", { class: "error", "data-testid": "run-error", hidden: true }),
     phase: el("dd", { "data-testid": "current-phase", text: "—" }),
     call: el("dd", { "data-testid": "current-call", class: "mono", text: "—" }),
@@ -215,7 +247,7 @@ function layout(view, runId, log) {
     el("menu", {}, ui.abort, ui.confirm));
   const panel = (title, ...children) => el("section", { class: "panel" }, el("h2", { text: title }), ...children);
   ui.body = el("div", {},
-    el("div", { class: "runhead" }, ui.title, ui.status, ui.owner, el("span", { class: "spacer" }), ui.cancelNote, ui.cancel),
+    el("div", { class: "runhead" }, ui.title, ui.status, ui.owner, ui.queueNote, el("span", { class: "spacer" }), ui.cancelNote, ui.cancel),
     counterRow,
     ui.lastError,
     el("div", { class: "grid" },

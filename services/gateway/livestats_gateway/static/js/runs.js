@@ -1,3 +1,4 @@
+// @ts-check
 // The runs page: `/ws/runs` sends the newest runs (`index`), then each change (`runs`); per run
 // the summary with the highest `seq` wins, so a late or repeated update never rolls a row back.
 import { LiveSocket, clock } from "./conn.js";
