@@ -2,7 +2,8 @@
 
     python deploy/vendor_assets.py [--check]
 
-Reads services/gateway/livestats_gateway/static/vendor/VENDOR.json, downloads the named package
+For each vendor directory (the dashboard's uPlot, and axe-core for the browser tests' accessibility
+scan) reads its VENDOR.json, downloads the named package
 version with `npm pack`, verifies the tarball against the recorded `integrity` (the registry's
 SHA-512), and writes each listed file, verified against its recorded sha256. `--check` compares
 instead of writing and exits 1 on any difference. Needs Node's npm; nothing else.
@@ -19,12 +20,18 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-VENDOR = Path(__file__).resolve().parent.parent / "services/gateway/livestats_gateway/static/vendor"
+ROOT = Path(__file__).resolve().parent.parent
+VENDOR_DIRS = (ROOT / "services/gateway/livestats_gateway/static/vendor", ROOT / "tests/browser/vendor")
 
 
 def main(argv: list[str]) -> int:
     check = argv == ["--check"]
-    manifest = json.loads((VENDOR / "VENDOR.json").read_text())
+    return 1 if sum(vendor(directory, check=check) for directory in VENDOR_DIRS) else 0
+
+
+def vendor(directory: Path, *, check: bool) -> int:
+    """Fetch, verify and write (or compare) one directory's files; returns 1 on any failure."""
+    manifest = json.loads((directory / "VENDOR.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         spec = f"{manifest['package']}@{manifest['version']}"
         name = (
@@ -56,7 +63,7 @@ def main(argv: list[str]) -> int:
                     print(f"{member}: sha256 {digest} != recorded {entry['sha256']}", file=sys.stderr)
                     failures += 1
                     continue
-                target = VENDOR / entry["as"]
+                target = directory / entry["as"]
                 if check:
                     same = target.exists() and target.read_bytes() == data
                     print(f"{target.name}: {'ok' if same else 'DIFFERS'}")
