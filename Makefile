@@ -25,7 +25,7 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 
 ## run: embedded server + worker + gateway + a demo run shown live (Ctrl-C stops everything)
 run: $(RUNTIME_STAMP)
-	$(BIN)/livestats up
+	$(BIN)/livestats up $(ARGS)
 
 ## test: the whole suite against a private server on a free port
 test: $(DEV_STAMP)

@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("up", help="start server (embedded unless REDIS_URL), worker and a demo run")
     s.add_argument("--no-demo", action="store_true", help="start the stack without submitting the demo run")
     s.add_argument("--spec", help="submit this run spec instead of the bundled demo")
+    s.add_argument(
+        "--demo-failing", action="store_true", help="submit a demo run that fails (its retry budget runs out)"
+    )
     s.add_argument("--exit-after-run", action="store_true", help="stop everything once the submitted run ends")
 
     sub.add_parser("worker", help="run one worker process (like `livestats-worker`)")
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                 if args.no_demo
                 else RunSpec.model_validate_json(Path(args.spec).read_text())
                 if args.spec
-                else demo_spec()
+                else demo_spec(failing=args.demo_failing)
             )
         except (OSError, ValidationError) as exc:
             print(f"error: cannot use spec {args.spec}: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from livestats_shared.auth import Scope, TokenStore
 from livestats_shared.control import submit_run
@@ -28,6 +29,7 @@ from redis.asyncio import Redis
 
 from . import children
 from .config import CliConfig
+from .console import Console
 from .embedded import EmbeddedServer, free_port, port_in_use
 from .follow import ProgressView, follow
 
@@ -36,11 +38,17 @@ LOCAL_PRINCIPAL = "local-admin"  # owns the demo run and the session's login tok
 _GATEWAY_STOP_S = 15.0  # its own grace for open streams is 5 s by default
 
 
-def demo_spec() -> RunSpec:
-    return RunSpec.model_validate_json((files("livestats_cli") / "demo.json").read_text())
+def demo_spec(*, failing: bool = False) -> RunSpec:
+    """The bundled demo: it succeeds, with retries that recover its failures; `failing` is the
+    same run with a failure rate that spends its retry budget (`make run ARGS=--demo-failing`)."""
+    name = "demo-failing.json" if failing else "demo.json"
+    return RunSpec.model_validate_json((files("livestats_cli") / name).read_text())
 
 
 async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -> int:
+    # `make run | tee log` then Ctrl-C: tee dies with the same SIGINT, and the next print would
+    # raise BrokenPipeError in the middle of the shutdown. Lines go to up.log as well.
+    out = Console(config.data_dir / "up.log")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # SIGHUP: the terminal went away; stop as cleanly as for Ctrl-C.
@@ -54,64 +62,74 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
     try:
         if config.redis_url:
             url = config.redis_url
-            print(f"using Redis at {redact_url(url)}")
+            out.say(f"using Redis at {redact_url(url)}")
         else:
             if not _lock_data_dir(config.data_dir):
-                print(
+                out.say(
                     f"error: another `livestats up` is using {config.data_dir}; stop it first, or set "
                     "LIVESTATS_DATA_DIR to another directory",
-                    file=sys.stderr,
+                    err=True,
                 )
                 return 2
             port = config.embedded_port if not port_in_use(config.embedded_port) else free_port()
             server = EmbeddedServer(config.data_dir / "valkey", port)
             server.start()  # in this (main) thread: see EmbeddedServer.start
             url = server.url
-            print(f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on)")
+            out.say(f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on)")
         env = {**os.environ, "LIVESTATS_REDIS_URL": url, "LIVESTATS_QUEUE_NAME": config.queue_name}
         worker_log = config.data_dir / "worker.log"
         worker = children.spawn([sys.executable, "-m", "livestats_worker"], worker_log, env)
-        print(f"worker pid {worker.pid} (log: {worker_log})")
+        out.say(f"worker pid {worker.pid} (log: {worker_log})")
 
         gateway_log = config.data_dir / "gateway.log"
-        gateway, gateway_url = _spawn_gateway(config, env, url, gateway_log)
+        gateway, gateway_url = _spawn_gateway(config, env, url, gateway_log, out)
         failure = await children.wait_healthy(gateway, f"{gateway_url}/healthz", _GATEWAY_START_S, stop)
         if failure is not None:
-            print(f"error: the gateway {failure}; see {gateway_log}", file=sys.stderr)
+            out.say(f"error: the gateway {failure}; see {gateway_log}", err=True)
             return 1
         if stop.is_set():
             return 0
-        print(f"gateway on {gateway_url}, API docs at {gateway_url}/docs (log: {gateway_log})")
+        out.say(f"gateway on {gateway_url}, API docs at {gateway_url}/docs (log: {gateway_log})")
         token_id, token = await _create_local_token(url)
         # The token goes in the URL's fragment, which browsers never send: no server log sees it.
-        print(f"\ndashboard: open {gateway_url}/login#token={token}   # logs this browser in (local admin)")
-        print(f"  curl -H 'Authorization: Bearer {token}' {gateway_url}/api/runs")
+        login = f"{gateway_url}/login#token={token}"
+        out.say(f"\ndashboard: open {login}   # logs this browser in (local admin)", secret=True)
+        out.say(f"  curl -H 'Authorization: Bearer {token}' {gateway_url}/api/runs", secret=True)
 
         if spec is not None:
-            outcome = await _run_and_show(url, gateway_url, config, spec, stop)
+            outcome = await _run_and_show(url, gateway_url, config, spec, stop, out)
             if exit_after_run or stop.is_set():
                 return 0 if outcome in ("succeeded", None) else 1
-        print("\nstack is up. Submit runs with `livestats submit SPEC.json`; Ctrl-C stops everything.")
+        out.say("\nstack is up. Submit runs with `livestats submit SPEC.json`; Ctrl-C stops everything.")
         while not stop.is_set():
             for proc, name, log in ((worker, "worker", worker_log), (gateway, "gateway", gateway_log)):
                 if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; see {log}", file=sys.stderr)
+                    out.say(f"{name} exited with {proc.returncode}; see {log}", err=True)
                     return 1
             with contextlib.suppress(TimeoutError):  # the timeout is just our check interval
                 async with asyncio.timeout(1.0):
                     await stop.wait()
         return 0
+    except BrokenPipeError:
+        out.lost_stdout()  # whoever read our output is gone: stop everything, as for Ctrl-C
+        return 0 if stop.is_set() else 1
     finally:
-        print("\nstopping...", flush=True)
+        # In this order: clients are closed while Redis is there, the worker's last events are
+        # flushed to a running server, and the server writes its data last.
+        out.say("\nstopping...")
         if gateway is not None:
             await asyncio.to_thread(children.stop, gateway, "gateway", _GATEWAY_STOP_S)
+            out.say(f"gateway stopped (exit status {gateway.returncode})")
         if token_id is not None:
-            await _revoke_local_token(url, token_id)
+            await _revoke_local_token(url, token_id, out)
         if worker is not None:
             await asyncio.to_thread(children.stop, worker, "worker", 20.0)
+            out.say(f"worker stopped (exit status {worker.returncode})")
         if server is not None:
             await asyncio.to_thread(server.stop)
-        print("stopped.")
+            out.say("server stopped")
+        out.say("stopped.")
+        out.close()
 
 
 async def _create_local_token(url: str) -> tuple[str, str]:
@@ -124,20 +142,23 @@ async def _create_local_token(url: str) -> tuple[str, str]:
         await redis.aclose()
 
 
-async def _revoke_local_token(url: str, token_id: str) -> None:
+async def _revoke_local_token(url: str, token_id: str, out: Console) -> None:
     redis = connect(url, "livestats.cli")
     try:
         await TokenStore(redis).revoke(token_id)
+        out.say(f"session token {token_id} revoked")
     except UNAVAILABLE as exc:
-        print(f"could not revoke the session token {token_id} ({exc}); `livestats token revoke {token_id}`")
+        out.say(f"could not revoke the session token {token_id} ({exc}); `livestats token revoke {token_id}`")
     finally:
         await redis.aclose()
 
 
-def _spawn_gateway(config: CliConfig, env: dict[str, str], url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _spawn_gateway(
+    config: CliConfig, env: dict[str, str], url: str, log: Path, out: Console
+) -> tuple[subprocess.Popen[bytes], str]:
     port = config.gateway_port if not port_in_use(config.gateway_port) else free_port()
     if port != config.gateway_port:
-        print(f"port {config.gateway_port} is busy; the gateway uses {port} instead")
+        out.say(f"port {config.gateway_port} is busy; the gateway uses {port} instead")
     gateway_env = {
         **env,
         # Set explicitly: the gateway prefers its own variables to LIVESTATS_REDIS_URL and
@@ -152,20 +173,13 @@ def _spawn_gateway(config: CliConfig, env: dict[str, str], url: str, log: Path) 
 
 
 async def _run_and_show(
-    url: str, gateway_url: str, config: CliConfig, spec: RunSpec, stop: asyncio.Event
+    url: str, gateway_url: str, config: CliConfig, spec: RunSpec, stop: asyncio.Event, out: Console
 ) -> str | None:
     redis = connect(url, "livestats.cli")
     try:
         async with Publisher(redis) as publisher:
             run_id = await submit_run(redis, publisher, spec, queue_name=config.queue_name, owner=LOCAL_PRINCIPAL)
-        port = url.rsplit(":", 1)[-1].split("/")[0]
-        print(f"\nrun {run_id} ({spec.name}) submitted. Watch it from another terminal too:")
-        stream = f"'livestats:run:{{{run_id}}}:events'"
-        print(f"  redis-cli -p {port} XRANGE {stream} - +                  # everything so far")
-        print(f"  redis-cli -p {port} XREAD BLOCK 0 STREAMS {stream} '$'   # wait for the next event")
-        print(f"  .venv/bin/livestats events {run_id} --follow             # a live tail, as NDJSON")
-        ws_url = gateway_url.replace("http://", "ws://", 1)
-        print(f"  {ws_url}/ws/runs/{run_id}   # the same events from the gateway, over WebSocket\n")
+        out.say(recipes(run_id, spec.name, url, gateway_url, config))
         view = ProgressView(run_id)
         watcher = asyncio.create_task(_watch(redis, run_id, view))
         stopper = asyncio.create_task(stop.wait())
@@ -184,6 +198,29 @@ async def _run_and_show(
 async def _watch(redis: Redis, run_id: str, view: ProgressView) -> None:
     async for event in follow(redis, run_id):
         view.update(event)
+
+
+def recipes(run_id: str, name: str, url: str, gateway_url: str, config: CliConfig) -> str:
+    """How to follow the run from elsewhere, with the ports actually chosen: the embedded server
+    may have moved off its preferred port, and then the CLI needs `--redis-url` to find it."""
+    port = urlsplit(url).port or 6379
+    stream = f"'livestats:run:{{{run_id}}}:events'"
+    # Another terminal's CLI uses REDIS_URL if the user set one (then so did we), else the
+    # embedded server's usual port: name the server when it is elsewhere.
+    usual = f"redis://127.0.0.1:{CliConfig.model_fields['embedded_port'].default}/0"
+    flag = "" if config.redis_url is not None or url == usual else f" --redis-url {redact_url(url)}"
+    ws_url = gateway_url.replace("http://", "ws://", 1)
+    return "\n".join(
+        (
+            f"\nrun {run_id} ({name}) submitted. Watch it from another terminal too:",
+            f"  {gateway_url}/runs/{run_id}   # its page (after opening the dashboard link above)",
+            f"  redis-cli -p {port} XRANGE {stream} - +                  # everything so far",
+            f"  redis-cli -p {port} XREAD BLOCK 0 STREAMS {stream} '$'   # wait for the next event",
+            f"  .venv/bin/livestats events {run_id} --follow{flag}             # a live tail, as NDJSON",
+            f"  {ws_url}/ws/runs/{run_id}   # the same events from the gateway, over WebSocket",
+            "  (the demo succeeds, with retries; for one that fails: make run ARGS=--demo-failing)\n",
+        )
+    )
 
 
 _held_locks: list[TextIO] = []  # kept open for the life of the process
