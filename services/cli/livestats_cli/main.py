@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 from livestats_shared.auth import InvalidTokenFile
@@ -29,18 +30,28 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from . import export, remote, replay, report, runs, tail, tokens, watch
+from . import export, remote, replay, report, runs, status_view, tail, tokens, watch
 from .config import CliConfig
-from .exit_codes import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
+from .exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
 from .follow import ProgressView, follow, report_invalid
+from .gateway_client import page_url
 from .up import demo_spec, up
 
 _UNREACHABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, PublishError)
 Handler = Callable[[Redis, CliConfig, argparse.Namespace], Awaitable[int]]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one readable line on stderr and exit code 2 (argparse's usage block
+    would bury the one line that matters)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="livestats", description="Real-time telemetry for LLM pipeline runs.")
+    # Typed as the base class (the command modules take any parser); its subparsers are _Parser too.
+    p: argparse.ArgumentParser = _Parser(prog="livestats", description="Real-time telemetry for LLM pipeline runs.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("up", help="start server (embedded unless REDIS_URL), worker and a demo run")
@@ -85,12 +96,25 @@ def _parser() -> argparse.ArgumentParser:
         if name in remote.COMMANDS or name == "watch":
             parser.add_argument("--gateway", help="through this gateway, not Redis (env LIVESTATS_GATEWAY_URL)")
             parser.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
-        if name not in ("worker", "gateway", "token", "watch", "report"):
+        if name not in ("worker", "gateway", "token", "watch"):
             parser.add_argument("--redis-url", help="Redis to use (env LIVESTATS_REDIS_URL or REDIS_URL)")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except BrokenPipeError:
+        # `livestats export ID | head -1`: the reader has what it wanted. Quiet, with the
+        # shell's code for "killed by SIGPIPE"; stdout goes to /dev/null so that Python's own
+        # flush at exit does not complain about the closed pipe either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        sys.exit(EXIT_BROKEN_PIPE)
+
+
+def _main(argv: list[str] | None) -> None:
     args = _parser().parse_args(argv)
     flags = {"redis_url": "redis_url", "gateway_url": "gateway", "token": "token"}
     config = CliConfig(**{k: getattr(args, a) for k, a in flags.items() if getattr(args, a, None) is not None})
@@ -106,8 +130,14 @@ def main(argv: list[str] | None = None) -> None:
                 if args.spec
                 else demo_spec(failing=args.demo_failing)
             )
+        except UnicodeDecodeError as exc:
+            print(
+                f"error: spec {args.spec} is not UTF-8 text: byte {exc.start} is {exc.object[exc.start]:#04x}",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_BAD_INPUT)
         except (OSError, ValidationError) as exc:
-            print(f"error: cannot use spec {args.spec}: {exc}", file=sys.stderr)
+            print(f"error: cannot use spec {args.spec}: {_one_line(exc)}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run)))
     if args.command == "watch":
@@ -118,13 +148,25 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, InvalidTokenFile, ValidationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
-    if args.command == "report":
+    if args.command == "report" and args.estimation is not None:
+        if args.run_ids:
+            print("error: report takes run ids or --estimation FILE, not both", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
         sys.exit(report.run(args))  # a file in, a report out: no Redis
     if args.command == "submit":
         try:
-            args.spec_text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+            raw = sys.stdin.buffer.read() if args.spec == "-" else Path(args.spec).read_bytes()
+            args.spec_text = raw.decode("utf-8")
         except OSError as exc:
             print(f"error: cannot read spec: {exc}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        except UnicodeDecodeError as exc:
+            where = "stdin" if args.spec == "-" else args.spec
+            print(f"error: spec {where} is not UTF-8 text: byte {exc.start} is {raw[exc.start]:#04x}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        if args.run_id is not None and config.gateway_url is not None:
+            # The gateway names every run it creates; a chosen id would be silently dropped.
+            print("error: --run-id cannot be used with a gateway, which chooses the run id itself", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
     if config.gateway_url is not None and args.command in remote.COMMANDS:
         sys.exit(asyncio.run(remote.run(config, args)))
@@ -137,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         "tail": tail.run,
         "token": lambda redis, _config, args: tokens.run_on_redis(redis, args),
         "export": export.run,
+        "report": report.run_on_redis,
         "replay": replay.run,
     }
     sys.exit(asyncio.run(_with_redis(handlers[args.command], config, args)))
@@ -151,8 +194,10 @@ async def _with_redis(
     try:
         return await handler(redis, config, args)
     except (InvalidRunId, ValidationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        raise  # our reader went away (an OSError, but not Redis's): main() ends quietly
     except UnknownRun as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -163,16 +208,25 @@ async def _with_redis(
         await redis.aclose()
 
 
+def _one_line(exc: Exception) -> str:
+    """An error as one line: a ValidationError names each field at fault, without its URL."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+    return " ".join(str(exc).split())
+
+
 async def _submit(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     spec = RunSpec.model_validate_json(args.spec_text)
     async with Publisher(redis) as publisher:
         run_id = await submit_run(redis, publisher, spec, run_id=args.run_id, queue_name=config.queue_name)
-    print(orjson.dumps({"run_id": run_id}).decode() if args.json else f"submitted run {run_id}")
+    page = page_url(config, run_id)
+    print(orjson.dumps({"run_id": run_id, "page": page}).decode() if args.json else f"submitted run {run_id}\n  {page}")
     if not args.wait:
         return EXIT_OK
     view = ProgressView(run_id, sys.stderr if args.json else sys.stdout)
     async for event in follow(redis, run_id):
         view.update(event)
+    view.close()
     outcome = view.snapshot().outcome
     if args.json:
         print(view.snapshot().model_dump_json())
@@ -183,19 +237,7 @@ async def _status(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
     snap = await read_snapshot(redis, validate_run_id(args.run_id))
     if snap is None:
         raise UnknownRun(args.run_id)
-    if args.json:
-        print(snap.model_dump_json())
-    else:
-        print(f"{snap.run_id} {snap.name!r}: {snap.status}" + (f" ({snap.reason})" if snap.reason else ""))
-        print(
-            f"  calls {snap.calls_done}/{snap.planned_calls} done, ok {snap.successful_calls}, "
-            f"failed attempts {snap.failed_attempts}, given up {snap.calls_given_up}, retries {snap.retries}, "
-            f"in flight {snap.in_flight}"
-        )
-        for ph in snap.phases:
-            print(f"  {ph.name}: {ph.done}/{ph.planned} ({ph.given_up} given up)")
-        if snap.last_error:
-            print(f"  last error: {snap.last_error['reason']} {snap.last_error['excerpt'][:80]}")
+    status_view.show(snap, as_json=args.json)
     return EXIT_OK
 
 

@@ -37,8 +37,29 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s = sub.add_parser("watch", help="publish an orchestrator's JSON status file as phase events (external runs)")
     s.add_argument("path", help="the status file, e.g. current-phase.json (need not exist yet)")
     s.add_argument("--run", required=True, dest="run_id", help="the external run (POST /api/runs with external)")
-    s.add_argument("--debounce-ms", type=int, default=200, help="group changes over this long (default 200)")
+    s.add_argument(
+        "--debounce-ms",
+        type=_debounce,
+        default=200,
+        help=f"group changes over this long, {DEBOUNCE_MS[0]} to {DEBOUNCE_MS[1]} ms (default 200)",
+    )
     s.add_argument("--json", action="store_true", help="print each published event as a JSON line")
+
+
+# Below 10 ms the watcher's loop would wake almost continuously (a core spent on nothing);
+# above a minute a change would wait longer than anyone watching expects.
+DEBOUNCE_MS = (10, 60_000)
+
+
+def _debounce(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds: {text!r}") from None
+    low, high = DEBOUNCE_MS
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {low} to {high} ms, got {value}")
+    return value
 
 
 async def run(config: CliConfig, args: argparse.Namespace) -> int:
