@@ -48,6 +48,7 @@ async def submit_run(
         spec=spec.model_dump(mode="json"),
         owner=owner,
         team=team,
+        tags=spec.tags,
     )
     await publisher.publish(rid, queued, guard=(NO_RUN,))
     if spec.external:

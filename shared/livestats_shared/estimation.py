@@ -8,11 +8,18 @@ Per sample, with P the predicted and A the actual tokens:
                    A = 0: such a sample has no waste ratio and is left out of the median.
     underestimated P < A.
 
-A summary has the sample count, the mean SMAPE, the median waste ratio, the underestimation
-rate and the success rate (both percentages, 0 to 100); with no samples (or no defined waste
-ratio) the figures are None. Reports also stratify by category, complexity and deliverable
-count (buckets 1-3, 4-7, 8-15, 16+); a sample without that field falls under "unknown".
+A summary has the sample count, the mean and median SMAPE, the median waste ratio, the
+underestimation rate and the success rate (both percentages, 0 to 100), and the truncated
+answers among the samples' attempts; with no samples (or no defined waste ratio) the figures are
+None. Reports also stratify by category, complexity and deliverable count (buckets 1-3, 4-7,
+8-15, 16+); a sample without that field falls under "unknown".
 Test samples (`is_test`) are listed separately and never enter a summary.
+
+Incomplete phases (cut short by their run's timeout, cancel, stall or failure: `complete` false)
+used only part of their tokens, so their SMAPE says nothing about the estimate: they are left
+out by default and counted (`excluded_incomplete`); `include_incomplete` keeps them.
+Coverage gaps: against the strata the operator declares (`DeclaredStrata`), every declared
+stratum with fewer than `min_samples` samples is listed with its count.
 """
 
 from __future__ import annotations
@@ -46,6 +53,10 @@ class EstimationSample(BaseModel):
     actual_tokens: int = Field(ge=0)
     success: bool
     is_test: bool = False
+    # The phase ran to its end (v2 reports leave incomplete phases out unless asked); samples
+    # written before this field existed were all reported as complete.
+    complete: bool = True
+    truncated: int = Field(0, ge=0)  # attempts whose answer was cut short (stop reason max_tokens)
 
 
 class SampleResult(BaseModel):
@@ -58,9 +69,27 @@ class SampleResult(BaseModel):
 class Summary(BaseModel):
     count: int
     mean_smape: float | None = Field(description="Percent.")
+    median_smape: float | None = Field(None, description="Percent.")
     median_waste_ratio: float | None = Field(description="Over the samples whose waste ratio is defined.")
     underestimation_rate: float | None = Field(description="Percent of samples with predicted < actual.")
     success_rate: float | None = Field(description="Percent of samples that succeeded.")
+    truncated: int = Field(0, description="Truncated attempts (stop reason max_tokens) in these samples' phases.")
+
+
+class CoverageGap(BaseModel):
+    dimension: str = Field(description="category, complexity or deliverables.")
+    stratum: str
+    samples: int = Field(description="Samples in this stratum (fewer than the report's min_samples).")
+
+
+class DeclaredStrata(BaseModel):
+    """The strata the operator wants covered (LIVESTATS_ESTIMATION_STRATA, JSON)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    category: list[str] = []
+    complexity: list[str] = ["low", "medium", "high", "maintenance"]
+    deliverables: list[str] = ["1-3", "4-7", "8-15", "16+"]
+    min_samples: int = Field(3, ge=1)
 
 
 class EstimationReport(BaseModel):
@@ -70,6 +99,8 @@ class EstimationReport(BaseModel):
     by_complexity: dict[str, Summary]
     by_deliverables: dict[str, Summary] = Field(description="Keys 1-3, 4-7, 8-15, 16+, unknown.")
     test_samples: list[SampleResult] = Field(description="Samples flagged is_test: not in any summary.")
+    excluded_incomplete: int = Field(0, description="Incomplete phases left out (include_incomplete keeps them).")
+    gaps: list[CoverageGap] = Field([], description="Declared strata with fewer than min_samples samples.")
 
 
 @dataclass(frozen=True)
@@ -78,7 +109,7 @@ class LineError:
     message: str
 
 
-def smape(predicted: int, actual: int) -> float:
+def smape(predicted: float, actual: float) -> float:
     if predicted == actual == 0:
         return 0.0
     return abs(predicted - actual) / ((abs(predicted) + abs(actual)) / 2) * 100
@@ -114,16 +145,28 @@ def summarize(samples: list[EstimationSample]) -> Summary:
     return Summary(
         count=n,
         mean_smape=statistics.fmean(r.smape for r in results),
+        median_smape=statistics.median(r.smape for r in results),
+        truncated=sum(s.truncated for s in samples),
         median_waste_ratio=statistics.median(ratios) if ratios else None,
         underestimation_rate=100 * sum(r.underestimated for r in results) / n,
         success_rate=100 * sum(s.success for s in samples) / n,
     )
 
 
-def build_report(samples: Iterable[EstimationSample]) -> EstimationReport:
+def build_report(
+    samples: Iterable[EstimationSample],
+    *,
+    include_incomplete: bool = False,
+    declared: DeclaredStrata | None = None,
+) -> EstimationReport:
     all_samples = list(samples)
+    incomplete = [s for s in all_samples if not s.complete and not s.is_test]
+    if not include_incomplete:
+        all_samples = [s for s in all_samples if s.complete or s.is_test]
     kept = [s for s in all_samples if not s.is_test]
     return EstimationReport(
+        excluded_incomplete=0 if include_incomplete else len(incomplete),
+        gaps=coverage_gaps(kept, declared) if declared is not None else [],
         samples=[evaluate(s) for s in kept],
         summary=summarize(kept),
         by_category=_by(kept, lambda s: s.category or UNKNOWN, order=None),
@@ -133,6 +176,24 @@ def build_report(samples: Iterable[EstimationSample]) -> EstimationReport:
         ),
         test_samples=[evaluate(s) for s in all_samples if s.is_test],
     )
+
+
+def coverage_gaps(samples: list[EstimationSample], declared: DeclaredStrata) -> list[CoverageGap]:
+    """Every declared stratum with fewer than `declared.min_samples` samples, in declared order."""
+    keys: dict[str, Callable[[EstimationSample], str]] = {
+        "category": lambda s: s.category or UNKNOWN,
+        "complexity": lambda s: s.complexity or UNKNOWN,
+        "deliverables": lambda s: deliverables_bucket(s.deliverables),
+    }
+    gaps = []
+    for dimension, key in keys.items():
+        counts: dict[str, int] = {}
+        for sample in samples:
+            counts[key(sample)] = counts.get(key(sample), 0) + 1
+        for stratum in getattr(declared, dimension):
+            if counts.get(stratum, 0) < declared.min_samples:
+                gaps.append(CoverageGap(dimension=dimension, stratum=stratum, samples=counts.get(stratum, 0)))
+    return gaps
 
 
 def _by(
@@ -172,14 +233,15 @@ def parse_samples(lines: Iterable[bytes | str]) -> tuple[list[EstimationSample],
 
 
 def run_samples(snapshot: RunSnapshot) -> list[EstimationSample]:
-    """A run's samples, one per phase that has a prediction and has ended: finished (success when
-    no call failed for good), or left running by a run that is over (interrupted: a failure,
-    with the tokens used until then). Phases still running or never started are not samples
-    yet. `phase_id` is `<run id>/<phase name>`."""
+    """A run's samples, one per phase that has a prediction and has ended: finished (complete;
+    a success when no call failed for good), or cut short by the end of its run (a final state
+    other than finished, or left running by a run that is over: incomplete, a failure, with the
+    tokens used until then). Phases still running or never started are not samples yet.
+    `phase_id` is `<run id>/<phase name>`."""
     over = snapshot.status in _TERMINAL
     samples = []
     for phase in snapshot.phases:
-        ended = phase.state == "finished" or (phase.state == "running" and over)
+        ended = phase.state is not None and (phase.state != "running" or over)
         if phase.predicted_tokens is None or not ended:
             continue
         samples.append(
@@ -192,6 +254,8 @@ def run_samples(snapshot: RunSnapshot) -> list[EstimationSample]:
                 actual_tokens=phase.used_tokens,
                 success=phase.state == "finished" and phase.given_up == 0,
                 is_test=phase.is_test,
+                complete=phase.state == "finished",
+                truncated=phase.truncated,
             )
         )
     return samples

@@ -9,18 +9,34 @@ In a Redis stream the same envelope is stored flat (`v`, `type`, `run_id`, `seq`
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InvalidEvent
-from .ids import NAME_PATTERN, RunId, validate_run_id
+from .ids import MODEL_PATTERN, NAME_PATTERN, RunId, validate_run_id
 
 # 2: `phase.finished.failed` became `given_up`; the stats fields total_calls / failed_calls /
 # calls_failed became attempts_started / failed_attempts / calls_given_up (docs/contract.md).
 # v1 events still parse (the old field is accepted as an alias).
 SCHEMA_VERSION = 2
+
+# Ranges (docs/contract.md, "Numbers in range"). Browsers read integers exactly only up to
+# 2^53-1, and Redis counters are signed 64-bit: every count and token figure stays below 2^53.
+MAX_SAFE_INT = 2**53 - 1
+MAX_SECONDS = 1e9  # ~31.7 years: any real duration, never 1e308 written as 309 digits
+MAX_PID = 2**31 - 1
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
+EpochMs = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+Attempt = Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]
+# Phase names as run specs allow them (spec.py): they become hash field names and the publish
+# script's check fields, so they hold no separator (tab, NUL, ':').
+PHASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+PhaseName = Annotated[str, Field(pattern=PHASE_PATTERN)]
+# Floats are finite everywhere: json.loads accepts NaN and Infinity, pydantic too unless told not to.
+_STRICT_NUMBERS = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Outcome(StrEnum):
@@ -44,17 +60,49 @@ class FailureReason(StrEnum):
     TOO_LARGE = "too_large"  # more output than max_output_bytes; the process group was killed
     SPAWN_ERROR = "spawn_error"  # the command could not be started (not retried)
     CANCELLED = "cancelled"  # the run was cancelled, timed out or shut down mid-call
+    TRUNCATED = "truncated"  # the answer says it was cut short (stop reason max_tokens / length)
+    INVALID_USAGE = "invalid_usage"  # usage figures out of range (negative, over 2^53-1, not finite)
+
+
+class PhaseState(StrEnum):
+    """A phase's state in the snapshot: `running`, then exactly one final state."""
+
+    RUNNING = "running"
+    FINISHED = "finished"  # every call of the phase ended (succeeded or given up)
+    FAILED = "failed"  # the run ended failed while the phase was open (or before it started)
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    STALLED = "stalled"
+
+
+PhaseEndState = Literal["finished", "failed", "timed_out", "cancelled", "stalled"]
+
+
+def phase_end_state(outcome: Outcome) -> PhaseEndState:
+    """The final state a phase still open at the end of a run gets from the run's outcome."""
+    return "finished" if outcome is Outcome.SUCCEEDED else outcome.value  # type: ignore[return-value]
 
 
 class _Data(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT_NUMBERS
     TYPE: ClassVar[str]
 
 
 class TokenUsage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    input_tokens: int = Field(0, ge=0)
-    output_tokens: int = Field(0, ge=0)
+    model_config = _STRICT_NUMBERS
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    # Part of input_tokens the provider served from its prompt cache (priced apart when the
+    # price table says so).
+    cached_input_tokens: Count = 0
+
+    @model_validator(mode="after")
+    def _total_in_range(self) -> TokenUsage:
+        if self.total_tokens > MAX_SAFE_INT:
+            raise ValueError(f"input_tokens + output_tokens must be at most 2^53-1 ({MAX_SAFE_INT})")
+        if self.cached_input_tokens > self.input_tokens:
+            raise ValueError("cached_input_tokens are part of input_tokens: they cannot exceed them")
+        return self
 
     @property
     def total_tokens(self) -> int:
@@ -71,112 +119,128 @@ class PhasePlan(BaseModel):
     """A phase as planned. The estimation fields are optional (streams without them parse):
     `predicted_tokens` is the whole phase's prediction (the spec's per-call prediction x calls)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    calls: int
+    model_config = _STRICT_NUMBERS
+    name: PhaseName
+    calls: Count
     category: str | None = Field(None, pattern=CATEGORY_PATTERN)  # implementation, testing, ...
     complexity: Complexity | None = None
-    deliverables: int | None = Field(None, ge=1)
-    predicted_tokens: int | None = Field(None, ge=0)
+    deliverables: int | None = Field(None, ge=1, le=MAX_SAFE_INT)
+    predicted_tokens: Count | None = None
     is_test: bool = False  # a test sample: excluded from estimation summaries
+    model: str | None = Field(None, pattern=MODEL_PATTERN)  # the model the phase's FPF is set up with
 
 
 class RunQueued(_Data):
     TYPE = "run.queued"
     name: str
-    planned_calls: int = Field(ge=0)
+    planned_calls: Count
     phases: list[PhasePlan]
-    timeout_s: float
+    timeout_s: Seconds
     spec: dict[str, Any] = Field(default_factory=dict)
     # Who submitted the run, and the team it is shared with: the gateway shows a run only to
     # them (and to admins). None for runs made by operator tools straight through Redis.
     owner: str | None = Field(None, pattern=NAME_PATTERN)
     team: str | None = Field(None, pattern=NAME_PATTERN)
     replay_of: str | None = None  # the run this one re-publishes (`livestats replay`)
+    tags: list[str] = Field(default_factory=list, max_length=20)  # free labels to find and compare runs by
 
 
 class RunStarted(_Data):
     TYPE = "run.started"
     worker: str
-    timeout_s: float
-    deadline_ts: int  # epoch ms
-    retry_budget: int
+    timeout_s: Seconds
+    deadline_ts: EpochMs
+    retry_budget: Count
     # The worker's heartbeat interval: the gateway marks the run `stalled` after two missed
     # beats plus a margin. None (older workers): the gateway's default applies.
-    heartbeat_s: float | None = Field(None, gt=0)
+    heartbeat_s: float | None = Field(None, gt=0, le=MAX_SECONDS)
 
 
 class PhaseStarted(_Data):
     TYPE = "phase.started"
-    phase: str
-    index: int
-    calls: int
-    concurrency: int
+    phase: PhaseName
+    index: Count
+    calls: Count
+    concurrency: int = Field(ge=1, le=MAX_SAFE_INT)
     # The phase's estimation fields, as in PhasePlan (optional).
     category: str | None = Field(None, pattern=CATEGORY_PATTERN)
     complexity: Complexity | None = None
-    deliverables: int | None = Field(None, ge=1)
-    predicted_tokens: int | None = Field(None, ge=0)
+    deliverables: int | None = Field(None, ge=1, le=MAX_SAFE_INT)
+    predicted_tokens: Count | None = None
+    model: str | None = Field(None, pattern=MODEL_PATTERN)  # declared by the spec; answers may name another
 
 
 class PhaseFinished(_Data):
     TYPE = "phase.finished"
-    phase: str
-    index: int
-    succeeded: int
+    phase: PhaseName
+    index: Count
+    succeeded: Count
     # Calls of the phase that failed for good (v1 called it `failed`, which is still read).
-    given_up: int = Field(validation_alias=AliasChoices("given_up", "failed"))
-    duration_s: float
+    given_up: Count = Field(validation_alias=AliasChoices("given_up", "failed"))
+    duration_s: Seconds
     # Tokens the phase's answers reported using (sum of their usage); None if none reported.
-    actual_tokens: int | None = Field(None, ge=0)
+    actual_tokens: Count | None = None
+    # How the phase ended: `finished` when its calls ran out, else the state the run's end gave
+    # it (a phase still open, or never started, when the run was cancelled, timed out, ...).
+    state: PhaseEndState = "finished"
 
 
 class CallStarted(_Data):
     TYPE = "call.started"
-    phase: str
-    call: int
-    attempt: int = Field(ge=1)
-    pid: int | None = None
-    predicted_tokens: int | None = None
+    phase: PhaseName
+    call: Count
+    attempt: Attempt
+    pid: int | None = Field(None, ge=1, le=MAX_PID)
+    predicted_tokens: Count | None = None
 
 
 class CallSucceeded(_Data):
     TYPE = "call.succeeded"
-    phase: str
-    call: int
-    attempt: int = Field(ge=1)
-    duration_s: float
-    bytes: int
+    phase: PhaseName
+    call: Count
+    attempt: Attempt
+    duration_s: Seconds
+    bytes: Count
     usage: TokenUsage | None = None
+    model: str | None = Field(None, pattern=MODEL_PATTERN)  # as the answer stated it, else the phase's
+    stop_reason: str | None = Field(None, max_length=64)  # as the answer stated it (end_turn, stop, ...)
+    # What the attempt cost at the price in effect when it ended, in nano-USD (pricing.py);
+    # None when its model has no price (unknown, never 0) or it reported no usage.
+    cost_nusd: Count | None = None
 
 
 class CallFailed(_Data):
     TYPE = "call.failed"
-    phase: str
-    call: int
-    attempt: int = Field(ge=1)
+    phase: PhaseName
+    call: Count
+    attempt: Attempt
     reason: FailureReason
     excerpt: str = ""
-    exit_code: int | None = None
-    duration_s: float
+    exit_code: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
+    duration_s: Seconds
     final: bool  # no further attempt will be made for this call
+    # A failed attempt that still reported usage (a truncated answer) cost money too.
+    usage: TokenUsage | None = None
+    model: str | None = Field(None, pattern=MODEL_PATTERN)
+    stop_reason: str | None = Field(None, max_length=64)
+    cost_nusd: Count | None = None
 
 
 class CallRetrying(_Data):
     TYPE = "call.retrying"
-    phase: str
-    call: int
-    attempt: int = Field(ge=2)  # the attempt about to be made
+    phase: PhaseName
+    call: Count
+    attempt: int = Field(ge=2, le=MAX_SAFE_INT)  # the attempt about to be made
     reason: FailureReason
-    delay_s: float
+    delay_s: Seconds
 
 
 class Heartbeat(_Data):
     TYPE = "heartbeat"
-    elapsed_s: float
-    remaining_s: float
-    in_flight: int
-    pids: list[int]
+    elapsed_s: Seconds
+    remaining_s: Seconds
+    in_flight: Count
+    pids: list[Annotated[int, Field(ge=1, le=MAX_PID)]] = Field(max_length=100_000)
 
 
 class RunFinished(_Data):
@@ -184,7 +248,10 @@ class RunFinished(_Data):
     outcome: Outcome
     reason: str
     detail: str = ""
-    elapsed_s: float | None = None
+    elapsed_s: Seconds | None = None
+    # Time left before the deadline when the run ended (frozen: elapsed + remaining = timeout
+    # while the run ended before its deadline, 0 after it). None: no deadline known.
+    remaining_s: Seconds | None = None
 
 
 EventData = (
@@ -231,12 +298,12 @@ EventType = Literal[
 class Event(BaseModel):
     """The versioned envelope. `seq` is contiguous per run from 1, assigned by the publish script."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT_NUMBERS
     v: int = SCHEMA_VERSION
     type: EventType
     run_id: RunId
-    seq: int = Field(ge=1)
-    ts: int  # epoch milliseconds when the producer created the event
+    seq: int = Field(ge=1, le=MAX_SAFE_INT)
+    ts: EpochMs  # epoch milliseconds when the producer created the event
     data: dict[str, Any]
     id: str | None = None  # Redis stream entry id, when read from a stream
 

@@ -17,6 +17,9 @@ RunId = NewType("RunId", str)
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # Principal and team names: safe in a key, a log line, a URL and a metric label.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+# A model name as providers write them ("gpt-4o-mini", "claude-3-5-sonnet@20241022",
+# "meta-llama/Llama-3.1-8B"): a metric label value and a stats-hash field part, so bounded.
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 

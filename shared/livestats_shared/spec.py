@@ -9,12 +9,14 @@ from typing import Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .events import CATEGORY_PATTERN, Complexity, PhasePlan
+from .ids import MODEL_PATTERN
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Only FPF_* variables reach the subprocess from a spec: a spec must not be able to set
 # PATH, LD_PRELOAD or anything else that changes what runs.
 MAX_SPEC_BYTES = 1 << 20  # a run spec as JSON, bytes
 _ENV_KEY = re.compile(r"FPF_[A-Z0-9_]{1,60}")
+TAG_PATTERN = r"^[a-z0-9][a-z0-9._:-]{0,39}$"
 
 
 class PhaseEstimate(TypedDict):
@@ -22,6 +24,7 @@ class PhaseEstimate(TypedDict):
     complexity: Complexity | None
     deliverables: int | None
     predicted_tokens: int | None
+    model: str | None
 
 
 class PhaseSpec(BaseModel):
@@ -46,6 +49,11 @@ class PhaseSpec(BaseModel):
     complexity: Complexity | None = Field(None, description="low, medium, high or maintenance.")
     deliverables: int | None = Field(None, ge=1, le=100_000, description="Number of deliverables of the phase.")
     is_test: bool = Field(False, description="A test phase: its estimation sample is kept out of summaries.")
+    model: str | None = Field(
+        None,
+        pattern=MODEL_PATTERN,
+        description="The model this phase's FPF is set up with: prices and compares calls whose answer names none.",
+    )
     prompt: str = Field(
         "Phase {phase}, item {call}.",
         max_length=100_000,
@@ -82,6 +90,7 @@ class PhaseSpec(BaseModel):
             complexity=self.complexity,
             deliverables=self.deliverables,
             predicted_tokens=None if self.predicted_tokens is None else self.predicted_tokens * self.calls,
+            model=self.model,
         )
 
     @model_validator(mode="after")
@@ -103,11 +112,25 @@ class RunSpec(BaseModel):
     retry_budget_min: int = Field(3, ge=0, description="Retries allowed however small the run.")
     backoff_base_s: float = Field(0.5, ge=0, le=60, description="First retry delay; doubles per attempt.")
     backoff_max_s: float = Field(30.0, ge=0, le=600)
+    tags: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Labels to find and compare runs by (e.g. provider-eval, nightly).",
+        json_schema_extra={"items": {"pattern": TAG_PATTERN}},
+    )
     external: bool = Field(
         False,
         description="No worker executes it: an external producer (a shell orchestrator, `livestats watch`) "
         "publishes its events with POST /api/runs/{id}/events.",
     )
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if not re.fullmatch(TAG_PATTERN, t)]
+        if bad:
+            raise ValueError(f"tags must match {TAG_PATTERN}: {bad}")
+        return v
 
     @field_validator("phases")
     @classmethod

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from .events import (
     CallFailed,
@@ -22,6 +22,7 @@ from .events import (
     Complexity,
     Event,
     EventData,
+    FailureReason,
     Heartbeat,
     PhaseFinished,
     PhaseStarted,
@@ -29,6 +30,9 @@ from .events import (
     RunQueued,
     RunStarted,
 )
+from .pricing import NANO_PER_USD
+
+UNKNOWN_MODEL = "unknown"  # an attempt whose answer and phase named no model
 
 # Hash fields the publish script maintains itself (not part of any delta).
 SEQ = "seq"
@@ -70,8 +74,12 @@ def delta_for(data: EventData, ts: int) -> Delta:
                 sets["owner"] = data.owner
             if data.team is not None:
                 sets["team"] = data.team
+            if data.tags:
+                sets["tags"] = orjson.dumps(data.tags).decode()
             for p in data.phases:
                 sets[phase_field(p.name, "planned")] = str(p.calls)
+                if p.model is not None:
+                    sets[phase_field(p.name, "model")] = p.model
                 sets.update(_estimate_fields(p.name, p.category, p.complexity, p.deliverables, p.predicted_tokens))
                 if p.is_test:
                     sets[phase_field(p.name, "is_test")] = "1"
@@ -102,7 +110,7 @@ def delta_for(data: EventData, ts: int) -> Delta:
             )
             return Delta(set=sets)
         case PhaseFinished():
-            sets = {phase_field(data.phase, "state"): "finished"}
+            sets = {phase_field(data.phase, "state"): data.state}
             if data.actual_tokens is not None:
                 # The phase's own total: a producer without call events (a shell orchestrator)
                 # has no other way to report tokens. Set, not counted: actual_tokens counts.
@@ -121,10 +129,8 @@ def delta_for(data: EventData, ts: int) -> Delta:
                 phase_field(data.phase, "done"): 1,
             }
             if data.usage is not None:
-                incr["input_tokens"] = data.usage.input_tokens
-                incr["output_tokens"] = data.usage.output_tokens
-                incr["total_tokens"] = data.usage.total_tokens
                 incr[phase_field(data.phase, "actual_tokens")] = data.usage.total_tokens
+            _spend(data, incr)
             # A later success clears the last error; the error stays in the stream and the counts.
             return Delta(incr=incr, delete=("last_error",))
         case CallFailed():
@@ -133,6 +139,10 @@ def delta_for(data: EventData, ts: int) -> Delta:
                 incr.update({"calls_done": 1, "calls_given_up": 1})
                 incr[phase_field(data.phase, "done")] = 1
                 incr[phase_field(data.phase, "given_up")] = 1
+            if data.reason is FailureReason.TRUNCATED:
+                incr["truncated"] = 1
+                incr[phase_field(data.phase, "truncated")] = 1
+            _spend(data, incr)
             last_error = {
                 "phase": data.phase,
                 "call": data.call,
@@ -162,8 +172,36 @@ def delta_for(data: EventData, ts: int) -> Delta:
             }
             if data.elapsed_s is not None:
                 sets["elapsed_s"] = _num(data.elapsed_s)
+            if data.remaining_s is not None:
+                sets["remaining_s"] = _num(data.remaining_s)  # frozen: no later heartbeat changes it
             return Delta(set=sets, finished=True)
     raise TypeError(f"no stats delta defined for {type(data).__name__}")
+
+
+def model_field(model: str, what: str) -> str:
+    return f"model:{model}:{what}"
+
+
+def _spend(data: CallSucceeded | CallFailed, incr: dict[str, int]) -> None:
+    """Tokens and cost of an attempt that reported usage, for the run, its phase and its model.
+    An attempt whose model has no price counts as unpriced: the cost is then known to be
+    incomplete, never silently 0."""
+    if data.usage is None:
+        return
+    u = data.usage
+    incr.update(input_tokens=u.input_tokens, output_tokens=u.output_tokens, total_tokens=u.total_tokens)
+    model = data.model or UNKNOWN_MODEL
+    incr[model_field(model, "attempts")] = 1
+    incr[model_field(model, "input_tokens")] = u.input_tokens
+    incr[model_field(model, "output_tokens")] = u.output_tokens
+    if data.cost_nusd is None:
+        incr["unpriced_attempts"] = 1
+        incr[phase_field(data.phase, "unpriced_attempts")] = 1
+        incr[model_field(model, "unpriced_attempts")] = 1
+    else:
+        incr["cost_nusd"] = data.cost_nusd
+        incr[phase_field(data.phase, "cost_nusd")] = data.cost_nusd
+        incr[model_field(model, "cost_nusd")] = data.cost_nusd
 
 
 def _estimate_fields(
@@ -207,13 +245,18 @@ class PhaseProgress(BaseModel):
     planned: int = 0
     done: int = 0
     given_up: int = 0  # calls of this phase that failed for good
-    state: str | None = None  # running, finished; None before the phase starts
+    # running, then one final state (events.PhaseState); None before the phase starts
+    state: str | None = None
     category: str | None = None
     complexity: Complexity | None = None
     deliverables: int | None = None
     predicted_tokens: int | None = None  # the whole phase's prediction
     actual_tokens: int = 0  # tokens the phase's answers reported (live)
     reported_tokens: int | None = None  # the total its phase.finished stated, if any
+    truncated: int = 0  # attempts whose answer was cut short (stop reason max_tokens / length)
+    model: str | None = None  # declared by the spec
+    cost_nusd: int = 0  # priced attempts' cost, nano-USD
+    unpriced_attempts: int = 0  # attempts with usage whose model had no price: the cost is incomplete
 
     @property
     def used_tokens(self) -> int:
@@ -222,6 +265,32 @@ class PhaseProgress(BaseModel):
         return self.actual_tokens if self.reported_tokens is None else self.reported_tokens
 
     is_test: bool = False
+
+
+class ModelSpend(BaseModel):
+    """What one model's attempts in a run used and cost (attempts that reported usage)."""
+
+    model_config = ConfigDict(frozen=True)
+    model: str
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_nusd: int = 0
+    unpriced_attempts: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.unpriced_attempts else self.cost_nusd / NANO_PER_USD
+
+
+def _models(h: Mapping[str, str]) -> list[ModelSpend]:
+    fields: dict[str, dict[str, int]] = {}
+    for key, value in h.items():
+        if key.startswith("model:"):
+            model, _, what = key[len("model:") :].rpartition(":")
+            fields.setdefault(model, {})[what] = int(value)
+    return [ModelSpend(model=m, **f) for m, f in sorted(fields.items())]
 
 
 class RunSnapshot(BaseModel):
@@ -264,7 +333,18 @@ class RunSnapshot(BaseModel):
     owner: str | None = None  # who submitted it (None: an operator tool; admins only)
     team: str | None = None  # shared with this team
     replay_of: str | None = None  # the run this one replays
+    tags: list[str] = []
+    truncated: int = 0  # attempts whose answer was cut short
+    cost_nusd: int = 0  # priced attempts' cost, nano-USD (1e-9 USD)
+    unpriced_attempts: int = 0  # attempts with usage whose model had no price: cost_nusd is a lower bound
     phases: list[PhaseProgress] = []
+    models: list[ModelSpend] = []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cost_usd(self) -> float | None:
+        """The run's cost in USD; None (unknown) while any attempt with usage had no price."""
+        return None if self.unpriced_attempts else self.cost_nusd / NANO_PER_USD
 
     @classmethod
     def from_hash(cls, run_id: str, h: Mapping[str, str]) -> RunSnapshot:
@@ -283,11 +363,20 @@ class RunSnapshot(BaseModel):
                 predicted_tokens=_opt_int(h.get(phase_field(n, "predicted_tokens"))),
                 actual_tokens=int(h.get(phase_field(n, "actual_tokens"), 0)),
                 reported_tokens=_opt_int(h.get(phase_field(n, "reported_tokens"))),
+                truncated=int(h.get(phase_field(n, "truncated"), 0)),
+                model=h.get(phase_field(n, "model")),
+                cost_nusd=int(h.get(phase_field(n, "cost_nusd"), 0)),
+                unpriced_attempts=int(h.get(phase_field(n, "unpriced_attempts"), 0)),
                 is_test=h.get(phase_field(n, "is_test")) == "1",
             )
             for n in names
         ]
-        scalar: dict[str, object] = {k: v for k, v in h.items() if k in cls.model_fields and k != "phases"}
+        scalar: dict[str, object] = {
+            k: v for k, v in h.items() if k in cls.model_fields and k not in ("phases", "tags", "models")
+        }
+        if "tags" in h:
+            scalar["tags"] = orjson.loads(h["tags"])
+        scalar["models"] = _models(h)
         if "last_error" in h:
             scalar["last_error"] = orjson.loads(h["last_error"])
         return cls.model_validate({**scalar, "run_id": run_id, "phases": phases})

@@ -46,9 +46,18 @@ def test_json_report_has_the_documented_shape_and_hand_computed_figures(samples_
     assert [set(s) for s in report["samples"]] == [{"phase_id", "smape", "waste_ratio", "underestimated"}] * 3
     assert [s["phase_id"] for s in report["samples"]] == ["a", "b", "z"]
     summary = report["summary"]
-    assert set(summary) == {"count", "mean_smape", "median_waste_ratio", "underestimation_rate", "success_rate"}
+    assert set(summary) == {
+        "count",
+        "mean_smape",
+        "median_smape",
+        "median_waste_ratio",
+        "underestimation_rate",
+        "success_rate",
+        "truncated",
+    }
     assert summary["count"] == 3
     assert summary["mean_smape"] == pytest.approx((200 / 9 + 40 + 0) / 3)  # 20.74 %
+    assert summary["median_smape"] == pytest.approx(200 / 9)
     assert summary["median_waste_ratio"] == pytest.approx((1.25 + 2 / 3) / 2)  # of two defined ratios
     assert summary["underestimation_rate"] == pytest.approx(100 / 3)  # b
     assert summary["success_rate"] == pytest.approx(200 / 3)  # a and z

@@ -44,7 +44,7 @@ def test_the_answer_is_one_381_byte_json_object_naming_the_call(prompt_file):
     assert len(done.stdout) == 381
     assert done.stdout.endswith(b"}\n")
     answer = json.loads(done.stdout)
-    assert set(answer) == {"id", "model", "phase", "call", "answer", "usage"}
+    assert set(answer) == {"id", "model", "stop_reason", "phase", "call", "answer", "usage"}
     assert (answer["model"], answer["phase"], answer["call"]) == ("fpf-sim-1", "evaluate", 12)
     assert answer["answer"].startswith("Simulated answer to: Compare answers A and B for item 12; explain")
     assert answer["usage"] == {"input_tokens": math.ceil(len(PROMPT) / 4), "output_tokens": 300}

@@ -31,6 +31,7 @@ PUBLIC = {
     # The dashboard's app shell: no data in it; it gets everything from the API with credentials.
     ("GET", "/"),
     ("GET", "/runs/{run_id}"),
+    ("GET", "/compare"),
 }
 MOUNTS = {"/static"}  # the dashboard's assets (tests/gateway/test_pages.py)
 # Every other route, the least scope it needs, and a body.
@@ -45,6 +46,10 @@ PROTECTED = {
     ("POST", "/api/runs/{run_id}/events"): ("submit", {"events": [{"type": "heartbeat", "data": {}}]}),
     ("GET", "/api/runs/{run_id}/estimation"): ("read", None),
     ("GET", "/api/estimation"): ("read", None),
+    ("GET", "/api/compare"): ("read", None),
+    ("GET", "/api/calibration"): ("read", None),
+    ("GET", "/api/calibration/predict"): ("read", None),
+    ("GET", "/api/prices"): ("read", None),
 }
 SOCKETS = ("/ws/runs", "/ws/runs/{run_id}")
 

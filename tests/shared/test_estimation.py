@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from livestats_shared.estimation import (
+    DeclaredStrata,
     EstimationSample,
     build_report,
     deliverables_bucket,
@@ -133,6 +134,8 @@ def test_an_empty_summary_has_no_figures_rather_than_a_division_error():
     assert empty.model_dump() == {
         "count": 0,
         "mean_smape": None,
+        "median_smape": None,
+        "truncated": 0,
         "median_waste_ratio": None,
         "underestimation_rate": None,
         "success_rate": None,
@@ -221,12 +224,15 @@ def test_a_runs_samples_come_from_its_snapshot_ended_phases_only():
             "actual_tokens": 180,
             "success": True,
             "is_test": False,
+            "complete": True,
+            "truncated": 0,
         }
     ]
     cancelled = _events(RunFinished(outcome=Outcome.CANCELLED, reason="cancel_requested"))
     over = RunSnapshot.from_hash("r1", fold([*events, *cancelled]))
     interrupted = run_samples(over)[1]
     assert (interrupted.phase_id, interrupted.success, interrupted.is_test) == ("r1/cmp", False, True)
+    assert not interrupted.complete  # cut short by the cancel: left out of reports by default
     assert interrupted.actual_tokens == 0
 
 
@@ -239,3 +245,57 @@ def test_a_phase_without_call_events_is_a_sample_with_the_tokens_its_phase_finis
     )
     (refactor,) = run_samples(RunSnapshot.from_hash("r1", fold(events)))
     assert (refactor.category, refactor.predicted_tokens, refactor.actual_tokens) == ("refactoring", 900, 1200)
+
+
+def _stratum_sample(
+    i: int, category: str, complexity: str, deliverables: int, *, complete: bool = True, truncated: int = 0
+):
+    return EstimationSample(
+        phase_id=f"s{i}",
+        category=category,
+        complexity=complexity,  # type: ignore[arg-type]
+        deliverables=deliverables,
+        predicted_tokens=100,
+        actual_tokens=100 + 10 * i,
+        success=complete,
+        complete=complete,
+        truncated=truncated,
+    )
+
+
+def test_incomplete_phases_are_left_out_by_default_and_counted():
+    samples = [_stratum_sample(i, "implementation", "low", 2) for i in range(3)]
+    cut_short = _stratum_sample(9, "implementation", "low", 2, complete=False)  # 190 of 100: 62 % SMAPE
+    report = build_report([*samples, cut_short])
+    assert report.summary.count == 3 and report.excluded_incomplete == 1
+    assert [s.phase_id for s in report.samples] == ["s0", "s1", "s2"]
+    everything = build_report([*samples, cut_short], include_incomplete=True)
+    assert everything.summary.count == 4 and everything.excluded_incomplete == 0
+
+
+def test_stratified_figures_and_coverage_gaps_match_a_hand_computed_fixture():
+    samples = [
+        _stratum_sample(0, "implementation", "low", 2),  # SMAPE 0
+        _stratum_sample(1, "implementation", "high", 5, truncated=2),  # 110 vs 100: 9.52 %
+        _stratum_sample(2, "implementation", "high", 9),  # 120 vs 100: 18.18 %
+        _stratum_sample(3, "testing", "medium", 20, truncated=1),  # 130 vs 100: 26.09 %
+    ]
+    declared = DeclaredStrata(category=["implementation", "testing", "docs"], min_samples=2)
+    report = build_report(samples, declared=declared)
+    impl = report.by_category["implementation"]
+    assert impl.count == 3 and impl.truncated == 2
+    assert impl.mean_smape == pytest.approx((0 + 200 * 10 / 210 + 200 * 20 / 220) / 3)
+    assert impl.median_smape == pytest.approx(200 * 10 / 210)
+    assert report.by_complexity["high"].truncated == 2 and report.summary.truncated == 3
+    gaps = {(g.dimension, g.stratum): g.samples for g in report.gaps}
+    assert gaps == {
+        ("category", "testing"): 1,
+        ("category", "docs"): 0,
+        ("complexity", "low"): 1,
+        ("complexity", "medium"): 1,
+        ("complexity", "maintenance"): 0,
+        ("deliverables", "1-3"): 1,
+        ("deliverables", "4-7"): 1,
+        ("deliverables", "8-15"): 1,
+        ("deliverables", "16+"): 1,
+    }

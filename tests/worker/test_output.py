@@ -256,18 +256,50 @@ def test_text_mode_reports_no_usage_even_for_a_json_answer():
         pytest.param({"input_tokens": 0, "output_tokens": 0}, TokenUsage(), id="zeros"),
         pytest.param("300 tokens", None, id="not-an-object"),
         pytest.param({"input_tokens": 12}, None, id="one-count-missing"),
-        pytest.param({"input_tokens": -1, "output_tokens": 3}, None, id="negative"),
-        pytest.param({"input_tokens": "12", "output_tokens": 3}, None, id="string"),
-        pytest.param({"input_tokens": 1.5, "output_tokens": 3}, None, id="float"),
-        pytest.param({"input_tokens": True, "output_tokens": 3}, None, id="bool"),
         pytest.param({"input_tokens": None, "output_tokens": 3}, None, id="null"),
+        pytest.param(
+            {"input_tokens": 2**53 - 2, "output_tokens": 1}, TokenUsage(input_tokens=2**53 - 2, output_tokens=1)
+        ),
     ],
 )
-def test_usage_is_read_when_well_formed_and_otherwise_left_out(usage, expected):
+def test_usage_is_read_when_well_formed_and_left_out_when_not_reported(usage, expected):
     verdict = classify(ended(json_answer(381, usage)), mode="json", min_bytes=0)
 
     assert verdict.ok
     assert verdict.usage == expected
+
+
+@pytest.mark.parametrize(
+    "raw_usage",
+    [
+        pytest.param(b'{"input_tokens": -1, "output_tokens": 3}', id="negative"),
+        pytest.param(b'{"input_tokens": 18446744073709551615, "output_tokens": 3}', id="2^64-1"),
+        pytest.param(b'{"input_tokens": 18446744073709551616, "output_tokens": 3}', id="2^64"),
+        pytest.param(b'{"input_tokens": 9223372036854775807, "output_tokens": 9223372036854775807}', id="2^63-1-twice"),
+        pytest.param(b'{"input_tokens": 4503599627370496, "output_tokens": 4503599627370496}', id="sum-over-2^53"),
+        pytest.param(b'{"input_tokens": NaN, "output_tokens": 3}', id="nan"),
+        pytest.param(b'{"input_tokens": Infinity, "output_tokens": 3}', id="infinity"),
+        pytest.param(b'{"input_tokens": 1e308, "output_tokens": 3}', id="1e308"),
+        pytest.param(b'{"input_tokens": 1.5, "output_tokens": 3}', id="float"),
+        pytest.param(b'{"input_tokens": "12", "output_tokens": 3}', id="string"),
+        pytest.param(b'{"input_tokens": true, "output_tokens": 3}', id="bool"),
+    ],
+)
+def test_absurd_usage_fails_the_attempt_with_invalid_usage(raw_usage):
+    verdict = classify(ended(b'{"answer": "x", "usage": ' + raw_usage + b"}"), mode="json", min_bytes=0)
+
+    assert not verdict.ok
+    assert verdict.reason is FailureReason.INVALID_USAGE
+    assert verdict.usage is None
+    assert "usage" in verdict.excerpt
+
+
+def test_nan_outside_the_usage_is_still_invalid_json():
+    verdict = classify(
+        ended(b'{"answer": NaN, "usage": {"input_tokens": 1, "output_tokens": 2}}'), mode="json", min_bytes=0
+    )
+
+    assert verdict.reason is FailureReason.INVALID_JSON
 
 
 @pytest.mark.parametrize("stdout", [b'{"answer": "no usage"}', b"[1, 2, 3]", b'"just a string"', b"42"])

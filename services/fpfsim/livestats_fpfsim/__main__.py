@@ -13,9 +13,11 @@ Environment (an empty value counts as unset):
     FPF_SIM_GARBAGE_RATE   share of calls that print non-JSON text and exit 0 (0)
     FPF_SIM_FAIL_FIRST     attempts 1..N of every call fail, to force retries (0)
     FPF_SIM_BEHAVIOUR      force one behaviour: ok fail hang garbage empty binary truncated huge
-                           exit_json crash hang_with_child ignore_term orphan_child (ok)
+                           exit_json crash hang_with_child ignore_term orphan_child
+                           max_tokens (a whole answer whose stop_reason says it was cut short) (ok)
     FPF_SIM_HUGE_BYTES     output size of the `huge` behaviour, bytes (10 MiB)
     FPF_SIM_OUTPUT_TOKENS  reported output tokens (300)
+    FPF_SIM_MODEL          the model the answer names (fpf-sim-1)
     FPF_SIM_TOKEN_JITTER   relative variation of the output tokens (0.2)
     FPF_SIM_TEXT_BYTES     answer with this many bytes of plain text instead of JSON
     FPF_SIM_SEED           seed; combined with FPF_PHASE, FPF_CALL and FPF_ATTEMPT

@@ -15,6 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+DEFAULT_MODEL = "fpf-sim-1"
 BEHAVIOURS = frozenset(
     {
         "ok",
@@ -30,6 +31,7 @@ BEHAVIOURS = frozenset(
         "hang_with_child",
         "ignore_term",
         "orphan_child",
+        "max_tokens",
     }
 )
 
@@ -52,6 +54,7 @@ class SimConfig:
         "huge_bytes",
         "jitter_ms",
         "latency_ms",
+        "model",
         "output_tokens",
         "phase",
         "run_id",
@@ -74,6 +77,7 @@ class SimConfig:
             )
         self.fail_first = _int(env, "FPF_SIM_FAIL_FIRST", 0, 0)
         self.output_tokens = _int(env, "FPF_SIM_OUTPUT_TOKENS", 300, 0)
+        self.model = _get(env, "FPF_SIM_MODEL") or DEFAULT_MODEL
         self.token_jitter = _float(env, "FPF_SIM_TOKEN_JITTER", 0.2, 0.0, 1.0)
         self.huge_bytes = _int(env, "FPF_SIM_HUGE_BYTES", 10 * 1024 * 1024, 0)
         self.text_bytes: int | None = (

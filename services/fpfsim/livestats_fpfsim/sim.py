@@ -17,7 +17,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-MODEL = "fpf-sim-1"
 ANSWER_BYTES = 380  # bytes of the normal JSON answer before its newline; real FPF answers are this small
 _CHUNK = 64 * 1024  # bytes per write of the `huge` answer
 _WORDS = (
@@ -80,7 +79,7 @@ def run(config: SimConfig, prompt: bytes) -> int:
         _emit_huge(config.huge_bytes)
         return 0
 
-    answer = _answer(config, rng, prompt)
+    answer = _answer(config, rng, prompt, "max_tokens" if behaviour == "max_tokens" else "end_turn")
     if behaviour == "truncated":
         _emit(answer[: len(answer) // 2])
         return 0
@@ -115,7 +114,7 @@ def _choose(config: SimConfig, rng: random.Random) -> str:
     return "ok"
 
 
-def _answer(config: SimConfig, rng: random.Random, prompt: bytes) -> bytes:
+def _answer(config: SimConfig, rng: random.Random, prompt: bytes, stop_reason: str = "end_turn") -> bytes:
     """The normal answer: plain text if FPF_SIM_TEXT_BYTES is set, else one small JSON object."""
     if config.text_bytes is not None:
         if config.text_bytes == 0:
@@ -124,7 +123,8 @@ def _answer(config: SimConfig, rng: random.Random, prompt: bytes) -> bytes:
     jitter = rng.uniform(-config.token_jitter, config.token_jitter)
     doc: dict[str, object] = {
         "id": f"sim-{rng.getrandbits(64):016x}",
-        "model": MODEL,
+        "model": config.model,
+        "stop_reason": stop_reason,
         "phase": config.phase,
         "call": config.call,
         "answer": "",

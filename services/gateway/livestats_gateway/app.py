@@ -8,10 +8,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from livestats_shared.auth import Scope, TokenRecord, TokenStore, digest, load_token_file
+from livestats_shared.pricing import load_price_table
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect, redact_url
 
-from . import api, estimation, ingest, metrics, pages, session, sse, ws
+from . import analysis, api, estimation, ingest, metrics, pages, session, sse, ws
 from .config import GatewayConfig
 from .hub import Hub
 from .index import RunIndex
@@ -25,6 +26,8 @@ log = logging.getLogger("livestats.gateway")
 
 
 def create_app(config: GatewayConfig) -> FastAPI:
+    prices = load_price_table(config.prices_file, config.prices)  # a bad table stops the start
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
@@ -49,6 +52,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
                 tokens=tokens,
                 streams=ConnectionLimiter(config.max_streams_per_principal),
                 metrics=counts,
+                prices=prices,
             )
             log.info("gateway stopping")
             # Teardown runs in reverse: token re-check, stall monitor, index, hub (closes every
@@ -64,6 +68,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(api.router)
     app.include_router(ingest.router)
     app.include_router(estimation.router)
+    app.include_router(analysis.router)
     app.include_router(sse.router)
     app.include_router(ws.router)
     app.include_router(metrics.router)

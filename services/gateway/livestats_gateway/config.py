@@ -67,5 +67,12 @@ class GatewayConfig(BaseSettings):
     # -- REST ----------------------------------------------------------------------------------
     events_page_max: int = Field(5_000, ge=1, description="Largest `limit` on GET /api/runs/{id}/events.")
     runs_page_max: int = Field(500, ge=1, description="Largest `limit` on GET /api/runs.")
+    analysis_runs_max: int = Field(200, ge=1, description="Most runs one comparison or calibration reads.")
+    # The operator's price table (pricing.py), shared with the worker: the same un-prefixed
+    # variables configure both.
+    prices_file: str | None = Field(None, validation_alias="LIVESTATS_PRICES_FILE")
+    prices: str | None = Field(None, validation_alias="LIVESTATS_PRICES", description="The table as inline JSON.")
+    # The strata the operator wants covered by estimation samples (estimation.DeclaredStrata, JSON).
+    estimation_strata: str | None = Field(None, description='e.g. {"category": ["implementation", "testing"]}')
     ingest_max_events: int = Field(1_000, ge=1, description="Most events in one POST /api/runs/{id}/events.")
     shutdown_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open streams get to close.")

@@ -8,11 +8,12 @@ run 404, Redis unavailable 503.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from livestats_shared.control import UnknownRun
-from livestats_shared.estimation import EstimationReport, EstimationSample, build_report, run_samples
+from livestats_shared.estimation import DeclaredStrata, EstimationReport, EstimationSample, build_report, run_samples
 from livestats_shared.history import read_snapshot
 from pydantic import Field
 
@@ -35,8 +36,21 @@ class EstimationAcrossRuns(EstimationReport):
     runs_with_samples: int
 
 
+IncludeIncomplete = Annotated[
+    bool, Query(description="Keep phases cut short by the end of their run (they used part of their tokens).")
+]
+
+
+@lru_cache(maxsize=4)
+def declared_strata(setting: str | None) -> DeclaredStrata:
+    """The operator's declared strata (LIVESTATS_GATEWAY_ESTIMATION_STRATA), or the defaults."""
+    return DeclaredStrata() if setting is None else DeclaredStrata.model_validate_json(setting)
+
+
 @router.get("/api/runs/{run_id}/estimation", responses={**AUTH_RESPONSES, **NOT_FOUND, **UNAVAILABLE_RESPONSE})
-async def run_estimation(run_id: ValidRunId, principal: Reader, request: Request) -> RunEstimation:
+async def run_estimation(
+    run_id: ValidRunId, principal: Reader, request: Request, include_incomplete: IncludeIncomplete = False
+) -> RunEstimation:
     """Predicted against actual tokens of the run's phases so far: per sample SMAPE and waste
     ratio, the summary, and the same by category, complexity and deliverable count."""
     await check_run_visible(request, principal, run_id)
@@ -44,7 +58,7 @@ async def run_estimation(run_id: ValidRunId, principal: Reader, request: Request
     if snapshot is None:
         raise UnknownRun(run_id)
     samples = run_samples(snapshot)
-    report = build_report(samples)
+    report = build_report(samples, include_incomplete=include_incomplete)
     return RunEstimation(run_id=run_id, status=snapshot.status, inputs=samples, **dict(report))
 
 
@@ -56,6 +70,7 @@ async def estimation_across_runs(
     limit: Annotated[
         int, Query(ge=1, description="Newest runs to read; capped by the server's `runs_page_max`.")
     ] = 200,
+    include_incomplete: IncludeIncomplete = False,
 ) -> EstimationAcrossRuns:
     """One report over the samples of the newest runs the caller may see (test samples listed
     apart)."""
@@ -70,5 +85,8 @@ async def estimation_across_runs(
         # Newest first: the runs created before `since` are the tail of the page.
         runs = [r for r in runs if r.created_ts is not None and r.created_ts >= since]
     per_run = [run_samples(r) for r in runs]
-    report = build_report(s for samples in per_run for s in samples)
+    declared = declared_strata(state["config"].estimation_strata)
+    report = build_report(
+        (s for samples in per_run for s in samples), include_incomplete=include_incomplete, declared=declared
+    )
     return EstimationAcrossRuns(runs_examined=len(runs), runs_with_samples=sum(1 for s in per_run if s), **dict(report))

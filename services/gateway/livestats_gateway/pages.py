@@ -39,6 +39,11 @@ async def runs_page() -> FileResponse:
     return _shell()
 
 
+@router.get("/compare")
+async def compare_page() -> FileResponse:
+    return _shell()
+
+
 @router.get("/runs/{run_id}")
 async def run_page(run_id: str) -> FileResponse:
     # The id is validated by the API the page calls; the shell is the same for every path.

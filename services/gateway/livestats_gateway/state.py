@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypedDict, cast
 
 from livestats_shared.auth import TokenStore
+from livestats_shared.pricing import PriceTable
 from livestats_shared.publish import Publisher
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
@@ -29,6 +30,7 @@ class State(TypedDict):
     tokens: TokenStore  # who is asking (auth.py)
     streams: ConnectionLimiter  # open WebSockets/SSE per principal
     metrics: GatewayMetrics  # this process's registry, served at /metrics
+    prices: PriceTable  # the operator's price table (GET /api/prices)
 
 
 def app_state(conn: HTTPConnection) -> State:

@@ -8,15 +8,25 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from livestats_shared.errors import LivestatsError
-from livestats_shared.events import CallFailed, CallRetrying, CallStarted, CallSucceeded, EventData, FailureReason
+from livestats_shared.events import (
+    CallFailed,
+    CallRetrying,
+    CallStarted,
+    CallSucceeded,
+    EventData,
+    FailureReason,
+    TokenUsage,
+)
+from livestats_shared.pricing import PriceTable
 from livestats_shared.spec import PhaseSpec
 
 from .config import WorkerConfig
 from .fpf import run_fpf
 from .metrics import CallLabels, WorkerMetrics
-from .output import RETRYABLE, classify
+from .output import RETRYABLE, CallVerdict, classify
 from .retry import RetryBudget, backoff_delay
 
 Emit = Callable[[EventData], None]
@@ -42,6 +52,7 @@ class CallContext:
     pids: set[int]  # live child pids, for heartbeats
     metrics: WorkerMetrics
     labels: CallLabels  # this phase's metric labels
+    prices: PriceTable  # the operator's price table: each attempt is priced when it ends
     reported_tokens: int | None = None  # sum of the usage the phase's answers reported, if any
 
 
@@ -135,8 +146,10 @@ async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path
 
     verdict = classify(result, mode=phase.output, min_bytes=phase.min_bytes)
     duration = round(result.duration_s, 3)
+    spend = _spend(ctx, verdict)
     metrics.call_ended(labels, verdict.reason, result.duration_s)
     metrics.usage(labels, verdict.usage)
+    metrics.cost(labels, spend.model, spend.cost_nusd)
     if not spawned:
         ctx.emit(CallStarted(phase=phase.name, call=index, attempt=attempt, pid=None, predicted_tokens=predicted))
     if verdict.ok:
@@ -149,7 +162,7 @@ async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path
                 attempt=attempt,
                 duration_s=duration,
                 bytes=verdict.size,
-                usage=verdict.usage,
+                **spend.fields(),
             )
         )
         return True, None
@@ -158,9 +171,10 @@ async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path
     assert reason is not None
     will_retry = reason in RETRYABLE and attempt < phase.max_attempts
     if will_retry and not ctx.budget.try_take():
-        _emit_failure(ctx, index, attempt, verdict.excerpt, reason, result.exit_code, duration, final=True)
+        _emit_failure(ctx, index, attempt, verdict.excerpt, reason, result.exit_code, duration, final=True, spend=spend)
         raise ctx.budget.exhausted()
-    _emit_failure(ctx, index, attempt, verdict.excerpt, reason, result.exit_code, duration, final=not will_retry)
+    final = not will_retry
+    _emit_failure(ctx, index, attempt, verdict.excerpt, reason, result.exit_code, duration, final=final, spend=spend)
     if reason is FailureReason.SPAWN_ERROR:
         raise SpawnFailed(f"cannot start the FPF command: {verdict.excerpt}")
     return False, reason if will_retry else None
@@ -176,6 +190,7 @@ def _emit_failure(
     duration: float,
     *,
     final: bool,
+    spend: Spend | None = None,
 ) -> None:
     ctx.emit(
         CallFailed(
@@ -187,8 +202,34 @@ def _emit_failure(
             exit_code=exit_code,
             duration_s=duration,
             final=final,
+            **(spend.fields() if spend is not None else {}),
         )
     )
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What an attempt used and cost, as its event records it."""
+
+    usage: TokenUsage | None
+    model: str | None
+    stop_reason: str | None
+    cost_nusd: int | None
+
+    def fields(self) -> dict[str, Any]:
+        return {"usage": self.usage, "model": self.model, "stop_reason": self.stop_reason, "cost_nusd": self.cost_nusd}
+
+
+def _spend(ctx: CallContext, verdict: CallVerdict) -> Spend:
+    """The attempt's model (as its answer stated, else the phase's) and its cost at the price in
+    effect now; no usage, or no price for the model: no cost (unknown, never 0)."""
+    model = verdict.model or ctx.phase.model
+    cost = None
+    if verdict.usage is not None:
+        u = verdict.usage
+        now_ms = time.time_ns() // 1_000_000
+        cost = ctx.prices.cost_nusd(model, now_ms, u.input_tokens, u.output_tokens, u.cached_input_tokens)
+    return Spend(verdict.usage, model, verdict.stop_reason, cost)
 
 
 def inherited_env() -> dict[str, str]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
 from pathlib import Path
 
 from livestats_shared import keys
-from pydantic import AliasChoices, Field
+from livestats_shared.pricing import PriceTable, load_price_table
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,3 +43,24 @@ class WorkerConfig(BaseSettings):
     # reported as `other` and a spec cannot create new series. JSON lists in the environment.
     metrics_phases: list[str] = Field(default_factory=lambda: ["generate", "evaluate", "compare"])
     metrics_models: list[str] = Field(default_factory=list)
+    # The operator's price table (livestats_shared.pricing): LIVESTATS_PRICES_FILE, or the JSON
+    # inline in LIVESTATS_PRICES. The gateway reads the same two variables.
+    prices_file: str | None = None
+    prices: str | None = None
+
+    @model_validator(mode="after")
+    def _priced_models_are_metric_labels(self) -> WorkerConfig:
+        # A model the operator prices is one they care about: its cost and calls get their own
+        # `model` label without listing it twice. A bad table stops the start here.
+        priced = load_price_table(self.prices_file, self.prices).models
+        self.metrics_models = [*self.metrics_models, *(m for m in priced if m not in self.metrics_models)]
+        return self
+
+    def price_table(self) -> PriceTable:
+        return _price_table(self.prices_file, self.prices)
+
+
+@functools.cache
+def _price_table(path: str | None, inline: str | None) -> PriceTable:
+    """Read once per process (the table is versioned by date: a change means a restart)."""
+    return load_price_table(path, inline)

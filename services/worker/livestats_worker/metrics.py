@@ -22,6 +22,7 @@ from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 from livestats_shared.events import FailureReason, Outcome, TokenUsage
+from livestats_shared.pricing import NANO_PER_USD
 from livestats_shared.redis_client import UNAVAILABLE
 from livestats_shared.spec import PhaseSpec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -97,6 +98,12 @@ class WorkerMetrics:
             "When this worker last finished a run that succeeded (0: never); query max().",
             registry=r,
         )
+        self.cost_usd = Counter(
+            "livestats_cost_usd",
+            "Cost of FPF attempts at the operator's price table, USD (priced attempts only).",
+            ["phase", "model"],
+            registry=r,
+        )
         self.runs_in_progress = Gauge("livestats_worker_runs_in_progress", "Runs executing on this worker.", registry=r)
         self.heartbeat = Gauge(
             "livestats_worker_heartbeat_timestamp_seconds",
@@ -126,6 +133,12 @@ class WorkerMetrics:
         outcome = "succeeded" if reason is None else "failed"
         self.calls.labels(labels.phase, labels.model, outcome, reason.value if reason else NO_ERROR).inc()
         self.call_duration.labels(labels.phase, labels.model, outcome).observe(duration_s)
+
+    def cost(self, labels: CallLabels, model: str | None, cost_nusd: int | None) -> None:
+        """An attempt's priced cost, by the model its answer named (allowlisted, else `other`)."""
+        if cost_nusd is not None:
+            label = model if model is not None and model in self.models else labels.model
+            self.cost_usd.labels(labels.phase, label).inc(cost_nusd / NANO_PER_USD)
 
     def usage(self, labels: CallLabels, usage: TokenUsage | None) -> None:
         if usage is not None:

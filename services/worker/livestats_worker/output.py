@@ -7,12 +7,15 @@ rule. A JSON answer has no minimum size: it only has to parse.
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 from dataclasses import dataclass
-from typing import Literal, TypeGuard
+from typing import Literal
 
 import orjson
-from livestats_shared.events import FailureReason, TokenUsage
+from livestats_shared.events import MAX_SAFE_INT, FailureReason, TokenUsage
+from livestats_shared.ids import MODEL_PATTERN
 
 from .fpf import ProcessResult
 
@@ -26,6 +29,9 @@ RETRYABLE: frozenset[FailureReason] = frozenset(FailureReason) - {
 }
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Stop reasons that mean the model ran out of output tokens (Anthropic, OpenAI).
+TRUNCATION_STOP_REASONS = frozenset({"max_tokens", "length"})
+_MODEL = re.compile(MODEL_PATTERN.strip("^$"))
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class CallVerdict:
     excerpt: str  # at most EXCERPT_CHARS printable characters, safe to show in a UI
     usage: TokenUsage | None  # token counts the answer reported, if it reported them well-formed
     size: int  # bytes of stdout kept (at most max_output_bytes)
+    model: str | None = None  # the model the answer says answered
+    stop_reason: str | None = None  # why the answer says it stopped (end_turn, stop, max_tokens, ...)
 
 
 def classify(result: ProcessResult, *, mode: Literal["json", "text"], min_bytes: int) -> CallVerdict:
@@ -76,15 +84,62 @@ def classify(result: ProcessResult, *, mode: Literal["json", "text"], min_bytes:
     try:
         doc = orjson.loads(out)
     except orjson.JSONDecodeError as exc:
-        return _failed(FailureReason.INVALID_JSON, _excerpt(str(exc), out), size)
-    return CallVerdict(ok=True, reason=None, excerpt=_excerpt("", out), usage=_usage(doc), size=size)
+        doc = _lenient_json(out)  # NaN, Infinity or a 2^64 integer: orjson refuses them
+        if doc is None:
+            return _failed(FailureReason.INVALID_JSON, _excerpt(str(exc), out), size)
+    try:
+        usage = _usage(doc)
+    except ValueError as exc:
+        return _failed(FailureReason.INVALID_USAGE, _excerpt(str(exc), out), size)
+    if isinstance(doc, _Lenient):
+        # Parsed only by the lenient reader, and the usage was not the reason: not JSON.
+        return _failed(FailureReason.INVALID_JSON, _excerpt("NaN, Infinity or an out-of-range number", out), size)
+    model, stop_reason = _model(doc), _stop_reason(doc)
+    if stop_reason in TRUNCATION_STOP_REASONS:
+        # A cut-short answer is a partial deliverable: a failed attempt (retried), whose tokens
+        # were still spent and priced.
+        prefix = f"the answer was cut short (stop reason {stop_reason})"
+        return CallVerdict(False, FailureReason.TRUNCATED, _excerpt(prefix, out), usage, size, model, stop_reason)
+    return CallVerdict(True, None, _excerpt("", out), usage, size, model, stop_reason)
 
 
 def _failed(reason: FailureReason, excerpt: str, size: int) -> CallVerdict:
     return CallVerdict(ok=False, reason=reason, excerpt=excerpt, usage=None, size=size)
 
 
+def _model(doc: object) -> str | None:
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model if isinstance(model, str) and _MODEL.fullmatch(model) else None
+
+
+def _stop_reason(doc: object) -> str | None:
+    """Anthropic's `stop_reason`, OpenAI's `finish_reason` (top level or in the first choice)."""
+    if not isinstance(doc, dict):
+        return None
+    reason = doc.get("stop_reason", doc.get("finish_reason"))
+    choices = doc.get("choices")
+    if reason is None and isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        reason = choices[0].get("finish_reason")
+    return reason[:64] if isinstance(reason, str) and reason.isprintable() else None
+
+
+class _Lenient(dict):  # type: ignore[type-arg]
+    """A document only Python's json module reads (it takes NaN, Infinity and any integer)."""
+
+
+def _lenient_json(out: bytes) -> _Lenient | None:
+    try:
+        doc = json.loads(out)
+    except (ValueError, RecursionError):
+        return None
+    return _Lenient(doc) if isinstance(doc, dict) else None
+
+
 def _usage(doc: object) -> TokenUsage | None:
+    """The usage the answer reports; None when it reports none (no object, or a figure left out
+    or null). Raises ValueError for a figure that is there but not a count in [0, 2^53-1]
+    (negative, fractional, NaN, Infinity, 2^64-1, a string, `true`): the attempt fails
+    `invalid_usage` rather than letting an absurd figure reach the run's counters."""
     if not isinstance(doc, dict):
         return None
     usage = doc.get("usage")
@@ -92,14 +147,21 @@ def _usage(doc: object) -> TokenUsage | None:
         return None
     input_tokens = usage["input_tokens"] if "input_tokens" in usage else usage.get("prompt_tokens")
     output_tokens = usage["output_tokens"] if "output_tokens" in usage else usage.get("completion_tokens")
-    if not (_is_count(input_tokens) and _is_count(output_tokens)):
+    if input_tokens is None or output_tokens is None:
         return None
-    return TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
-
-
-def _is_count(value: object) -> TypeGuard[int]:
-    # bool is an int subclass, and `true` is not a token count.
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    for name, value in (("input", input_tokens), ("output", output_tokens)):
+        # bool is an int subclass, and `true` is not a token count.
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SAFE_INT:
+            raise ValueError(f"usage {name} tokens {value!r} is not a count in [0, 2^53-1]")
+    if input_tokens + output_tokens > MAX_SAFE_INT:
+        raise ValueError(f"usage total {input_tokens + output_tokens} is over 2^53-1")
+    details = usage.get("prompt_tokens_details")
+    cached = usage.get("cached_input_tokens", details.get("cached_tokens") if isinstance(details, dict) else None)
+    # A cached figure that is not a count within the input is ignored: it only changes the price.
+    valid = isinstance(cached, int) and not isinstance(cached, bool) and 0 <= cached <= input_tokens
+    return TokenUsage(
+        input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached if valid else 0
+    )
 
 
 def _signal_name(number: int) -> str:

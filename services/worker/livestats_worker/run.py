@@ -159,6 +159,7 @@ class RunExecution:
             pids=self.pids,
             metrics=self.metrics,
             labels=self.metrics.labels_for(phase),
+            prices=self.config.price_table(),
         )
         pending = iter(range(phase.calls))
         outcomes: list[bool] = []

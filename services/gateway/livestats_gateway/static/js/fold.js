@@ -16,8 +16,47 @@ export function emptySnapshot(runId) {
     input_tokens: 0, output_tokens: 0, total_tokens: 0, predicted_tokens: 0,
     created_ts: null, started_ts: null, finished_ts: null, deadline_ts: null, heartbeat_ts: null,
     heartbeat_s: null, elapsed_s: null, remaining_s: null, outcome: null, reason: null, detail: null,
-    worker: null, external: false, owner: null, team: null, replay_of: null, phases: [],
+    worker: null, external: false, owner: null, team: null, replay_of: null, tags: [], truncated: 0,
+    cost_nusd: 0, unpriced_attempts: 0, phases: [], models: [], cost_usd: 0,
   };
+}
+
+const NANO_PER_USD = 1e9;
+const UNKNOWN_MODEL = "unknown";
+
+function modelOf(snap, name) {
+  let model = snap.models.find((m) => m.model === name);
+  if (!model) {
+    model = { model: name, attempts: 0, input_tokens: 0, output_tokens: 0, cost_nusd: 0, unpriced_attempts: 0, cost_usd: 0 };
+    snap.models.push(model);
+    snap.models.sort((a, b) => (a.model < b.model ? -1 : a.model > b.model ? 1 : 0));
+  }
+  return model;
+}
+
+// stats.py `_spend`: tokens and cost of an attempt that reported usage. Unpriced: cost unknown (null).
+function spend(snap, phase, d) {
+  if (!d.usage) return;
+  const input = d.usage.input_tokens ?? 0;
+  const output = d.usage.output_tokens ?? 0;
+  snap.input_tokens += input;
+  snap.output_tokens += output;
+  snap.total_tokens += input + output;
+  const model = modelOf(snap, d.model ?? UNKNOWN_MODEL);
+  model.attempts += 1;
+  model.input_tokens += input;
+  model.output_tokens += output;
+  if (d.cost_nusd == null) {
+    snap.unpriced_attempts += 1;
+    phase.unpriced_attempts += 1;
+    model.unpriced_attempts += 1;
+  } else {
+    snap.cost_nusd += d.cost_nusd;
+    phase.cost_nusd += d.cost_nusd;
+    model.cost_nusd += d.cost_nusd;
+  }
+  snap.cost_usd = snap.unpriced_attempts ? null : snap.cost_nusd / NANO_PER_USD;
+  model.cost_usd = model.unpriced_attempts ? null : model.cost_nusd / NANO_PER_USD;
 }
 
 function phaseOf(snap, name) {
@@ -27,6 +66,7 @@ function phaseOf(snap, name) {
     phase = {
       name, planned: 0, done: 0, given_up: 0, state: null, category: null, complexity: null, deliverables: null,
       predicted_tokens: null, actual_tokens: 0, reported_tokens: null, is_test: false,
+      truncated: 0, model: null, cost_nusd: 0, unpriced_attempts: 0,
     };
     snap.phases.push(phase);
   }
@@ -49,9 +89,11 @@ export function applyEvent(snap, ev) {
         owner: d.owner ?? snap.owner, team: d.team ?? snap.team, replay_of: d.replay_of ?? snap.replay_of,
         external: d.spec?.external === true,
       });
+      if (d.tags?.length) snap.tags = [...d.tags];
       for (const p of d.phases) {
         const phase = phaseOf(snap, p.name);
         phase.planned = p.calls;
+        if (p.model != null) phase.model = p.model;
         setEstimate(phase, p);
         phase.is_test = !!p.is_test;
       }
@@ -69,7 +111,7 @@ export function applyEvent(snap, ev) {
     }
     case "phase.finished": {
       const phase = phaseOf(snap, d.phase);
-      phase.state = "finished";
+      phase.state = d.state ?? "finished"; // a phase closed by the run's end: its final state
       if (d.actual_tokens != null) phase.reported_tokens = d.actual_tokens;
       break;
     }
@@ -85,28 +127,29 @@ export function applyEvent(snap, ev) {
       snap.in_flight -= 1;
       snap.calls_done += 1;
       phase.done += 1;
-      if (d.usage) {
-        const total = (d.usage.input_tokens ?? 0) + (d.usage.output_tokens ?? 0);
-        snap.input_tokens += d.usage.input_tokens ?? 0;
-        snap.output_tokens += d.usage.output_tokens ?? 0;
-        snap.total_tokens += total;
-        phase.actual_tokens += total;
-      }
+      if (d.usage) phase.actual_tokens += (d.usage.input_tokens ?? 0) + (d.usage.output_tokens ?? 0);
+      spend(snap, phase, d);
       snap.last_error = null; // a later success clears the last error
       break;
     }
-    case "call.failed":
+    case "call.failed": {
+      const phase = phaseOf(snap, d.phase);
       snap.failed_attempts += 1;
       snap.in_flight -= 1;
       if (d.final) {
-        const phase = phaseOf(snap, d.phase);
         snap.calls_done += 1;
         snap.calls_given_up += 1;
         phase.done += 1;
         phase.given_up += 1;
       }
+      if (d.reason === "truncated") {
+        snap.truncated += 1;
+        phase.truncated += 1;
+      }
+      spend(snap, phase, d);
       snap.last_error = { phase: d.phase, call: d.call, attempt: d.attempt, reason: d.reason, excerpt: d.excerpt ?? "", ts: ev.ts };
       break;
+    }
     case "call.retrying":
       snap.retries += 1;
       break;
@@ -116,6 +159,7 @@ export function applyEvent(snap, ev) {
     case "run.finished":
       Object.assign(snap, { status: d.outcome, outcome: d.outcome, reason: d.reason, detail: d.detail ?? "", finished_ts: ev.ts });
       if (d.elapsed_s != null) snap.elapsed_s = d.elapsed_s;
+      if (d.remaining_s != null) snap.remaining_s = d.remaining_s; // frozen at the end
       break;
     default:
       console.warn("livestats: unknown event type", ev.type); // newer producer: counted in seq only

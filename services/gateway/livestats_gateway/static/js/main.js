@@ -2,6 +2,7 @@
 import { el } from "./format.js";
 import { showRuns } from "./runs.js";
 import { showRun } from "./run.js";
+import { showCompare } from "./compare.js";
 
 const view = document.getElementById("view");
 const banner = document.querySelector("[data-testid=conn-banner]");
@@ -66,6 +67,7 @@ async function main() {
   });
   const match = location.pathname.match(/^\/runs\/([^/]+)$/);
   if (location.pathname === "/") showRuns(view, me, showConnection);
+  else if (location.pathname === "/compare") showCompare(view, showConnection);
   else if (match) showRun(view, decodeURIComponent(match[1]), me, showConnection);
   else view.replaceChildren(el("p", { class: "error", "data-testid": "run-error", text: "Page not found." }));
 }
