@@ -78,6 +78,7 @@ async def run(config: CliConfig, args: argparse.Namespace) -> int:
     async with GatewayClient(config.gateway_url, config.token) as gateway:
         watcher = _Watcher(gateway, run_id, path, emit_json=args.json)
         try:
+            await watcher.seed()
             changes = awatch(
                 path.parent,
                 watch_filter=lambda _change, changed: Path(changed) == path,
@@ -139,14 +140,14 @@ class _Watcher:
             _note(f"malformed status file {self.path.name}, not published: {exc}")
             return
         now = time.monotonic()
-        event = self.tracker.event_for(status, now)
-        if event is None:
+        events = self.tracker.events_for(status, now)
+        if not events:
             _note(f"unchanged: phase {status.phase} {status.status}, not published")
             return
-        wire = {"type": event.TYPE, "data": event.model_dump(mode="json")}
+        wires = [{"type": event.TYPE, "data": event.model_dump(mode="json")} for event in events]
         for attempt in range(1, _RETRIES + 1):
             try:
-                answer = await self.gateway.post_events(self.run_id, [wire])
+                answer = await self.gateway.post_events(self.run_id, wires)
                 break
             except GatewayError as exc:
                 if not exc.transient:
@@ -156,12 +157,29 @@ class _Watcher:
                     _note("not published; the next change of the file will be")
                     return
                 await asyncio.sleep(_RETRY_DELAY_S * attempt)
-        self.tracker.published(status, event, now)
-        _note(f"published {event.TYPE} {status.phase} (seq {answer['last_seq']})")
+        self.tracker.published(status, events, now)
+        _note(f"published {' and '.join(e.TYPE for e in events)} {status.phase} (seq {answer['last_seq']})")
         if self.emit_json:
-            line = {**wire, "run_id": self.run_id, "seq": answer["last_seq"], "id": answer["last_id"]}
-            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+            # The batch's events are numbered consecutively up to the answer's last seq.
+            first = answer["last_seq"] - len(wires) + 1
+            for n, wire in enumerate(wires):
+                line = {**wire, "run_id": self.run_id, "seq": first + n}
+                if n == len(wires) - 1:
+                    line["id"] = answer["last_id"]
+                sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
             sys.stdout.flush()
+
+    async def seed(self) -> None:
+        """Learn which phases the run already shows started or ended (a restarted watch must not
+        publish them again). An unreachable gateway is not fatal here: the file is still read."""
+        try:
+            snapshot = await self.gateway.call("GET", f"/api/runs/{self.run_id}")
+        except GatewayError as exc:
+            if not exc.transient:
+                raise
+            _note(f"cannot read the run's phases ({exc}); publishing what the file says")
+            return
+        self.tracker.seed({p["name"]: p.get("state") for p in snapshot.get("phases", [])}, time.monotonic())
 
 
 def _note(text: str) -> None:
