@@ -7,7 +7,6 @@ page must show what GET /api/runs/{id} says, no more (nothing doubled) and no le
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from proc_util import pids_with_env
 from run_stack import FAST_CALLS
 
 ROOT = Path(__file__).resolve().parents[2]
-README_SCREENSHOT = ROOT / "docs" / "screenshots" / "run-page.png"
 COUNTERS = (
     "attempts_started",
     "successful_calls",
@@ -112,8 +110,6 @@ async def test_counters_rise_live_and_end_equal_to_the_api(stack, browser, login
     await expect(page.get_by_test_id("freshness")).to_have_attribute("data-level", "ended")
     for chart in ("chart-calls", "chart-tokens", "chart-latency"):
         await expect(page.get_by_test_id(chart).locator("canvas").first).to_be_attached(timeout=QUICK)
-    if os.environ.get("LIVESTATS_UPDATE_SCREENSHOT") == "1":  # the README's picture, on request only
-        await browser.screenshot(page, path=README_SCREENSHOT)
 
 
 async def test_a_reload_mid_run_shows_at_least_the_counts_before_and_never_doubles_them(

@@ -4,11 +4,14 @@ does not jump while a run streams, and no horizontal overflow on a phone or a wi
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from livestats_cli.up import demo_spec
 from livestats_shared.events import (
     CallFailed,
     CallStarted,
@@ -26,6 +29,7 @@ from livestats_shared.ids import new_run_id
 from playwright.async_api import Page, ViewportSize, expect
 from run_stack import FAST_CALLS
 
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PHONE = ViewportSize(width=390, height=844)
 DESKTOP = ViewportSize(width=1440, height=900)
 VIEWPORTS = pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390x844", "1440x900"])
@@ -274,3 +278,33 @@ async def test_a_running_run_shows_an_estimated_end_from_its_throughput(stack, b
     await expect(page.get_by_test_id("run-status")).to_have_text("cancelled", timeout=SLOW)
     await expect(eta).to_have_text("—")
     await expect(page.get_by_test_id("cancel-button")).to_be_hidden()
+
+
+async def test_the_bundled_demo_succeeds_with_recovered_failures_on_the_page(stack, browser, login, make_token):
+    """The run `make run` shows a newcomer, end to end. Seeded (FPF_SIM_SEED) so the simulator's
+    draws are those the demo test checks; LIVESTATS_UPDATE_SCREENSHOT=1 saves the README's pictures."""
+    spec = demo_spec().model_dump(mode="json", exclude_none=True)
+    for phase in spec["phases"]:
+        phase["env"]["FPF_SIM_SEED"] = "0"
+    token = await make_token("alice", "submit")
+    context = await browser.new_context(DESKTOP)
+    page = await login(context, token)
+    run_id = await stack.submit(spec, token)
+    await page.goto(f"/runs/{run_id}")
+    await expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=120_000)
+    snap = await stack.snapshot(run_id)
+    assert snap["retries"] > 0 and snap["failed_attempts"] > 0 and snap["calls_given_up"] == 0, snap
+    await expect(page.get_by_test_id("run-reason")).to_contain_text("completed")
+    await assert_no_horizontal_overflow(page)
+    if os.environ.get("LIVESTATS_UPDATE_SCREENSHOT") == "1":  # the README's pictures, on request only
+        await page.wait_for_timeout(1_000)  # the charts redraw at most twice a second
+        await browser.screenshot(page, path=SCREENSHOTS / "run-page.png")
+        await page.set_viewport_size(PHONE)
+        await page.wait_for_timeout(1_000)
+        await assert_no_horizontal_overflow(page)
+        await browser.screenshot(page, path=SCREENSHOTS / "run-page-phone.png")
+        await page.goto("/")
+        await expect(page.locator(f'tr[data-run-id="{run_id}"]')).to_be_visible(timeout=QUICK)
+        await browser.screenshot(page, path=SCREENSHOTS / "runs-page-phone.png")
+        await page.set_viewport_size(DESKTOP)
+        await browser.screenshot(page, path=SCREENSHOTS / "runs-page.png")
