@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 from typing import Any
 
 from helpers import wait_until
@@ -16,7 +15,6 @@ from playwright.async_api import Locator, Page, expect
 from proc_util import pids_with_env
 from run_stack import FAST_CALLS
 
-ROOT = Path(__file__).resolve().parents[2]
 COUNTERS = (
     "attempts_started",
     "successful_calls",
