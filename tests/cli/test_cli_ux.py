@@ -270,3 +270,15 @@ async def test_export_shows_progress_on_stderr_when_asked(redis_url, queue_name,
     assert err.strip().splitlines()[-1] == f"exported: {total:,}/{total:,} events (100 %)", err
     code, _, err = await livestats(redis_url, queue_name, "export", run_id)  # not a terminal: quiet
     assert code == 0 and err == ""
+
+
+async def test_replay_shows_progress_on_stderr_when_asked(redis_url, queue_name, publisher, tmp_path):
+    run_id = await publish_run(publisher, calls=20)
+    exported = tmp_path / "run.ndjson"
+    code, _, err = await livestats(redis_url, queue_name, "export", run_id, "-o", str(exported))
+    assert code == 0, err
+    total = len(exported.read_text().splitlines()) - 1
+    code, out, err = await livestats(redis_url, queue_name, "replay", str(exported), "--instant", "--progress")
+    assert code == 0, err
+    assert err.strip().splitlines()[-1] == f"replayed: {total:,}/{total:,} events (100 %)", err
+    assert f"replayed {total} events of 1 runs" in out
