@@ -8,7 +8,7 @@ BENCH_STAMP   := $(VENV)/.bench-installed
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: run test lint fmt clean bench bench-quick vendor
+.PHONY: run test lint fmt clean bench bench-quick vendor lock prometheus
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "livestats needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
@@ -26,6 +26,10 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 ## run: embedded server + worker + gateway + a demo run shown live (Ctrl-C stops everything)
 run: $(RUNTIME_STAMP)
 	$(BIN)/livestats up $(ARGS)
+
+## prometheus: `make run` plus a local Prometheus scraping it, with the alert rules (Debian's `prometheus`)
+prometheus: $(RUNTIME_STAMP)
+	$(BIN)/livestats up --prometheus
 
 ## test: the whole suite against a private server on a free port
 test: $(DEV_STAMP)
@@ -53,7 +57,13 @@ fmt: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## vendor: fetch the dashboard's chart library (uPlot) again from npm, verified against VENDOR.json (needs npm)
+## lock: resolve requirements.lock (the image's hash-checked runtime dependencies) from pyproject.toml
+## again, keeping the pins it has (ARGS=--upgrade: the newest allowed versions)
+lock: $(DEV_STAMP)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" --quiet $(ARGS) -o requirements.lock
+
+## vendor: fetch the vendored browser assets (uPlot; Swagger UI and ReDoc for /docs, /redoc) again from npm, verified against each VENDOR.json (needs npm)
 vendor:
 	$(PYTHON) deploy/vendor_assets.py
 

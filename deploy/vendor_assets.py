@@ -1,12 +1,13 @@
-"""Fetch the dashboard's vendored assets again from the npm registry and check them.
+"""Fetch the gateway's vendored assets again from the npm registry and check them.
 
     python deploy/vendor_assets.py [--check]
 
-For each vendor directory (the dashboard's uPlot, and axe-core for the browser tests' accessibility
-scan) reads its VENDOR.json, downloads the named package
-version with `npm pack`, verifies the tarball against the recorded `integrity` (the registry's
-SHA-512), and writes each listed file, verified against its recorded sha256. `--check` compares
-instead of writing and exits 1 on any difference. Needs Node's npm; nothing else.
+Reads every VENDOR.json under services/gateway/livestats_gateway/static/vendor (the dashboard's
+charts; the API docs pages' Swagger UI and ReDoc) and tests/browser/vendor (axe-core, for the
+browser tests' accessibility scan; never served), downloads each named package version with
+`npm pack`, verifies the tarball against the recorded `integrity` (the registry's SHA-512), and
+writes each listed file next to its VENDOR.json, verified against its recorded sha256. `--check`
+compares instead of writing and exits 1 on any difference. Needs Node's npm; nothing else.
 """
 
 from __future__ import annotations
@@ -21,17 +22,20 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENDOR_DIRS = (ROOT / "services/gateway/livestats_gateway/static/vendor", ROOT / "tests/browser/vendor")
+VENDOR = ROOT / "services/gateway/livestats_gateway/static/vendor"
+TEST_VENDOR = ROOT / "tests/browser/vendor"
 
 
 def main(argv: list[str]) -> int:
     check = argv == ["--check"]
-    return 1 if sum(vendor(directory, check=check) for directory in VENDOR_DIRS) else 0
+    manifests = sorted(VENDOR.rglob("VENDOR.json")) + sorted(TEST_VENDOR.rglob("VENDOR.json"))
+    return max(vendor(path, check) for path in manifests)
 
 
-def vendor(directory: Path, *, check: bool) -> int:
-    """Fetch, verify and write (or compare) one directory's files; returns 1 on any failure."""
-    manifest = json.loads((directory / "VENDOR.json").read_text())
+def vendor(manifest_path: Path, check: bool) -> int:
+    """One package: fetched, verified, written (or compared) next to its manifest."""
+    target_dir = manifest_path.parent
+    manifest = json.loads(manifest_path.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         spec = f"{manifest['package']}@{manifest['version']}"
         name = (
@@ -63,7 +67,7 @@ def vendor(directory: Path, *, check: bool) -> int:
                     print(f"{member}: sha256 {digest} != recorded {entry['sha256']}", file=sys.stderr)
                     failures += 1
                     continue
-                target = directory / entry["as"]
+                target = target_dir / entry["as"]
                 if check:
                     same = target.exists() and target.read_bytes() == data
                     print(f"{target.name}: {'ok' if same else 'DIFFERS'}")

@@ -23,6 +23,11 @@ from livestats_worker.serve import serve
 from proc_util import kill_all_with_env
 from redis.asyncio import Redis
 
+# The suite acts as an operator who lets run specs set the simulator's knobs (FPF_SIM_*) and the
+# model (FPF_MODEL): every worker and gateway it starts, in process or as a child, reads this.
+# Tests of the rule itself pass their own allowlist.
+os.environ.setdefault("LIVESTATS_SPEC_ENV_ALLOW", "FPF_SIM_*,FPF_MODEL")
+
 
 class ServerHandle:
     def __init__(self, url: str, embedded: EmbeddedServer | None) -> None:
@@ -111,6 +116,8 @@ async def start_worker_process(redis_url: str, queue_name: str):
             "LIVESTATS_QUEUE_NAME": queue_name,
             "LIVESTATS_HEARTBEAT_INTERVAL_S": "0.5",
             "LS_TEST_MARKER": marker,
+            # FPF gets a minimal environment: pass the marker on, so the cleanup below finds FPF too.
+            "LIVESTATS_FPF_ENV": "FPF_*,LS_TEST_MARKER",
             **{f"LIVESTATS_{k.upper()}": v for k, v in settings.items()},
         }
         # Its log goes to the test's output; an unread pipe would fill and block the worker.

@@ -40,3 +40,29 @@ def kill_all_with_env(key: str, value: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             continue  # exited since the scan
+
+
+def call_markers(run_id: str) -> dict[int, str]:
+    """Live processes carrying an FPF call marker (LIVESTATS_CALL) of run `run_id`: pid -> marker."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                variables = environ.read().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # exited (or a zombie), or another user's process
+        for variable in variables:
+            if variable.startswith(b"LIVESTATS_CALL=") and f"/{run_id}/".encode() in variable:
+                found[int(name)] = variable.split(b"=", 1)[1].decode()
+    return found
+
+
+def kill_call_processes(run_id: str) -> None:
+    """SIGKILL whatever still carries a call marker of `run_id`: cleanup after a failing test."""
+    for pid in call_markers(run_id):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue  # exited since the scan

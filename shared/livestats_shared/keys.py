@@ -6,6 +6,8 @@ touches the stream and the stats hash together, stays on one slot.
 
 from __future__ import annotations
 
+import re
+
 from .ids import validate_run_id
 
 PREFIX = "livestats"
@@ -28,6 +30,41 @@ STALL_LEASE_INTERVALS = 3  # intervals
 # API tokens: hash of token id -> JSON TokenRecord (principal, scopes, SHA-256 of the token;
 # never the token). Written by `livestats token create|revoke`, read by the gateway per request.
 AUTH_TOKENS = f"{PREFIX}:auth:tokens"
+
+# When each token was last used: hash of token id -> epoch ms. Each gateway process writes a
+# token's entry at most once a minute (TOKEN_LAST_USED_EVERY_S), not per request.
+AUTH_TOKENS_LAST_USED = f"{PREFIX}:auth:tokens:last-used"
+TOKEN_LAST_USED_EVERY_S = 60  # seconds
+
+# Browser sessions (gateway `POST /api/session`). Keyed by SHA-256 of the session id, so nothing
+# in Redis is a usable cookie. A hash: token_id, token_digest, principal, created_ms, expires_ms;
+# its TTL is the idle expiry, renewed on use, never past `expires_ms` (the absolute expiry).
+AUTH_SESSION_PREFIX = f"{PREFIX}:auth:session:"
+# A session renews its idle TTL at most this often per gateway process.
+SESSION_TOUCH_EVERY_S = 60  # seconds
+
+
+def auth_session(session_digest: str) -> str:
+    """Hash of one browser session (see AUTH_SESSION_PREFIX)."""
+    return AUTH_SESSION_PREFIX + _auth_id(session_digest)
+
+
+def auth_token_sessions(token_id: str) -> str:
+    """Set of the session digests opened with token `token_id`: revoking the token deletes them.
+    Expires with the longest session in it."""
+    return f"{PREFIX}:auth:token:{_auth_id(token_id)}:sessions"
+
+
+_AUTH_ID = re.compile(r"[a-z0-9_-]{1,64}")
+
+
+def _auth_id(value: str) -> str:
+    # A SHA-256 in hex, or a token id (12 hex characters; `settings` for the admin token):
+    # checked, since it becomes part of a key name.
+    if not _AUTH_ID.fullmatch(value):
+        raise ValueError(f"not a token id or digest: {value[:70]!r}")
+    return value
+
 
 # arq queue for run jobs, and the function name the worker registers.
 JOB_QUEUE = f"{PREFIX}:queue"

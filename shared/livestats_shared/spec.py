@@ -9,13 +9,11 @@ from typing import Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .events import CATEGORY_PATTERN, Complexity, PhasePlan
+from .fpf_env import ENV_NAME, reserved
 from .ids import MODEL_PATTERN
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# Only FPF_* variables reach the subprocess from a spec: a spec must not be able to set
-# PATH, LD_PRELOAD or anything else that changes what runs.
 MAX_SPEC_BYTES = 1 << 20  # a run spec as JSON, bytes
-_ENV_KEY = re.compile(r"FPF_[A-Z0-9_]{1,60}")
 TAG_PATTERN = r"^[a-z0-9][a-z0-9._:-]{0,39}$"
 
 
@@ -61,8 +59,9 @@ class PhaseSpec(BaseModel):
     )
     env: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra FPF_* environment variables.",
-        json_schema_extra={"propertyNames": {"pattern": f"^{_ENV_KEY.pattern}$"}},
+        description="Extra environment variables for FPF: only keys the operator allows "
+        "(LIVESTATS_SPEC_ENV_ALLOW; none by default), never LIVESTATS_* or the worker's per-call FPF_* keys.",
+        json_schema_extra={"propertyNames": {"pattern": f"^{ENV_NAME.pattern}$"}},
     )
 
     @field_validator("name")
@@ -75,9 +74,14 @@ class PhaseSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in v if not _ENV_KEY.fullmatch(k)]
+        # The operator's allowlist is applied where it is known (fpf_env.check_spec_env: the
+        # gateway, `livestats submit`, the worker); names and the worker's own keys are checked here.
+        bad = [k for k in v if not ENV_NAME.fullmatch(k)]
         if bad:
-            raise ValueError(f"only FPF_[A-Z0-9_]+ variables may be set, not {bad}")
+            raise ValueError(f"not environment variable names: {bad}")
+        owned = [k for k in v if reserved(k)]
+        if owned:
+            raise ValueError(f"set by the worker itself, a run spec cannot set them: {owned}")
         nul = [k for k, val in v.items() if "\0" in val]
         if nul:
             raise ValueError(f"environment values cannot contain NUL bytes: {nul}")

@@ -154,7 +154,7 @@ async def test_control_characters_in_names_and_excerpts_are_escaped(redis_url, q
     run_id = await publish_run(publisher, name=EVIL)
     # Positive control: the name is stored raw, control characters and all.
     assert (await redis.hget(f"livestats:run:{{{run_id}}}:stats", "name")).decode() == EVIL
-    for argv in (["status", run_id], ["runs", "--limit", "50"], ["report", run_id]):
+    for argv in (["status", run_id], ["runs", "--limit", "50"]):
         code, out, err = await livestats(redis_url, queue_name, *argv)
         assert code == 0, err
         assert not any(c in out for c in "\x1b\x07\r\x9b"), (argv, out)
@@ -212,7 +212,7 @@ async def test_submit_prints_the_page_and_wait_ends_its_last_line_on_a_terminal(
 # -- through a gateway (Redis unreachable from the CLI) -----------------------------------------
 
 
-async def test_status_events_export_and_report_work_through_a_gateway(gateway, publisher, redis_url, queue_name):
+async def test_status_events_and_export_work_through_a_gateway(gateway, publisher, redis_url, queue_name):
     run_id = await publish_run(publisher, name="remote-read")
     code, out, err = await done(await cli(gateway, "status", run_id, "--json"))
     assert code == 0, err
@@ -233,33 +233,11 @@ async def test_status_events_export_and_report_work_through_a_gateway(gateway, p
     _, local_export, _ = await livestats(redis_url, queue_name, "export", run_id)
     assert remote_export.splitlines()[1:] == local_export.splitlines()[1:]  # the header has its own time
 
-    code, remote_report, err = await done(await cli(gateway, "report", run_id, "--json"))
-    assert code == 0, err
-    _, local_report, _ = await livestats(redis_url, queue_name, "report", run_id, "--json")
-    assert json.loads(remote_report) == json.loads(local_report)
-    assert json.loads(local_report)["summary"]["count"] == 1
-
     code, _, err = await done(await cli(gateway, "status", "no-such-run"))
     assert code == 3, err
 
 
 # -- report on runs, progress -------------------------------------------------------------------
-
-
-async def test_report_reads_runs_by_id_and_by_filter(redis_url, queue_name, publisher):
-    ids = [await publish_run(publisher, name=f"est-{i}", predicted=p) for i, p in enumerate((900, 450))]
-    code, out, err = await livestats(redis_url, queue_name, "report", *ids, "--json")
-    assert code == 0, err
-    report = json.loads(out)
-    # Each run used 900 tokens (3 calls x 300): SMAPE 0 and 66.7 %.
-    assert [round(s["smape"], 1) for s in report["samples"]] == [0.0, 66.7]
-    code, out, err = await livestats(redis_url, queue_name, "report", "--status", "succeeded", "--limit", "2", "--json")
-    assert code == 0, err
-    assert {s["phase_id"].split("/")[0] for s in json.loads(out)["samples"]} == set(ids)
-    code, out, err = await livestats(redis_url, queue_name, "report", ids[0])
-    assert code == 0 and out.startswith(" "), err  # the table
-    code, _, err = await livestats(redis_url, queue_name, "report", "nosuchrun")
-    assert code == 3, err
 
 
 async def test_export_shows_progress_on_stderr_when_asked(redis_url, queue_name, publisher):

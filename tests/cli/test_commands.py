@@ -7,6 +7,7 @@ import json
 
 import pytest
 from helpers import livestats, wait_finished
+from livestats_shared import keys
 
 FAST_SPEC = {"name": "cli", "phases": [{"name": "generate", "calls": 3, "env": {"FPF_SIM_LATENCY_MS": "20"}}]}
 HANGING_SPEC = {"name": "hang", "phases": [{"name": "generate", "calls": 2, "env": {"FPF_SIM_BEHAVIOUR": "hang"}}]}
@@ -97,3 +98,13 @@ async def test_a_malformed_stream_entry_is_reported_and_skipped_not_fatal(redis,
     assert [json.loads(line)["type"] for line in out.splitlines()][-1] == "run.finished"
     assert err.count("skipped a malformed stream entry") == 2
     assert "invalid call.failed payload" in err
+
+
+async def test_submit_refuses_a_spec_env_the_operator_does_not_allow(redis, redis_url, queue_name):
+    # The suite's operator allows FPF_SIM_* only (tests/conftest.py), as the gateway would.
+    spec = {"phases": [{"name": "generate", "calls": 1, "env": {"FPF_UPSTREAM_KEY": "mine"}}]}
+    before = await redis.zcard(keys.RUNS_INDEX)
+    code, _, err = await livestats(redis_url, queue_name, "submit", "-", stdin=json.dumps(spec))
+    assert code == 2, err
+    assert "FPF_UPSTREAM_KEY is not allowed by the operator" in err
+    assert await redis.zcard(keys.RUNS_INDEX) == before

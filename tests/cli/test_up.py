@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from livestats_cli.embedded import EmbeddedServer, free_port
 from livestats_shared import keys
+from livestats_shared.auth import TokenStore
 from livestats_shared.history import read_events
 from livestats_shared.redis_client import connect
 from proc_util import kill_all_with_env, pids_with_env
@@ -37,8 +38,10 @@ def start_up(tmp_path: Path):
     """Start `livestats up`; whatever a failing test leaves running is stopped afterwards."""
     started: list[tuple[subprocess.Popen[str], str]] = []
 
-    def start(spec: dict, *extra: str, gateway_port: int | None = None) -> tuple[subprocess.Popen[str], str, int]:
-        proc, marker, port = _start_up(tmp_path, spec, *extra, gateway_port=gateway_port or free_port())
+    def start(
+        spec: dict, *extra: str, gateway_port: int | None = None, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[str], str, int]:
+        proc, marker, port = _start_up(tmp_path, spec, *extra, gateway_port=gateway_port or free_port(), env=env)
         started.append((proc, marker))
         return proc, marker, port
 
@@ -50,16 +53,20 @@ def start_up(tmp_path: Path):
         kill_all_with_env("LS_TEST_MARKER", marker)
 
 
-def _start_up(tmp_path: Path, spec: dict, *extra: str, gateway_port: int) -> tuple[subprocess.Popen[str], str, int]:
+def _start_up(
+    tmp_path: Path, spec: dict, *extra: str, gateway_port: int, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str, int]:
     marker = uuid.uuid4().hex
     port = free_port()
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
+    extra_env = env or {}
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("REDIS_URL", "LIVESTATS_REDIS_URL") and not k.startswith("LIVESTATS_GATEWAY_")
     }
+    env.update(extra_env)
     env.update(
         LIVESTATS_DATA_DIR=str(tmp_path / "run"),
         LIVESTATS_EMBEDDED_PORT=str(port),
@@ -293,13 +300,14 @@ def test_up_piped_into_tee_stops_in_order_on_a_signal_to_its_process_group(tmp_p
     assert [s.split(" (")[0] for s in steps] == [
         "stopping...",
         "gateway stopped",
-        "session token " + steps[2].split()[2] + " revoked",
+        f"session token {steps[2].split()[2]} revoked",
         "worker stopped",
         "server stopped",
         "stopped.",
     ], steps
     # The worker ended its run `cancelled` before the server went, and the token is gone for good.
-    with EmbeddedServer(tmp_path / "run" / "valkey", port) as server:
+    password = (tmp_path / "run" / "redis-password").read_text().strip()
+    with EmbeddedServer(tmp_path / "run" / "valkey", port, password=password) as server:
 
         async def read() -> tuple[dict, list]:
             client = connect(server.url, "livestats.tests")
@@ -319,14 +327,70 @@ def test_the_printed_events_recipe_names_the_server_when_it_is_not_on_its_usual_
     proc, _marker, port = start_up(TINY)
     lines = _read_until(proc, "stack is up")
     recipe = next(ln for ln in lines if "livestats events" in ln and "--follow" in ln)
-    assert f"--redis-url redis://127.0.0.1:{port}/0" in recipe, recipe
+    assert f"@127.0.0.1:{port}/0" in recipe and "redis-password" in recipe, recipe
     assert any("make run ARGS=--demo-failing" in ln for ln in lines), lines
     run_id = next(ln.split()[1] for ln in lines if ln.startswith("run ") and "submitted" in ln)
-    # The recipe works as printed (what the user would paste), from a shell without LIVESTATS_ variables.
-    argv = recipe.split("#")[0].split()
+    # The recipe works as printed (pasted into a shell without LIVESTATS_ variables).
+    command = recipe.split("#")[0].replace(".venv/bin/livestats", str(Path(sys.executable).parent / "livestats"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTATS_") and k != "REDIS_URL"}
-    argv[0] = str(Path(sys.executable).parent / "livestats")
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["type"] == "run.finished", result.stdout[-500:]
     assert run_id in recipe
+
+
+def test_up_protects_its_server_with_a_password_and_its_token_with_a_short_renewed_expiry(start_up, tmp_path):
+    ttl_s = 3  # LOCAL_TOKEN_TTL_S is 15 minutes; the mechanism is the same
+    proc, marker, port = start_up(TINY, "--no-demo", env={"LIVESTATS_LOCAL_TOKEN_TTL_S": str(ttl_s)})
+    lines = _read_until(proc, "stack is up")
+    out = "".join(lines)
+    password_file = tmp_path / "run" / "redis-password"
+    assert oct(password_file.stat().st_mode & 0o777) == "0o600"
+    password = password_file.read_text().strip()
+    assert len(password) >= 43 and password not in out
+    # Anyone else on this machine: refused.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"PING\r\n")
+        assert raw.recv(64).startswith(b"-NOAUTH")
+    token = next(ln.split()[2] for ln in lines if ln.startswith("dashboard: open ")).split("#token=", 1)[1]
+    server = EmbeddedServer(tmp_path / "run" / "valkey", port, password=password)
+
+    async def expiry() -> int:
+        client = connect(server.url, "livestats.tests")
+        try:
+            record = await client.hget(keys.AUTH_TOKENS, token.split("_")[1])
+            return json.loads(record)["expires_ms"]
+        finally:
+            await client.aclose()
+
+    first = asyncio.run(expiry())
+    assert first <= time.time() * 1000 + ttl_s * 1000
+    deadline = time.monotonic() + 30
+    while asyncio.run(expiry()) == first:  # renewed while `up` lives
+        assert time.monotonic() < deadline, "the local admin token was not renewed"
+        time.sleep(0.2)
+
+    proc.kill()  # SIGKILL: `up` cannot revoke its token
+    proc.wait()
+    killed_ms = time.time() * 1000
+    deadline = time.monotonic() + 30
+    while pids_with_env("LS_TEST_MARKER", marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids_with_env("LS_TEST_MARKER", marker) == []
+    with server:  # the same data, the same password
+        left = asyncio.run(expiry())
+        assert left <= killed_ms + ttl_s * 1000
+
+        async def still_valid() -> bool:
+            client = connect(server.url, "livestats.tests")
+            try:
+                return await TokenStore(client).verify(token) is not None
+            finally:
+                await client.aclose()
+
+        deadline = time.monotonic() + 30
+        while asyncio.run(still_valid()):
+            assert time.monotonic() < deadline, "the token of a killed `up` stayed valid"
+            time.sleep(0.2)
+    for log in ("gateway.log", "worker.log"):
+        assert password not in (tmp_path / "run" / log).read_text()

@@ -1,5 +1,5 @@
 """The Redis connection: TLS (`rediss://`), an ACL user with a password in REDIS_URL, and no
-secret (Redis password, API token) in any log line of a gateway serving real requests."""
+secret (Redis password, API token, session id) in any log line of a gateway serving real requests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
+import httpx
 import orjson
 import pytest
 from livestats_cli.embedded import free_port
@@ -80,20 +82,33 @@ async def test_gateway_and_publisher_work_over_tls(tls_redis, start_gateway):
 async def test_an_acl_user_works_and_no_secret_reaches_any_log(
     start_gateway, redis, redis_url, make_token, caplog, capfd
 ):
-    password = "s3cret-" + new_run_id()
+    # Characters a URL must percent-encode: the URL carries `p%40ss`, the server knows `p@ss`.
+    password = "s3cret-@:/%?#-" + new_run_id()
     user = "ls-" + new_run_id()
     await redis.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")
     try:
         host = redis_url.split("://", 1)[1]
         caplog.set_level(logging.DEBUG)
-        gateway = start_gateway(log_level="debug", redis_url=f"redis://{user}:{password}@{host}")
+        gateway = start_gateway(log_level="debug", redis_url=f"redis://{user}:{quote(password, safe='')}@{host}")
         token = await make_token("alice", "submit")
         async with gateway.client(token) as http:
             run_id = (await http.post("/api/runs", json=SPEC)).json()["run_id"]
             assert (await http.get(f"/api/runs/{run_id}")).json()["owner"] == "alice"
             await http.get("/api/runs", headers={"Authorization": f"Bearer {token}x"})  # a wrong token: 401
-            await http.post("/api/session", json={"token": token})
-            await http.get("/api/runs/a:b")  # 422
+        # A browser session: its id is as secret as a token.
+        async with httpx.AsyncClient(base_url=gateway.http, timeout=10) as browser:
+            assert (await browser.post("/api/session", json={"token": token})).status_code == 200
+            session_id = browser.cookies["livestats_session"]
+            assert (await browser.get("/api/runs")).status_code == 200
+            async with ws_connect(
+                f"{gateway.ws}/ws/runs", additional_headers={"Cookie": f"livestats_session={session_id}"}
+            ) as ws:
+                assert orjson.loads(await ws.recv())["type"] == "index"
+            assert (await browser.delete("/api/session")).status_code == 204
+            assert (
+                await browser.get("/api/runs", headers={"Cookie": f"livestats_session={session_id}"})
+            ).status_code == 401
+            await browser.get("/api/runs/a:b")  # 422
         async with ws_connect(
             f"{gateway.ws}/ws/runs", subprotocols=["livestats.v1", f"livestats.bearer.{token}"]
         ) as ws:
@@ -103,7 +118,7 @@ async def test_an_acl_user_works_and_no_secret_reaches_any_log(
         await asyncio.sleep(0.2)
         gateway.stop()
         # A gateway with a wrong password says so, without the password.
-        wrong = start_gateway(log_level="debug", redis_url=f"redis://{user}:not-{password}@{host}")
+        wrong = start_gateway(log_level="debug", redis_url=f"redis://{user}:not-{quote(password, safe='')}@{host}")
         async with wrong.client() as http:
             answer = await http.get("/readyz")
             assert answer.status_code == 503
@@ -118,5 +133,39 @@ async def test_an_acl_user_works_and_no_secret_reaches_any_log(
     logs = "\n".join(server_lines) + out + err
     assert f"GET /api/runs/{run_id}" in logs  # access logs were on: the check below is not vacuous
     assert f"{user}:***@" in logs  # the gateway logged its Redis URL, redacted
-    for secret in (password, token, gateway.token):
+    for secret in (password, quote(password, safe=""), token, gateway.token, session_id):
         assert secret not in logs
+
+
+async def test_a_percent_encoded_password_works_for_the_worker_gateway_and_cli(
+    start_gateway, redis, redis_url, queue_name, make_token
+):
+    from helpers import livestats, wait_finished
+    from livestats_worker.config import WorkerConfig
+    from livestats_worker.serve import serve
+
+    password = "p@ss:w/rd%25?#" + new_run_id()
+    user = "ls-" + new_run_id()
+    await redis.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")
+    stop = asyncio.Event()
+    worker = None
+    try:
+        host = redis_url.split("://", 1)[1]
+        url = f"redis://{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+        worker = asyncio.create_task(
+            serve(WorkerConfig(redis_url=url, queue_name=queue_name, heartbeat_interval_s=0.5), stop)
+        )
+        gateway = start_gateway(redis_url=url)
+        async with gateway.client(await make_token("alice", "submit")) as http:
+            quick = {"name": "acl", "phases": [{"name": "generate", "calls": 1, "env": {"FPF_SIM_LATENCY_MS": "30"}}]}
+            run_id = (await http.post("/api/runs", json=quick)).json()["run_id"]
+        finished = await wait_finished(redis, run_id, timeout_s=60)
+        assert finished.data["outcome"] == "succeeded", finished.data
+        code, out, err = await livestats(url, queue_name, "status", run_id)
+        assert code == 0 and "succeeded" in out, err
+        assert password not in out + err and quote(password, safe="") not in out + err
+    finally:
+        stop.set()
+        if worker is not None:
+            await asyncio.gather(worker, return_exceptions=True)
+        await redis.execute_command("ACL", "DELUSER", user)

@@ -25,7 +25,6 @@ PUBLIC = {
     ("GET", "/login"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
-    ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
     ("GET", "/metrics"),  # Prometheus: aggregates only, no run ids, users or messages in any label
     # The dashboard's app shell: no data in it; it gets everything from the API with credentials.

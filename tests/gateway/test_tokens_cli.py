@@ -3,14 +3,19 @@ the file: the printed token works until it is revoked, and no command ever shows
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
 import subprocess
 import sys
 
+import orjson
+import pytest
 from helpers import livestats
 from livestats_cli.embedded import free_port
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 
 async def test_tokens_in_redis_are_created_listed_used_and_revoked(redis_url, queue_name, start_gateway):
@@ -83,3 +88,77 @@ def test_a_malformed_token_file_stops_the_gateway_from_starting(redis_url, tmp_p
     )
     assert done.returncode == 1
     assert "not a livestats token file" in done.stdout + done.stderr
+
+
+async def test_expiry_and_last_used_time_are_shown_by_token_list(redis_url, queue_name, start_gateway):
+    gateway = start_gateway()
+    code, out, err = await livestats(
+        redis_url, queue_name, "token", "create", "carol", "--scope", "read", "--expires-in", "30d", "--json"
+    )
+    assert code == 0, err
+    made = json.loads(out)
+    assert made["expires_ms"] - made["created_ms"] == 30 * 86_400_000
+    code, out, _ = await livestats(redis_url, queue_name, "token", "list", "--json")
+    assert next(t for t in json.loads(out) if t["id"] == made["id"])["last_used_ms"] is None
+    async with gateway.client(made["token"]) as client:
+        assert (await client.get("/api/session")).status_code == 200
+    code, out, _ = await livestats(redis_url, queue_name, "token", "list", "--json")
+    listed = next(t for t in json.loads(out) if t["id"] == made["id"])
+    assert listed["last_used_ms"] >= made["created_ms"]
+    code, out, _ = await livestats(redis_url, queue_name, "token", "list")
+    line = next(line for line in out.splitlines() if line.startswith(made["id"]))
+    assert " used " in line and "never used" not in line
+    assert ", expires 20" in line and made["token"] not in out
+    await livestats(redis_url, queue_name, "token", "revoke", made["id"])
+
+
+async def test_a_bad_expiry_is_a_usage_error(redis_url, queue_name):
+    for bad in ("30", "0d", "-1h", "1w", "1.5h"):
+        code, _, err = await livestats(
+            redis_url, queue_name, "token", "create", "dave", "--scope", "read", f"--expires-in={bad}"
+        )
+        assert code == 2 and "duration" in err, (bad, err)
+
+
+async def test_the_settings_admin_token_cannot_be_revoked_from_the_cli_and_it_says_why(redis_url, queue_name, tmp_path):
+    for where in ((), ("--file", str(tmp_path / "tokens.json"))):
+        code, out, err = await livestats(redis_url, queue_name, "token", "revoke", "settings", *where)
+        assert code == 2 and out == ""
+        assert "LIVESTATS_GATEWAY_ADMIN_TOKEN" in err and "restart" in err
+
+
+async def test_revoking_a_file_token_takes_effect_on_a_running_gateway(redis_url, queue_name, start_gateway, tmp_path):
+    path = tmp_path / "tokens.json"
+    tokens = []
+    for name in ("erin", "frank"):
+        code, out, err = await livestats(
+            redis_url, queue_name, "token", "create", name, "--scope", "read", "--file", str(path)
+        )
+        assert code == 0, err
+        tokens.append(out.strip())
+    erin, frank = tokens
+    gateway = start_gateway(tokens_file=path, auth_recheck_s=0.2)
+    auth = {"Authorization": f"Bearer {erin}"}
+    async with connect(f"{gateway.ws}/ws/runs", additional_headers=auth) as ws:
+        assert orjson.loads(await ws.recv())["type"] == "index"
+        code, _, err = await livestats(
+            redis_url, queue_name, "token", "revoke", erin.split("_")[1], "--file", str(path)
+        )
+        assert code == 0, err
+        async with gateway.client(erin) as client:
+            assert (await client.get("/api/session")).status_code == 401  # the next request
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(15):
+                while True:
+                    await ws.recv()
+        assert (ws.close_code, ws.close_reason) == (4401, "token revoked")
+    async with gateway.client(frank) as client:
+        assert (await client.get("/api/session")).json()["principal"] == "frank"
+        # A file that turns malformed refuses all its tokens (fail closed) until it is fixed.
+        good = path.read_bytes()
+        path.write_text("{not json")
+        assert (await client.get("/api/session")).status_code == 401
+        path.write_bytes(good)
+        assert (await client.get("/api/session")).json()["principal"] == "frank"
+    async with gateway.client() as admin:  # the settings token does not depend on the file
+        assert (await admin.get("/api/session")).json()["principal"] == "admin"

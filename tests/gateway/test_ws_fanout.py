@@ -37,7 +37,7 @@ async def test_a_client_that_never_reads_is_closed_as_slow_while_fast_clients_ke
 
     excerpt = "x" * 1_000  # ~1.2 KB per event: ~6 MB in all, more than the socket buffers take
     hub = gateway.app_state["hub"]
-    slow_drain = asyncio.create_task(_read_after(slow, lambda: hub.slow_disconnects > 0))
+    slow_drain = asyncio.create_task(_read_after(slow, lambda: hub.stats.slow_disconnects > 0))
     for call in range(n):
         publisher.emit(
             run_id,
@@ -168,7 +168,7 @@ async def test_one_gateway_serves_a_thousand_active_runs_at_once(gateway, publis
             pass
     hub = gateway.app_state["hub"]
     assert hub.channel_count == 1_000
-    reads_before = hub.reads
+    reads_before = hub.stats.reads
     for run_id in runs:
         publisher.emit(
             run_id, CallFailed(phase="p", call=0, attempt=1, reason=FailureReason.EMPTY, duration_s=0.1, final=False)
@@ -179,6 +179,6 @@ async def test_one_gateway_serves_a_thousand_active_runs_at_once(gateway, publis
             frame = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
         assert [(e["run_id"], e["seq"]) for e in frame["events"]] == [(run_id, 2)]
     # 1,000 streams, one XREAD each time: far fewer reads than runs.
-    assert hub.reads - reads_before < 100
+    assert hub.stats.reads - reads_before < 100
     for ws in sockets:
         await ws.close()

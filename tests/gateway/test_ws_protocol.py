@@ -136,4 +136,4 @@ async def test_a_gap_left_by_hand_written_entries_is_skipped_with_a_log_not_sent
         while watcher.last_seq < 5:
             watcher.take(await asyncio.wait_for(ws.recv(), 5))
     assert watcher.types[-1] == "heartbeat"
-    assert gateway.app_state["hub"].invalid_entries >= 1
+    assert gateway.app_state["hub"].stats.invalid_entries >= 1

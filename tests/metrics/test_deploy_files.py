@@ -41,6 +41,44 @@ def test_the_alerts_the_issue_asks_for_exist():
     assert "livestats_runs_stalled_total" in exprs["LivestatsRunsStalled"]
     assert "livestats_gateway_delivery_lag_seconds_bucket" in exprs["LivestatsDeliveryLagHigh"]
     assert "livestats_retry_budget_exhaustions_total" in exprs["LivestatsRetryBudgetExhausted"]
+    # "everything down": no target left at all is caught by absent(), not by `up == 0`
+    assert exprs["LivestatsNoWorkers"].startswith("absent(") and exprs["LivestatsNoGateways"].startswith("absent(")
+    assert "livestats_worker_redis_up" in exprs["LivestatsWorkerRedisDown"]
+
+
+def _alerts() -> dict[str, dict]:
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    return {r["alert"]: r for group in rules["groups"] for r in group["rules"]}
+
+
+def test_every_alert_has_a_runbook_and_humanised_values():
+    for name, rule in _alerts().items():
+        annotations = rule["annotations"]
+        assert "`" in annotations.get("runbook", ""), f"{name}: a runbook naming the command to run"
+        for text in annotations.values():
+            for use in re.findall(r"\{\{[^}]*\$value[^}]*\}\}", text):
+                assert re.search(r"\| *humanize(Percentage|Duration)?\b", use), f"{name}: raw {use}"
+
+
+def test_every_alert_is_tested_firing_and_then_resolved():
+    """alerts_test.yml (run by promtool above) sees each alert fire, and in the same scenario,
+    later, not fire: a rule that could never resolve would pass a firing-only test."""
+    tests = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())["tests"]
+
+    def minutes(t: str) -> int:
+        assert t.endswith("m"), t
+        return int(t[:-1])
+
+    resolved: set[str] = set()
+    for scenario in tests:
+        fired: dict[str, int] = {}
+        for case in scenario["alert_rule_test"]:
+            at = minutes(case["eval_time"])
+            if case.get("exp_alerts"):
+                fired[case["alertname"]] = min(at, fired.get(case["alertname"], at))
+            elif case["alertname"] in fired and at > fired[case["alertname"]]:
+                resolved.add(case["alertname"])
+    assert set(_alerts()) - resolved == set()
 
 
 def _compose() -> dict:
@@ -69,16 +107,107 @@ def test_the_schema_check_rejects_what_compose_would_reject():
     assert len(messages) >= 2, messages
 
 
-def test_compose_starts_in_dependency_order_behind_healthchecks_and_needs_its_secrets():
+def _monitored_by_prometheus() -> set[str]:
+    """The compose services Prometheus scrapes: the names its service discovery resolves and the
+    hosts of its static targets."""
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    names: set[str] = set()
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            names.update(sd["names"])
+        for static in job.get("static_configs", []):
+            names.update(target.rsplit(":", 1)[0] for target in static["targets"])
+    return names
+
+
+def _waits_on(services: dict, name: str) -> set[str]:
+    """Every service `name` waits for, directly or through another."""
+    seen: set[str] = set()
+    todo = list(services[name].get("depends_on", {}))
+    while todo:
+        dependency = todo.pop()
+        if dependency not in seen:
+            seen.add(dependency)
+            todo.extend(services[dependency].get("depends_on", {}))
+    return seen
+
+
+def test_compose_lets_the_monitoring_start_when_what_it_monitors_does_not():
+    services = _compose()["services"]
+    monitored = _monitored_by_prometheus()
+    assert {"worker", "gateway"} <= monitored
+    # Grafana shows what Prometheus scraped: neither may wait, even indirectly, for what they watch
+    for watcher in ("prometheus", "grafana"):
+        assert _waits_on(services, watcher).isdisjoint(monitored), watcher
+    assert "depends_on" not in services["prometheus"]
+    # the rest start behind the health of what they need
+    for name in ("worker", "gateway"):
+        assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}
+
+
+def test_every_compose_service_has_a_health_check_that_means_it_can_work():
+    services = _compose()["services"]
+    for name, service in services.items():
+        test = service.get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no health check"
+    # the worker's asks the worker itself (heartbeat and its own Redis connection), not "does
+    # /metrics answer"; the gateway's is its readiness (Redis and background loops)
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", "livestats-worker", "--check"]
+    assert "LIVESTATS_METRICS_PORT" in services["worker"]["environment"]
+    assert any("/readyz" in part for part in services["gateway"]["healthcheck"]["test"])
+
+
+def test_the_livestats_image_is_built_once_and_used_by_both_services():
+    services = _compose()["services"]
+    builders = [name for name, service in services.items() if "build" in service]
+    assert builders == ["worker"], builders
+    image = services["worker"]["image"]
+    assert image.startswith("livestats:")
+    assert services["gateway"]["image"] == image
+    assert services["gateway"]["pull_policy"] == "never"  # a local build, never a registry's
+    assert services["worker"]["build"]["dockerfile"] == "deploy/Dockerfile"
+
+
+def _dockerfile() -> str:
+    return (DEPLOY / "Dockerfile").read_text()
+
+
+def test_a_real_fpf_goes_into_the_image_through_build_arguments():
+    dockerfile = _dockerfile()
+    args = set(re.findall(r"^ARG (\w+)", dockerfile, re.MULTILINE))
+    assert {"FPF_REQUIREMENT", "FPF_COMMAND"} <= args
+    assert 'ENV LIVESTATS_FPF_COMMAND="${FPF_COMMAND}"' in dockerfile
+    assert 'pip install --no-cache-dir "$FPF_REQUIREMENT"' in dockerfile
+    # compose passes them through from the operator's environment
+    build_args = _compose()["services"]["worker"]["build"]["args"]
+    assert set(build_args) == {"FPF_REQUIREMENT", "FPF_COMMAND"}
+    # the installed FPF runs as the worker's user, after the locked install
+    assert dockerfile.index("$FPF_REQUIREMENT") > dockerfile.index("--no-index")
+    assert dockerfile.index("$FPF_REQUIREMENT") < dockerfile.index("USER livestats")
+
+
+def test_the_image_installs_the_hash_checked_lock_and_the_context_leaves_out_the_bulk():
+    dockerfile = _dockerfile()
+    assert "--require-hashes" in dockerfile and "-r requirements.lock" in dockerfile
+    assert "--no-index" in dockerfile  # nothing outside the lock reaches the final image
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    ignored = [line for line in ignored if line and not line.startswith("#")]
+    for bulk in (".venv", ".run", ".git", "tests/browser/screenshots", "bench/results", ".mypy_cache", ".pytest_cache"):
+        assert bulk in ignored, bulk
+    # and nothing the Dockerfile copies from the context is excluded
+    copied = [
+        src for line in re.findall(r"^COPY (?!--from)(.+)$", dockerfile, re.MULTILINE) for src in line.split()[:-1]
+    ]
+    assert copied, dockerfile
+    for source in copied:
+        assert (ROOT / source).exists(), source
+        assert not any(source == pattern or source.startswith(pattern + "/") for pattern in ignored), source
+
+
+def test_compose_needs_its_secrets_and_keeps_its_data():
     compose = _compose()
     services = compose["services"]
     assert set(services) == {"redis", "worker", "gateway", "prometheus", "grafana"}
-    for name, service in services.items():
-        for dependency, rule in service.get("depends_on", {}).items():
-            assert rule["condition"] == "service_healthy", (name, dependency)
-            assert "healthcheck" in services[dependency], f"{name} waits for {dependency}, which has no healthcheck"
-    assert services["grafana"]["depends_on"].keys() == {"prometheus"}
-    assert services["prometheus"]["depends_on"].keys() == {"gateway", "worker"}
     # --scale worker=N: nothing that two replicas could not share
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
     assert "redis-data:/data" in services["redis"]["volumes"]
@@ -110,6 +239,11 @@ def test_grafana_is_provisioned_and_not_editable_in_the_ui():
     assert files["allowUiUpdates"] is False
     assert files["options"]["path"] == "/etc/grafana/dashboards"
     assert dashboard["editable"] is False
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert set(variables) == {"instance", "phase", "model"}
+    for variable in variables.values():
+        assert variable["includeAll"] and variable["allValue"] == ".*" and variable["multi"]
+        assert variable["datasource"]["uid"] == source["uid"]
     uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
     assert uids == {source["uid"]}
 
@@ -138,8 +272,20 @@ async def test_every_dashboard_query_uses_metrics_the_services_expose(exposed):
     assert not used - exposed, f"the dashboard queries series nobody exposes: {sorted(used - exposed)}"
     for expr in exprs:  # every panel shows livestats data (or Prometheus' own `up` of our jobs)
         assert re.search(r"\blivestats_\w+|up\{job=\"livestats-", expr), expr
+    # every series is filtered by the instance variable, and by phase and model where it has them
+    for name, labels in re.findall(r"\b(livestats_\w+|up)\b(\{[^}]*\})?", " ".join(exprs)):
+        assert 'instance=~"$instance"' in labels, name
+    labelled = {"livestats_calls_total", "livestats_call_duration_seconds_bucket", "livestats_call_retries_total"}
+    labelled |= {"livestats_tokens_predicted_total", "livestats_tokens_total", "livestats_cost_usd_total"}
+    for name, labels in re.findall(r"\b(livestats_\w+)\{([^}]*)\}", " ".join(exprs)):
+        if name in labelled:
+            assert 'phase=~"$phase"' in labels and 'model=~"$model"' in labels, name
     # and every metric family the issue lists is on the dashboard
     families = {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in exposed if n.startswith("livestats_")}
     shown = {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in used}
-    internal = {"livestats_gateway_invalid_entries", "livestats_gateway_reads"}  # debugging aids only
+    internal = {  # debugging aids only
+        "livestats_gateway_invalid_entries",
+        "livestats_gateway_reads",
+        "livestats_gateway_replays_waiting",
+    }
     assert families - shown - internal == set()

@@ -73,9 +73,11 @@ async def test_gateway_counts_what_its_clients_received(gateway, publisher, prom
 async def test_resets_sent_on_resume_are_counted_by_reason(gateway, publisher, redis):
     run_id = new_run_id()
     await publish_run(publisher, run_id, 4)
+    await redis.xtrim(keys.run_events(run_id), maxlen=2, approximate=False)  # seq 3 and 4 are left
     first_id = (await redis.xrange(keys.run_events(run_id), count=1))[0][0].decode()
-    # 1-1 lies before the retained history; <first ms>-999 lies inside it but is no entry.
-    for since in ("1-1", first_id.split("-")[0] + "-999"):
+    # 1-1 lies before the retained history, which no longer starts at seq 1; <first ms>-99999 lies
+    # after its first entry but is no entry.
+    for since in ("1-1", first_id.split("-")[0] + "-99999"):
         async with connect(f"{gateway.ws}/ws/runs/{run_id}?since={since}", additional_headers=gateway.headers) as ws:
             while orjson.loads(await ws.recv())["type"] != "live":
                 pass

@@ -4,6 +4,8 @@ returns the series with the values the run's events imply."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -135,3 +137,49 @@ async def test_prometheus_scrapes_gateway_and_worker_during_a_run(
     await _until(prometheus, "livestats_runs_finished_total{outcome='succeeded'}", {"worker": 1})
     await _until(prometheus, "livestats_gateway_clients{transport='ws'}", {"gateway": 0})
     await _until(prometheus, "livestats_gateway_replay_events_count", {"gateway": 1})
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "livestats.json"
+# What Grafana puts in for the template variables set to "All" (allValue) and the rate window.
+_ALL = {"$instance": ".*", "$phase": ".*", "$model": ".*", "$__rate_interval": "1m"}
+
+
+def up_style_queries() -> dict[str, str]:
+    """{legend: PromQL} of every dashboard query that counts what is up (targets, Redis links,
+    stall leaders), with the template variables set to All."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = {}
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            if re.search(r"\bup\{|_up\b|_stall_leader\b", expr):
+                for variable, value in _ALL.items():
+                    expr = expr.replace(variable, value)
+                queries[f"{panel['title']}: {target['legendFormat']}"] = expr
+    return queries
+
+
+def test_the_dashboard_has_up_style_queries_to_check():
+    legends = set(up_style_queries())
+    assert {"Workers up: up", "Workers up: reaching Redis", "Gateway health: gateways up"} <= legends, legends
+
+
+@pytest.mark.parametrize("targets", ["none", "all_down"])
+async def test_up_panels_show_zero_not_no_data_when_nothing_is_up(prometheus, targets):
+    if targets == "none":  # every container gone: service discovery finds no target at all
+        await prometheus.start({})
+    else:  # targets known, nothing listening on their ports
+        down = {"livestats-worker": f"127.0.0.1:{free_port()}", "livestats-gateway": f"127.0.0.1:{free_port()}"}
+        await prometheus.start(down)
+        await _until(prometheus, "up", {"livestats-worker": 0, "livestats-gateway": 0})
+    for legend, expr in up_style_queries().items():
+        assert prometheus.query(expr) == {"": 0}, f"{legend}: {expr}"
+
+
+async def test_up_panels_count_what_is_up(gateway, metrics_worker, prometheus):
+    # the positive control: the same queries see a gateway and a worker that are up
+    worker = (await metrics_worker()).split("/")[2]
+    await prometheus.start({"livestats-gateway": f"127.0.0.1:{gateway.config.port}", "livestats-worker": worker})
+    queries = up_style_queries()
+    for legend in ("Workers up: up", "Workers up: reaching Redis", "Gateway health: gateways up"):
+        await _until(prometheus, queries[legend], {"": 1})

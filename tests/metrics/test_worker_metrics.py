@@ -99,3 +99,35 @@ async def test_a_worker_process_serves_metrics_on_its_configured_port_and_stops_
     proc.send_signal(signal.SIGTERM)
     async with asyncio.timeout(20):
         assert await proc.wait() == 0
+
+
+async def test_the_model_label_comes_from_the_operators_configuration_without_an_allowlist(
+    redis, publisher, metrics_worker, queue_name
+):
+    # No LIVESTATS_METRICS_MODELS: the worker's FPF_MODEL (which FPF inherits) is a label, and
+    # it is the model of a phase that names none; a name only a spec uses stays `other`.
+    url = await metrics_worker(fpf_model="house-model")
+    spec = RunSpec(
+        phases=[
+            PhaseSpec(name="generate", calls=2, env=FAST),
+            PhaseSpec(name="evaluate", calls=1, env={**FAST, "FPF_MODEL": "house-model"}),
+            PhaseSpec(name="compare", calls=1, env={**FAST, "FPF_MODEL": "a-spec-only-model"}),
+        ],
+    )
+    run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
+    assert (await wait_finished(redis, run_id)).payload().outcome.value == "succeeded"
+    m = scrape(url)
+    assert total(m, "livestats_calls_total", model="house-model", phase="generate") == 2
+    assert total(m, "livestats_calls_total", model="house-model", phase="evaluate") == 1
+    assert total(m, "livestats_calls_total", model="other", phase="compare") == 1
+
+
+def test_the_allowlist_is_the_operators_configuration_by_default():
+    import orjson
+    from livestats_worker.config import WorkerConfig
+    from livestats_worker.metrics import WorkerMetrics
+
+    prices = {"models": {"priced-model": [{"effective_from": "2026-01-01", "input_per_mtok": 1, "output_per_mtok": 2}]}}
+    config = WorkerConfig(metrics_models=["listed"], fpf_model="house-model", prices=orjson.dumps(prices).decode())
+    assert WorkerMetrics.for_config(config).models == {"listed", "house-model", "priced-model"}
+    assert WorkerMetrics.for_config(WorkerConfig()).models == set()  # nothing configured: all `other`

@@ -10,10 +10,12 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 from livestats_shared.events import FailureReason
+from livestats_worker.children import Sweep
 from livestats_worker.fpf import STDERR_TAIL_BYTES, ProcessResult, run_fpf
 from livestats_worker.output import CallVerdict, classify
 from proc_util import pids_with_env
@@ -340,8 +342,32 @@ async def test_a_process_that_escaped_the_group_cannot_hold_up_the_call(marker):
 
     assert verdict_of(result).ok
     assert time.monotonic() - started < 5
-    # Out of our reach by design (its own session); the marker fixture cleans it up.
+    # Without a call marker (LIVESTATS_CALL) in env, out of reach: its own session. The worker
+    # always sets one (next test); the marker fixture cleans this one up.
+    assert result.sweep is None
     assert len(pids_with_env("FPF_RUN_ID", marker)) == 1
+
+
+async def test_with_a_call_marker_the_escaped_helpers_are_swept_and_verified_gone(tmp_path, marker):
+    stand_in = Path(__file__).with_name("escaping_fpf.py")
+    env = {**call_env(marker), "LIVESTATS_CALL": f"0.0/{marker}/generate/7/1/abcdef01", "FPF_SIM_BEHAVIOUR": "exit"}
+    swept: list[Sweep] = []
+
+    result = await run_fpf(
+        [sys.executable, str(stand_in), str(tmp_path), "prompt"],
+        env=env,
+        timeout_s=30,
+        max_output_bytes=CAP,
+        kill_grace_s=1,
+        on_swept=swept.append,
+    )
+
+    helpers = {int((tmp_path / f"{kind}.pid").read_text()) for kind in ("setsid", "daemon", "pgroup")}
+    assert verdict_of(result).ok
+    assert swept == [result.sweep]
+    assert result.sweep is not None and result.sweep.verified
+    assert helpers <= set(result.sweep.killed)  # alive when the call ended, killed by the sweep
+    assert_nothing_left(marker)
 
 
 async def test_stderr_keeps_only_its_last_four_kibibytes(marker):

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from livestats_shared import keys
+from livestats_shared.fpf_env import EnvPatterns
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .local_auth import LOCAL_TOKEN_TTL_S, local_url, read_password
 
 
 class CliConfig(BaseSettings):
@@ -24,7 +27,13 @@ class CliConfig(BaseSettings):
     # default to http://127.0.0.1:8000).
     gateway_url: str | None = Field(None, description="The gateway, for commands that use its API.")
     token: str | None = Field(None, description="Bearer token sent to the gateway (LIVESTATS_TOKEN).")
+    local_token_ttl_s: float = Field(
+        LOCAL_TOKEN_TTL_S, gt=0, description="`up`'s admin token expires this long after its last renewal."
+    )
+    # `submit` through Redis checks a spec's env as the gateway and the workers do (LIVESTATS_SPEC_ENV_ALLOW).
+    spec_env_allow: EnvPatterns = Field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.embedded_port}/0"
+        # The embedded server's password, which `up` keeps in the data dir (local_auth.py).
+        return self.redis_url or local_url(self.embedded_port, read_password(self.data_dir))

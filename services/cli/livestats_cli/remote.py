@@ -11,17 +11,16 @@ from typing import Any
 
 import orjson
 from livestats_shared.errors import InvalidEvent
-from livestats_shared.estimation import EstimationSample
 from livestats_shared.ids import RunId, validate_run_id
 from livestats_shared.stats import RunSnapshot
 
-from . import export, report, runs, status_view
+from . import export, runs, status_view
 from .config import CliConfig
 from .exit_codes import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
 from .gateway_client import GatewayClient, GatewayError
 from .tail_remote import tail_remote
 
-COMMANDS = frozenset({"submit", "cancel", "runs", "tail", "status", "events", "export", "report"})
+COMMANDS = frozenset({"submit", "cancel", "runs", "tail", "status", "events", "export"})
 _EVENTS_PAGE = 1000  # events per GET /api/runs/{id}/events
 
 
@@ -41,8 +40,6 @@ async def run(config: CliConfig, args: argparse.Namespace) -> int:
                 return await _events(gateway, args)
             if args.command == "export":
                 return await export.export(lambda rid: _snapshot(gateway, rid), _event_pages(gateway), args)
-            if args.command == "report":
-                return await report.run_on_runs(_samples_from(gateway), args)
             lines = max(1, args.lines)
             return await tail_remote(gateway, validate_run_id(args.run_id), lines=lines, interval=args.interval)
         except GatewayError as exc:
@@ -148,24 +145,3 @@ def _after(stream_id: str, after: str) -> bool:
 
 def _warn(exc: InvalidEvent) -> None:
     print(f"warning: {exc}", file=sys.stderr)
-
-
-def _samples_from(gateway: GatewayClient) -> report.SampleSource:
-    async def samples(run_ids: list[RunId], statuses: list[str], limit: int) -> list[EstimationSample]:
-        if not run_ids:
-            found: list[RunSnapshot] = []
-            params: dict[str, Any] = {"limit": limit, "status": statuses}
-            while len(found) < limit:
-                page = await gateway.call("GET", "/api/runs", params=params)
-                found += [RunSnapshot.model_validate(r) for r in page["runs"]]
-                if page["next"] is None:
-                    break
-                params["cursor"] = page["next"]
-            run_ids = [validate_run_id(r.run_id) for r in found[:limit]]
-        out: list[EstimationSample] = []
-        for run_id in run_ids:
-            answer = await gateway.call("GET", f"/api/runs/{run_id}/estimation")
-            out += [EstimationSample.model_validate(s, strict=False) for s in answer["inputs"]]
-        return out
-
-    return samples

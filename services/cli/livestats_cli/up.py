@@ -18,20 +18,26 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit
 
-from livestats_shared.auth import Scope, TokenStore
 from livestats_shared.control import submit_run
 from livestats_shared.publish import Publisher
-from livestats_shared.redis_client import UNAVAILABLE, connect, redact_url
+from livestats_shared.redis_client import connect, redact_url
 from livestats_shared.spec import RunSpec
 from redis.asyncio import Redis
 
-from . import children
+from . import children, local_prometheus
 from .config import CliConfig
 from .console import Console
 from .embedded import EmbeddedServer, free_port, port_in_use
 from .follow import ProgressView, follow
+from .local_auth import (
+    create_local_token,
+    keep_renewing,
+    load_or_create_password,
+    password_path,
+    renewal_stopped,
+    revoke_local_token,
+)
 
 _GATEWAY_START_S = 20.0  # imports and binds in about a second; generous for a busy machine
 LOCAL_PRINCIPAL = "local-admin"  # owns the demo run and the session's login token
@@ -45,7 +51,7 @@ def demo_spec(*, failing: bool = False) -> RunSpec:
     return RunSpec.model_validate_json((files("livestats_cli") / name).read_text())
 
 
-async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -> int:
+async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, prometheus: bool = False) -> int:
     # `make run | tee log` then Ctrl-C: tee dies with the same SIGINT, and the next print would
     # raise BrokenPipeError in the middle of the shutdown. Lines go to up.log as well.
     out = Console(config.data_dir / "up.log")
@@ -58,7 +64,9 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
     server: EmbeddedServer | None = None
     worker: subprocess.Popen[bytes] | None = None
     gateway: subprocess.Popen[bytes] | None = None
+    prometheus_proc: subprocess.Popen[bytes] | None = None
     token_id: str | None = None
+    renewer: asyncio.Task[None] | None = None
     try:
         if config.redis_url:
             url = config.redis_url
@@ -72,17 +80,26 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
                 )
                 return 2
             port = config.embedded_port if not port_in_use(config.embedded_port) else free_port()
-            server = EmbeddedServer(config.data_dir / "valkey", port)
+            password = load_or_create_password(config.data_dir)
+            server = EmbeddedServer(config.data_dir / "valkey", port, password=password)
             server.start()  # in this (main) thread: see EmbeddedServer.start
             url = server.url
-            out.say(f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on)")
+            out.say(
+                f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on, "
+                f"password in {password_path(config.data_dir)})"
+            )
         env = {**os.environ, "LIVESTATS_REDIS_URL": url, "LIVESTATS_QUEUE_NAME": config.queue_name}
+        # The demo sets the simulator's knobs in its spec: allow them unless the operator said otherwise.
+        env.setdefault("LIVESTATS_SPEC_ENV_ALLOW", "FPF_SIM_*")
         worker_log = config.data_dir / "worker.log"
-        worker = children.spawn([sys.executable, "-m", "livestats_worker"], worker_log, env)
-        out.say(f"worker pid {worker.pid} (log: {worker_log})")
+        # Worker metrics on a free port (unless set): several `up`s and tests run side by side.
+        metrics_port = os.environ.get("LIVESTATS_METRICS_PORT") or str(free_port())
+        worker_env = {**env, "LIVESTATS_METRICS_PORT": metrics_port}
+        worker = children.spawn([sys.executable, "-m", "livestats_worker"], worker_log, worker_env)
+        out.say(f"worker pid {worker.pid} (log: {worker_log}), metrics at http://127.0.0.1:{metrics_port}/metrics")
 
         gateway_log = config.data_dir / "gateway.log"
-        gateway, gateway_url = _spawn_gateway(config, env, url, gateway_log, out)
+        gateway, gateway_url = _spawn_gateway(config, env, url, gateway_log)
         failure = await children.wait_healthy(gateway, f"{gateway_url}/healthz", _GATEWAY_START_S, stop)
         if failure is not None:
             out.say(f"error: the gateway {failure}; see {gateway_log}", err=True)
@@ -90,10 +107,18 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         if stop.is_set():
             return 0
         out.say(f"gateway on {gateway_url}, API docs at {gateway_url}/docs (log: {gateway_log})")
-        token_id, token = await _create_local_token(url)
+        if prometheus:
+            prometheus_proc = await _start_prometheus(config, gateway_url, metrics_port, stop)
+            if prometheus_proc is None:
+                return 1
+        record, token = await create_local_token(url, LOCAL_PRINCIPAL, config.local_token_ttl_s)
+        token_id = record.id
+        renewer = asyncio.create_task(keep_renewing(url, record, config.local_token_ttl_s), name="token-renewal")
+        renewer.add_done_callback(renewal_stopped)
         # The token goes in the URL's fragment, which browsers never send: no server log sees it.
-        login = f"{gateway_url}/login#token={token}"
-        out.say(f"\ndashboard: open {login}   # logs this browser in (local admin)", secret=True)
+        out.say(
+            f"\ndashboard: open {gateway_url}/login#token={token}   # logs this browser in (local admin)", secret=True
+        )
         out.say(f"  curl -H 'Authorization: Bearer {token}' {gateway_url}/api/runs", secret=True)
 
         if spec is not None:
@@ -117,11 +142,16 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         # In this order: clients are closed while Redis is there, the worker's last events are
         # flushed to a running server, and the server writes its data last.
         out.say("\nstopping...")
+        if prometheus_proc is not None:
+            await asyncio.to_thread(children.stop, prometheus_proc, "prometheus", 10.0)
         if gateway is not None:
             await asyncio.to_thread(children.stop, gateway, "gateway", _GATEWAY_STOP_S)
             out.say(f"gateway stopped (exit status {gateway.returncode})")
+        if renewer is not None:
+            renewer.cancel()
         if token_id is not None:
-            await _revoke_local_token(url, token_id, out)
+            await revoke_local_token(url, token_id)
+            out.say(f"session token {token_id} revoked")
         if worker is not None:
             await asyncio.to_thread(children.stop, worker, "worker", 20.0)
             out.say(f"worker stopped (exit status {worker.returncode})")
@@ -132,33 +162,29 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool) -
         out.close()
 
 
-async def _create_local_token(url: str) -> tuple[str, str]:
-    """An admin token for this session's browser and curl; revoked when `up` stops."""
-    redis = connect(url, "livestats.cli")
+async def _start_prometheus(
+    config: CliConfig, gateway_url: str, metrics_port: str, stop: asyncio.Event
+) -> subprocess.Popen[bytes] | None:
+    gateway = gateway_url.removeprefix("http://")
     try:
-        record, token = await TokenStore(redis).create(LOCAL_PRINCIPAL, [Scope.ADMIN], note="livestats up session")
-        return record.id, token
-    finally:
-        await redis.aclose()
+        proc, url = local_prometheus.start(config.data_dir, gateway, f"127.0.0.1:{metrics_port}")
+    except local_prometheus.PrometheusNotInstalled as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    log = config.data_dir / "prometheus.log"
+    failure = await children.wait_healthy(proc, f"{url}/-/ready", _GATEWAY_START_S, stop)
+    if failure is not None:
+        print(f"error: prometheus {failure}; see {log}", file=sys.stderr)
+        await asyncio.to_thread(children.stop, proc, "prometheus", 10.0)
+        return None
+    print(f"prometheus on {url} (alerts: {url}/alerts; log: {log})")
+    return proc
 
 
-async def _revoke_local_token(url: str, token_id: str, out: Console) -> None:
-    redis = connect(url, "livestats.cli")
-    try:
-        await TokenStore(redis).revoke(token_id)
-        out.say(f"session token {token_id} revoked")
-    except UNAVAILABLE as exc:
-        out.say(f"could not revoke the session token {token_id} ({exc}); `livestats token revoke {token_id}`")
-    finally:
-        await redis.aclose()
-
-
-def _spawn_gateway(
-    config: CliConfig, env: dict[str, str], url: str, log: Path, out: Console
-) -> tuple[subprocess.Popen[bytes], str]:
+def _spawn_gateway(config: CliConfig, env: dict[str, str], url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = config.gateway_port if not port_in_use(config.gateway_port) else free_port()
     if port != config.gateway_port:
-        out.say(f"port {config.gateway_port} is busy; the gateway uses {port} instead")
+        print(f"port {config.gateway_port} is busy; the gateway uses {port} instead")
     gateway_env = {
         **env,
         # Set explicitly: the gateway prefers its own variables to LIVESTATS_REDIS_URL and
@@ -179,7 +205,31 @@ async def _run_and_show(
     try:
         async with Publisher(redis) as publisher:
             run_id = await submit_run(redis, publisher, spec, queue_name=config.queue_name, owner=LOCAL_PRINCIPAL)
-        out.say(recipes(run_id, spec.name, url, gateway_url, config))
+        port = url.rsplit(":", 1)[-1].split("/")[0]
+        # The password as REDISCLI_AUTH, read from its file: never on a command line (`ps`).
+        auth = f'REDISCLI_AUTH="$(cat {password_path(config.data_dir)})" ' if config.redis_url is None else ""
+        stream = f"'livestats:run:{{{run_id}}}:events'"
+        # Another terminal's CLI uses REDIS_URL if the user set one (then so did we); the embedded
+        # server is named with the port it actually got and its password file (never the password).
+        cli_auth = (
+            f'LIVESTATS_REDIS_URL="redis://:$(cat {password_path(config.data_dir)})@127.0.0.1:{port}/0" '
+            if config.redis_url is None
+            else ""
+        )
+        ws_url = gateway_url.replace("http://", "ws://", 1)
+        out.say(
+            "\n".join(
+                (
+                    f"\nrun {run_id} ({spec.name}) submitted. Watch it from another terminal too:",
+                    f"  {gateway_url}/runs/{run_id}   # its page (after opening the dashboard link above)",
+                    f"  {auth}redis-cli -p {port} XRANGE {stream} - +                  # everything so far",
+                    f"  {auth}redis-cli -p {port} XREAD BLOCK 0 STREAMS {stream} '$'   # wait for the next event",
+                    f"  {cli_auth}.venv/bin/livestats events {run_id} --follow   # a live tail, as NDJSON",
+                    f"  {ws_url}/ws/runs/{run_id}   # the same events from the gateway, over WebSocket",
+                    "  (the demo succeeds, with retries; for one that fails: make run ARGS=--demo-failing)\n",
+                )
+            )
+        )
         view = ProgressView(run_id)
         watcher = asyncio.create_task(_watch(redis, run_id, view))
         stopper = asyncio.create_task(stop.wait())
@@ -198,29 +248,6 @@ async def _run_and_show(
 async def _watch(redis: Redis, run_id: str, view: ProgressView) -> None:
     async for event in follow(redis, run_id):
         view.update(event)
-
-
-def recipes(run_id: str, name: str, url: str, gateway_url: str, config: CliConfig) -> str:
-    """How to follow the run from elsewhere, with the ports actually chosen: the embedded server
-    may have moved off its preferred port, and then the CLI needs `--redis-url` to find it."""
-    port = urlsplit(url).port or 6379
-    stream = f"'livestats:run:{{{run_id}}}:events'"
-    # Another terminal's CLI uses REDIS_URL if the user set one (then so did we), else the
-    # embedded server's usual port: name the server when it is elsewhere.
-    usual = f"redis://127.0.0.1:{CliConfig.model_fields['embedded_port'].default}/0"
-    flag = "" if config.redis_url is not None or url == usual else f" --redis-url {redact_url(url)}"
-    ws_url = gateway_url.replace("http://", "ws://", 1)
-    return "\n".join(
-        (
-            f"\nrun {run_id} ({name}) submitted. Watch it from another terminal too:",
-            f"  {gateway_url}/runs/{run_id}   # its page (after opening the dashboard link above)",
-            f"  redis-cli -p {port} XRANGE {stream} - +                  # everything so far",
-            f"  redis-cli -p {port} XREAD BLOCK 0 STREAMS {stream} '$'   # wait for the next event",
-            f"  .venv/bin/livestats events {run_id} --follow{flag}             # a live tail, as NDJSON",
-            f"  {ws_url}/ws/runs/{run_id}   # the same events from the gateway, over WebSocket",
-            "  (the demo succeeds, with retries; for one that fails: make run ARGS=--demo-failing)\n",
-        )
-    )
 
 
 _held_locks: list[TextIO] = []  # kept open for the life of the process

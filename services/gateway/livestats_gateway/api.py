@@ -1,4 +1,4 @@
-"""The REST API: submit, list, read and cancel runs; health and readiness.
+"""The REST API: submit, list, read and cancel runs; health, readiness and metrics.
 
 Run ids are validated before any Redis command. Known failures answer as HTTP errors with a
 clear message (`routing.known_errors`): unknown run 404, Redis unavailable 503 with Retry-After.
@@ -11,9 +11,11 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from livestats_shared.auth import Scope
 from livestats_shared.control import UnknownRun, cancel_run, submit_run
+from livestats_shared.fpf_env import refused_env
 from livestats_shared.history import read_snapshot
 from livestats_shared.ids import NAME_PATTERN, RunId
 from livestats_shared.redis_client import UNAVAILABLE
@@ -21,6 +23,8 @@ from livestats_shared.spec import MAX_SPEC_BYTES, RunSpec
 from livestats_shared.stats import RunSnapshot
 
 from .auth import Reader, Submitter, check_run_visible
+from .finite import FiniteJsonRoute
+from .metrics import CONTENT_TYPE
 from .paging import CURSOR_PATTERN, STREAM_ID_PATTERN, IndexPosition, exclusive_start, read_event_page, read_run_page
 from .routing import (
     AUTH_RESPONSES,
@@ -39,7 +43,7 @@ log = logging.getLogger("livestats.gateway.api")
 
 READY_PING_TIMEOUT_S = 1.0
 RUN_RESPONSES = {**AUTH_RESPONSES, **NOT_FOUND, **UNAVAILABLE_RESPONSE}
-router = APIRouter(dependencies=[Depends(known_errors)])
+router = APIRouter(dependencies=[Depends(known_errors)], route_class=FiniteJsonRoute)
 
 
 @router.get("/healthz", tags=["health"])
@@ -80,6 +84,13 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition, unauthenticated (aggregates only: docs/metrics.md). Generated on
+    the event loop, so the counters are read consistently."""
+    return Response(app_state(request)["metrics"].exposition(), media_type=CONTENT_TYPE)
+
+
 @router.post(
     "/api/runs",
     status_code=202,
@@ -111,6 +122,19 @@ async def submit(
     if team is not None and team not in principal.teams and not principal.has(Scope.ADMIN):
         raise invalid("query", "team", team, f"{principal.name} is not in team {team!r}")
     state = app_state(request)
+    refused = refused_env(spec.phases, state["config"].spec_env_allow)
+    if refused:  # 422 naming each key, in FastAPI's own shape
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "phases", r.phase_index, "env", r.key),
+                    "msg": r.reason,
+                    "input": r.key,
+                }
+                for r in refused
+            ]
+        )
     run_id = await submit_run(
         state["redis"],
         state["publisher"],
@@ -187,7 +211,8 @@ async def get_events(
     limit: Annotated[int, Query(ge=1, description="Events per page; capped by the server's `events_page_max`.")] = 1000,
 ) -> EventPage:
     """The run's history, oldest first. Stream entries that are not livestats events (added by
-    hand) are left out and counted in `skipped`."""
+    hand) are left out and counted in `skipped`. `trimmed` and `gap` say when history the
+    caller asked for is gone (docs/api.md, "Continuity")."""
     await check_run_visible(request, principal, run_id)
     state = app_state(request)
     start: str | None = "-"
@@ -197,7 +222,7 @@ async def get_events(
         except ValueError as exc:
             raise invalid("query", "after", after, str(exc)) from exc
     limit = min(limit, state["config"].events_page_max)
-    page = await read_event_page(state["redis"], run_id, start=start, limit=limit)
+    page = await read_event_page(state["redis"], run_id, after=after, start=start, limit=limit)
     if page is None:
         raise UnknownRun(run_id)
     return page

@@ -7,15 +7,18 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
-from livestats_shared.auth import Scope, TokenRecord, TokenStore, digest, load_token_file
+from fastapi.exceptions import RequestValidationError
+from livestats_shared.auth import SETTINGS_TOKEN_ID, Scope, TokenRecord, TokenStore, digest
 from livestats_shared.pricing import load_price_table
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect, redact_url
+from livestats_shared.sessions import SessionStore
 
-from . import analysis, api, estimation, ingest, metrics, pages, session, sse, ws
+from . import analysis, api, apidocs, estimation, ingest, pages, session, sse, ws
 from .config import GatewayConfig
-from .hub import Hub
-from .index import RunIndex
+from .fanout.hub import Hub
+from .fanout.index import RunIndex
+from .finite import validation_error
 from .limits import ConnectionLimiter
 from .metrics import GatewayMetrics
 from .recheck import TokenRecheck
@@ -35,12 +38,13 @@ def create_app(config: GatewayConfig) -> FastAPI:
             stack.push_async_callback(redis.aclose)
             publisher = await stack.enter_async_context(Publisher(redis, producer=None))
             counts = GatewayMetrics()
-            hub = await stack.enter_async_context(Hub(config, redis, counts))
+            hub = await stack.enter_async_context(Hub(config, redis, counts.fanout))
             index = await stack.enter_async_context(RunIndex(config, redis, hub))
             stalls = await stack.enter_async_context(StallMonitor(config, redis, publisher))
             counts.watch(hub, stalls)
-            tokens = TokenStore(redis, fixed_tokens(config))
-            await stack.enter_async_context(TokenRecheck(config.auth_recheck_s, tokens, hub))
+            tokens = TokenStore(redis, settings_tokens(config), config.tokens_file)
+            sessions = SessionStore(redis, tokens, idle_s=config.session_idle_s, max_s=config.session_max_s)
+            await stack.enter_async_context(TokenRecheck(config.auth_recheck_s, tokens, sessions, hub))
             log.info("gateway ready (redis %s)", redact_url(config.redis_url))
             yield State(
                 config=config,
@@ -50,6 +54,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
                 index=index,
                 stalls=stalls,
                 tokens=tokens,
+                sessions=sessions,
                 streams=ConnectionLimiter(config.max_streams_per_principal),
                 metrics=counts,
                 prices=prices,
@@ -63,7 +68,12 @@ def create_app(config: GatewayConfig) -> FastAPI:
         version="1",
         summary="Live telemetry of LLM pipeline runs: WebSocket/SSE fan-out and the REST API.",
         lifespan=lifespan,
+        # Served from the package by apidocs.py, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    # Any 422 renders, even one echoing a non-finite number (finite.py).
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(session.router)
     app.include_router(api.router)
     app.include_router(ingest.router)
@@ -71,16 +81,17 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(analysis.router)
     app.include_router(sse.router)
     app.include_router(ws.router)
-    app.include_router(metrics.router)
     app.include_router(pages.router)
+    app.include_router(apidocs.router)
     pages.mount_assets(app)
     return app
 
 
-def fixed_tokens(config: GatewayConfig) -> list[TokenRecord]:
-    """Tokens from settings and the tokens file; a malformed file stops the start (fail fast)."""
-    records = load_token_file(config.tokens_file) if config.tokens_file is not None else []
-    if config.admin_token is not None:
-        secret = config.admin_token.get_secret_value()
-        records.append(TokenRecord(id="settings", digest=digest(secret), principal="admin", scopes={Scope.ADMIN}))
-    return records
+def settings_tokens(config: GatewayConfig) -> list[TokenRecord]:
+    """The admin token from settings (read once: a process cannot see its environment change;
+    restart the gateway to change it). Token file records are TokenStore's: it re-reads the file
+    when it changes, and a malformed file at start stops the start (fail fast)."""
+    if config.admin_token is None:
+        return []
+    secret = config.admin_token.get_secret_value()
+    return [TokenRecord(id=SETTINGS_TOKEN_ID, digest=digest(secret), principal="admin", scopes={Scope.ADMIN})]

@@ -4,7 +4,10 @@ Credentials, in the order they are looked for:
 - `Authorization: Bearer <token>` (scripts, curl, the CLI);
 - a WebSocket subprotocol `livestats.bearer.<token>` (browsers cannot set headers on a
   WebSocket; the gateway answers with the plain `livestats.v1`, never echoing the token);
-- the `livestats_session` cookie that `POST /api/session` sets (the web UI).
+- the session cookie that `POST /api/session` sets (the web UI): an opaque session id, never a
+  token (sessions.py in the shared package). Over HTTPS it is `__Host-livestats_session` (Secure,
+  bound to this exact host: a server on another port or a subdomain can neither read nor set
+  it); over plain HTTP `livestats_session`. Only the name for the request's scheme is read.
 A token never travels in a URL, so it cannot end up in an access log or a proxy's.
 
 A cookie is sent by the browser whatever page asks, so cookie-authenticated WebSockets and
@@ -21,9 +24,10 @@ from typing import Annotated, cast
 from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from livestats_shared import keys
-from livestats_shared.auth import Principal, Scope
+from livestats_shared.auth import Principal, Scope, TokenStore
 from livestats_shared.control import UnknownRun
 from livestats_shared.ids import RunId
+from livestats_shared.sessions import SessionStore
 from starlette.requests import HTTPConnection
 
 from .config import GatewayConfig
@@ -31,10 +35,14 @@ from .state import app_state
 
 log = logging.getLogger("livestats.gateway.auth")
 
-SESSION_COOKIE = "livestats_session"
+SESSION_COOKIE = "livestats_session"  # over plain HTTP
+SECURE_SESSION_COOKIE = "__Host-livestats_session"  # over HTTPS: Secure, Path=/, no Domain
 WS_PROTOCOL = "livestats.v1"
 WS_BEARER_PREFIX = "livestats.bearer."
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Marks a session in the key an open stream is re-checked by (Credential.token). A NUL cannot
+# occur in a header or subprotocol, so no bearer token can look like one.
+_SESSION_KEY = "\0session:"
 
 
 class AuthError(Exception):
@@ -48,8 +56,24 @@ class AuthError(Exception):
 
 @dataclass(frozen=True)
 class Credential:
-    token: str
+    secret: str  # a token, or a session id from the cookie
     source: str  # "header", "subprotocol" or "cookie"
+
+    @property
+    def token(self) -> str:
+        """What an open stream is re-checked by (recheck.py): the token, or the session id
+        marked as one. Never logged."""
+        return _SESSION_KEY + self.secret if self.source == "cookie" else self.secret
+
+
+def served_over_https(conn: HTTPConnection, config: GatewayConfig) -> bool:
+    # The scope's scheme reflects X-Forwarded-Proto when uvicorn trusts the proxy
+    # (forwarded_allow_ips); `cookie_secure` covers a proxy that does not pass it on.
+    return config.cookie_secure or conn.scope.get("scheme") in ("https", "wss")
+
+
+def session_cookie_name(conn: HTTPConnection, config: GatewayConfig) -> str:
+    return SECURE_SESSION_COOKIE if served_over_https(conn, config) else SESSION_COOKIE
 
 
 def credential_of(conn: HTTPConnection) -> Credential | None:
@@ -59,7 +83,7 @@ def credential_of(conn: HTTPConnection) -> Credential | None:
     for proto in _subprotocols(conn):
         if proto.startswith(WS_BEARER_PREFIX):
             return Credential(proto.removeprefix(WS_BEARER_PREFIX), "subprotocol")
-    cookie = conn.cookies.get(SESSION_COOKIE)
+    cookie = conn.cookies.get(session_cookie_name(conn, app_state(conn)["config"]))
     if cookie:
         return Credential(cookie, "cookie")
     return None
@@ -99,12 +123,28 @@ async def authenticate(conn: HTTPConnection, scope: Scope) -> Principal:
     )
     if (browser_ambient or conn.scope["type"] == "websocket") and not origin_allowed(conn, state["config"]):
         raise AuthError(403, "origin not allowed")
-    principal = await state["tokens"].verify(credential.token)
+    principal = await resolve(state["tokens"], state["sessions"], credential.token)
     if principal is None:
-        raise AuthError(401, "invalid or revoked token")
+        what = "session ended or expired: log in again" if credential.source == "cookie" else "invalid or revoked token"
+        raise AuthError(401, what)
     if not principal.has(scope):
         raise AuthError(403, f"this token lacks the `{scope}` scope")
     return principal
+
+
+def is_session(key: str) -> bool:
+    """Whether a `Credential.token` key stands for a browser session."""
+    return key.startswith(_SESSION_KEY)
+
+
+async def resolve(tokens: TokenStore, sessions: SessionStore, key: str, *, max_age_s: float = 0.0) -> Principal | None:
+    """The principal behind a `Credential.token` key (a token, or a marked session id), or None
+    if it no longer stands (revoked, expired, logged out). With `max_age_s`, lookups that recent
+    may be reused (open streams' re-checks)."""
+    if is_session(key):
+        session = await sessions.resolve(key.removeprefix(_SESSION_KEY), max_age_s=max_age_s)
+        return None if session is None else session.principal
+    return await tokens.verify(key, max_age_s=max_age_s)
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `livestats token create NAME --scope read`.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from livestats_shared import keys
+from livestats_shared.fpf_env import EnvPatterns
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,8 +33,20 @@ class GatewayConfig(BaseSettings):
         default_factory=list, description="Browser origins besides the gateway's own (`https://ui.example.com`)."
     )
     max_streams_per_principal: int = Field(500, ge=1, description="Open WebSockets + SSE streams per principal.")
-    auth_recheck_s: float = Field(15.0, gt=0, description="Open streams re-check their token this often.")
-    cookie_secure: bool = Field(False, description="Mark the session cookie Secure (set behind HTTPS).")
+    auth_recheck_s: float = Field(15.0, gt=0, description="Open streams re-check their token or session this often.")
+    cookie_secure: bool = Field(
+        False,
+        description="Always use the Secure `__Host-livestats_session` cookie (behind a TLS-terminating proxy "
+        "that does not pass the scheme on); otherwise each request's own scheme decides.",
+    )
+    session_idle_s: float = Field(12 * 3600, gt=0, description="A browser session unused this long ends.")
+    session_max_s: float = Field(7 * 24 * 3600, gt=0, description="A browser session ends this long after login.")
+    # The operator's rule for a spec's `env` (docs/processes.md): the same variable the workers
+    # read, so one setting configures both; the worker re-checks whatever the gateway let through.
+    spec_env_allow: EnvPatterns = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("LIVESTATS_GATEWAY_SPEC_ENV_ALLOW", "LIVESTATS_SPEC_ENV_ALLOW"),
+    )
 
     # -- fan-out -------------------------------------------------------------------------------
     read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from .auth import Submitter, check_run_visible
+from .finite import FiniteJsonRoute
 from .routing import AUTH_RESPONSES, MALFORMED_BODY, NOT_FOUND, UNAVAILABLE_RESPONSE, ValidRunId, known_errors
 from .schemas import ErrorBody
 from .state import app_state
@@ -35,7 +36,7 @@ INGEST_MAX_BYTES = 1 << 20
 _NOT_INGESTED = frozenset({"run.queued"})
 _OPEN = ("queued", "running")  # statuses in which a run takes events
 
-router = APIRouter(dependencies=[Depends(known_errors)])
+router = APIRouter(dependencies=[Depends(known_errors)], route_class=FiniteJsonRoute)
 
 
 class IngestEvent(BaseModel):

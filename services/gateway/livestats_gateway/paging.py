@@ -15,8 +15,8 @@ from livestats_shared.ids import RunId, validate_run_id
 from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
+from .fanout.wire import STREAM_ID_PART_MAX, format_stream_id, parse_stream_id
 from .schemas import EventPage
-from .wire import STREAM_ID_PART_MAX, format_stream_id, parse_stream_id
 
 log = logging.getLogger("livestats.gateway.api")
 
@@ -28,30 +28,32 @@ CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 STREAM_ID_PATTERN = r"^[0-9]+(-[0-9]+)?$"
 
 Row = tuple[bytes, float]  # (member, score) of the run index
+_MAX_TIES = 1_000_000  # entries of one millisecond a cursor may skip (a sanity bound)
 
 
 @dataclass(frozen=True)
 class IndexPosition:
-    """The last run index entry a page examined. Entries with equal scores (runs created in the
-    same millisecond) are ordered by member, so (score, member) orders the index totally. The
-    member is kept as raw bytes: a cursor must get past anything someone ZADDed by hand."""
+    """Where a page of the run index ended: after the first `skip` entries whose score (creation
+    time, ms) is `score`, in the index's order (newest first; equal scores by member, descending).
+    A cursor holds this and nothing else: never a run id, so paging reveals no run the caller
+    may not see (docs/api.md, "Paging")."""
 
     score: float
-    member: bytes
+    skip: int
 
     def encode(self) -> str:
-        raw = repr(self.score).encode() + b" " + self.member
+        raw = f"{self.score!r} {self.skip}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
     def decode(cls, cursor: str) -> IndexPosition:
         """Raises ValueError for a cursor `encode` did not produce."""
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))  # binascii.Error is a ValueError
-        score, sep, member = raw.partition(b" ")
-        value = float(score)
-        if not sep or math.isnan(value):
+        score, sep, skip = raw.decode("ascii").partition(" ")  # UnicodeDecodeError is a ValueError
+        value, count = float(score), int(skip)
+        if not sep or not math.isfinite(value) or not 0 < count <= _MAX_TIES:
             raise ValueError("not a cursor from this API")
-        return cls(value, member)
+        return cls(value, count)
 
 
 async def read_run_page(
@@ -71,7 +73,8 @@ async def read_run_page(
         for (member, score), stats in zip(rows, await _stats_hashes(redis, rows), strict=True):
             if len(runs) == limit:
                 return runs, position
-            position = IndexPosition(score, member)
+            skip = position.skip + 1 if position is not None and position.score == score else 1
+            position = IndexPosition(score, skip)
             examined += 1
             if stats and (keep is None or keep(stats)):
                 runs.append(RunSnapshot.from_hash(member.decode(), stats))
@@ -89,12 +92,14 @@ async def _index_rows(redis: Redis, after: IndexPosition | None, count: int) -> 
         )
         return rows, len(rows) < count
     async with redis.pipeline(transaction=False) as pipe:
-        # Entries in the cursor's own millisecond follow it when their member sorts lower. A
-        # millisecond holds a handful of runs at most, so they are read whole.
-        pipe.zrangebyscore(keys.RUNS_INDEX, after.score, after.score)
+        # The cursor's own millisecond, in index order, minus the entries already paged past. A
+        # millisecond holds a handful of runs at most, so it is read whole. (A run added to that
+        # millisecond after the page was read could shift it by one: runs are scored by their
+        # creation time, so it would have to be created within the same millisecond.)
+        pipe.zrevrangebyscore(keys.RUNS_INDEX, after.score, after.score)
         pipe.zrevrangebyscore(keys.RUNS_INDEX, f"({after.score!r}", "-inf", start=0, num=count, withscores=True)
         ties, older = await pipe.execute()
-    rows = [(m, after.score) for m in sorted(ties, reverse=True) if m < after.member] + older
+    rows = [(m, after.score) for m in ties[after.skip :]] + older
     return rows[:count], len(rows) <= count and len(older) < count
 
 
@@ -129,14 +134,20 @@ def exclusive_start(after: str) -> str | None:
     return f"({format_stream_id(sid)}"
 
 
-async def read_event_page(redis: Redis, run_id: RunId, *, start: str | None, limit: int) -> EventPage | None:
+async def read_event_page(
+    redis: Redis, run_id: RunId, *, after: str | None, start: str | None, limit: int
+) -> EventPage | None:
     """Up to `limit` events from XRANGE `start` ('-' = from the beginning; None = nothing can
-    follow), or None if the run does not exist. Malformed entries are counted and skipped."""
+    follow), or None if the run does not exist. Malformed entries are counted and skipped. The
+    page says where the retained history starts and whether it continues from `after` (the
+    position asked for, which `start` was made from)."""
+    stream = keys.run_events(run_id)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.exists(keys.run_stats(run_id))
+        pipe.xrange(stream, count=1)  # same snapshot as the page: one pipeline, no command between
         if start is not None:
-            pipe.xrange(keys.run_events(run_id), min=start, max="+", count=limit + 1)
-        exists, *replies = await pipe.execute()
+            pipe.xrange(stream, min=start, max="+", count=limit + 1)
+        exists, first, *replies = await pipe.execute()
     if not exists:
         return None
     entries: list[tuple[bytes, dict[bytes, bytes]]] = replies[0] if replies else []
@@ -147,4 +158,25 @@ async def read_event_page(redis: Redis, run_id: RunId, *, start: str | None, lim
     if invalid:
         log.warning("run %s: %d stream entries are not livestats events (first: %s)", run_id, len(invalid), invalid[0])
     next_after = entries[-1][0].decode() if more else None
-    return EventPage(events=events, next=next_after, skipped=len(invalid))
+    first_id, first_seq = _first(first)
+    trimmed = first_seq is not None and first_seq > 1
+    gap = trimmed and first_id is not None and (after is None or parse_stream_id(after) < parse_stream_id(first_id))
+    return EventPage(
+        events=events,
+        next=next_after,
+        skipped=len(invalid),
+        after=after,
+        first_id=first_id,
+        first_seq=first_seq,
+        trimmed=trimmed,
+        gap=gap,
+    )
+
+
+def _first(reply: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[str | None, int | None]:
+    """The id and seq of the stream's oldest entry (seq None if it is not a livestats event)."""
+    if not reply:
+        return None, None
+    entry_id, fields = reply[0]
+    seq = fields.get(b"seq", b"")
+    return entry_id.decode(), int(seq) if seq.isdigit() else None

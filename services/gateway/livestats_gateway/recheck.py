@@ -1,9 +1,10 @@
-"""Open streams re-check their token: revoking a token closes its WebSockets and SSE streams
-within `auth_recheck_s`.
+"""Open streams re-check their credential: revoking a token (in Redis, in a token file, by
+expiry) or ending a browser session (logout, expiry, its token revoked) closes its WebSockets
+and SSE streams within `auth_recheck_s`.
 
-One loop per process over every open connection, each distinct token looked up once per round,
-instead of a sleeping task per connection: an idle connection costs no task, and a thousand
-sockets sharing a token cost one lookup.
+One loop per process over every open connection, each distinct credential looked up once per
+round, instead of a sleeping task per connection: an idle connection costs no task, and a
+thousand sockets sharing a token cost one lookup.
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ import time
 
 from livestats_shared.auth import TokenStore
 from livestats_shared.redis_client import UNAVAILABLE
+from livestats_shared.sessions import SessionStore
 
+from .auth import is_session, resolve
 from .background import BackgroundTasks
-from .hub import Hub
-from .subscriber import Subscriber
-from .wire import CloseCode
+from .fanout.hub import Hub
+from .fanout.subscriber import Subscriber
+from .fanout.wire import CloseCode
 
 log = logging.getLogger("livestats.gateway.recheck")
 _CONCURRENT_LOOKUPS = 32  # tokens looked up at once: bounds the connections a round opens
 
 
 class TokenRecheck:
-    def __init__(self, interval_s: float, tokens: TokenStore, hub: Hub) -> None:
+    def __init__(self, interval_s: float, tokens: TokenStore, sessions: SessionStore, hub: Hub) -> None:
         self.interval_s = interval_s
         self.tokens = tokens
+        self.sessions = sessions
         self.hub = hub
         self._tasks = BackgroundTasks(log, "revoked tokens keep their open streams")
 
@@ -47,7 +51,7 @@ class TokenRecheck:
             log.debug("token re-check took %.3f s", time.monotonic() - started - self.interval_s)
 
     async def check(self, connections: set[Subscriber]) -> None:
-        """Close every connection whose token no longer verifies."""
+        """Close every connection whose token or session no longer stands."""
         by_token: dict[str, list[Subscriber]] = {}
         for sub in list(connections):
             if sub.token is not None and sub.closed is None:
@@ -57,15 +61,17 @@ class TokenRecheck:
             chunk = tokens[i : i + _CONCURRENT_LOOKUPS]
             # An answer half a round old is fresh enough; a revocation is seen within a round.
             answers = await asyncio.gather(
-                *(self.tokens.verify(t, max_age_s=self.interval_s / 2) for t in chunk), return_exceptions=True
+                *(resolve(self.tokens, self.sessions, t, max_age_s=self.interval_s / 2) for t in chunk),
+                return_exceptions=True,
             )
             for token, answer in zip(chunk, answers, strict=True):
                 if isinstance(answer, UNAVAILABLE):
                     # An outage is not a revocation; the hub tells clients about outages itself.
-                    log.info("token re-check skipped, Redis unavailable: %s", answer)
+                    log.info("credential re-check skipped, Redis unavailable: %s", answer)
                 elif isinstance(answer, BaseException):
                     # A bug, not a verdict on the token: said loudly, and the next round tries again.
-                    log.error("token re-check failed", exc_info=answer)
+                    log.error("credential re-check failed", exc_info=answer)
                 elif answer is None:
+                    why = "session ended" if is_session(token) else "token revoked"
                     for sub in by_token[token]:
-                        sub.close(CloseCode.UNAUTHORIZED, "token revoked")
+                        sub.close(CloseCode.UNAUTHORIZED, why)

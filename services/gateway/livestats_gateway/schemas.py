@@ -42,6 +42,14 @@ class EventPage(BaseModel):
     events: list[Event] = Field(description="Oldest first, each with its stream `id`.")
     next: str | None = Field(description="Pass as `after` for the next page; null when no events follow yet.")
     skipped: int = Field(description="Stream entries in this page that are not livestats events, left out.")
+    after: str | None = Field(description="The position asked for (`after`); null: from the start of the run.")
+    first_id: str | None = Field(description="The oldest entry the run's stream still holds; null if it holds none.")
+    first_seq: int | None = Field(description="Its `seq` (null if it holds none, or it is not a livestats event).")
+    trimmed: bool = Field(description="Events before `first_seq` are gone: history was trimmed (`first_seq` > 1).")
+    gap: bool = Field(
+        description="Events between `after` (or the start of the run) and this page are gone: it does not "
+        "continue from the position asked for. Start again from the snapshot (docs/api.md, Continuity)."
+    )
 
 
 class Cancelled(BaseModel):

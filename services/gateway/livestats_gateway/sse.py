@@ -9,21 +9,19 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from livestats_shared import keys
-from livestats_shared.control import UnknownRun
-from livestats_shared.history import read_stats_hash
-from livestats_shared.redis_client import UNAVAILABLE
 
-from .auth import Reader, check_run_visible, credential_of
-from .hub import Hub
-from .join import join
+from .auth import Reader, credential_of
+from .fanout.hub import Hub
+from .fanout.join import join
+from .fanout.stats import FanoutStats
+from .fanout.subscriber import Subscriber, SubscriberClosed
+from .fanout.wire import SSE, CloseCode, Frame, InvalidStreamId, parse_stream_id
 from .limits import ConnectionLimiter
+from .opening import check_run, refusal_for
 from .paging import STREAM_ID_PATTERN
 from .routing import AUTH_RESPONSES, NOT_FOUND, UNAVAILABLE_RESPONSE, ValidRunId, invalid, known_errors
 from .schemas import ErrorBody
 from .state import app_state
-from .subscriber import Subscriber, SubscriberClosed
-from .wire import SSE, CloseCode, Frame, InvalidStreamId, parse_stream_id
 
 log = logging.getLogger("livestats.gateway.sse")
 router = APIRouter(dependencies=[Depends(known_errors)])
@@ -60,10 +58,7 @@ async def run_stream(
             where, name = ("header", "last-event-id") if last_event_id else ("query", "since")
             raise invalid(where, name, resume, str(exc)) from exc
     # Checked before the 200 goes out, so a wrong id is a plain 404, not an empty stream.
-    await check_run_visible(request, principal, rid)
-    redis = state["redis"]
-    if not (bool(await read_stats_hash(redis, rid)) or bool(await redis.exists(keys.run_events(rid)))):
-        raise UnknownRun(rid)
+    await check_run(request, principal, state["hub"], rid)
     streams = state["streams"]
     if streams.open_for(principal.name) >= streams.per_principal:
         raise HTTPException(429, f"{principal.name} already holds {streams.per_principal} open streams on this gateway")
@@ -72,23 +67,31 @@ async def run_stream(
     # With its token, so that revoking it ends the stream (recheck.py), as it closes a WebSocket.
     sub = Subscriber(SSE, state["config"].client_queue_bytes, credential.token)
     return StreamingResponse(
-        _events(state["hub"], sub, rid, resume, streams, principal.name),
+        _events(state["hub"], state["metrics"].fanout, sub, rid, resume, streams, principal.name),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _events(
-    hub: Hub, sub: Subscriber, run_id: str, since: str | None, streams: ConnectionLimiter, principal: str
+    hub: Hub,
+    stats: FanoutStats,
+    sub: Subscriber,
+    run_id: str,
+    since: str | None,
+    streams: ConnectionLimiter,
+    principal: str,
 ) -> AsyncIterator[bytes]:
     # The limit was checked before the 200; a burst of parallel requests can pass that check
     # together, so the slot taken here may go a few over, never unbounded.
     with streams.hold(principal, strict=False):
-        async for chunk in _event_chunks(hub, sub, run_id, since):
+        async for chunk in _event_chunks(hub, stats, sub, run_id, since):
             yield chunk
 
 
-async def _event_chunks(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> AsyncIterator[bytes]:
+async def _event_chunks(
+    hub: Hub, stats: FanoutStats, sub: Subscriber, run_id: str, since: str | None
+) -> AsyncIterator[bytes]:
     yield b"retry: %d\n\n" % _RETRY_MS
     with hub.connection(sub):
         joiner = asyncio.create_task(_join_or_close(hub, sub, run_id, since), name="sse-join")
@@ -98,7 +101,7 @@ async def _event_chunks(hub: Hub, sub: Subscriber, run_id: str, since: str | Non
                     frames = await sub.get()
                 except SubscriberClosed as closed:
                     if closed.code == CloseCode.SLOW_CLIENT:
-                        hub.slow_disconnects += 1
+                        stats.slow_disconnect()
                     yield _bytes(SSE.control("error", {"code": int(closed.code), "message": closed.reason}))
                     return
                 yield b"".join(_bytes(f) for f in frames)
@@ -113,14 +116,9 @@ async def _join_or_close(hub: Hub, sub: Subscriber, run_id: str, since: str | No
         await join(hub, sub, run_id, since)
     except SubscriberClosed:
         return  # closed while replaying (slow client, shutdown): the stream reports it
-    except UnknownRun as exc:
-        sub.close(CloseCode.NOT_FOUND, str(exc))
-    except UNAVAILABLE as exc:
-        log.warning("sse join failed, Redis unavailable: %s", exc)
-        sub.close(CloseCode.TRY_AGAIN_LATER, "redis unavailable; reconnect and resume")
-    except Exception:
-        log.exception("sse join failed")
-        sub.close(CloseCode.INTERNAL_ERROR, "internal error")
+    except Exception as exc:  # noqa: BLE001 - every failure ends the stream with its code (opening.py)
+        refusal = refusal_for(exc, "sse")
+        sub.close(refusal.code, refusal.reason)
 
 
 def _bytes(frame: Frame) -> bytes:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, TypedDict, cast
 from livestats_shared.auth import TokenStore
 from livestats_shared.pricing import PriceTable
 from livestats_shared.publish import Publisher
+from livestats_shared.sessions import SessionStore
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
@@ -14,8 +15,8 @@ from .config import GatewayConfig
 from .limits import ConnectionLimiter
 
 if TYPE_CHECKING:
-    from .hub import Hub
-    from .index import RunIndex
+    from .fanout.hub import Hub
+    from .fanout.index import RunIndex
     from .metrics import GatewayMetrics
     from .stalls import StallMonitor
 
@@ -28,6 +29,7 @@ class State(TypedDict):
     index: RunIndex
     stalls: StallMonitor
     tokens: TokenStore  # who is asking (auth.py)
+    sessions: SessionStore  # browser sessions behind the cookie (session.py)
     streams: ConnectionLimiter  # open WebSockets/SSE per principal
     metrics: GatewayMetrics  # this process's registry, served at /metrics
     prices: PriceTable  # the operator's price table (GET /api/prices)

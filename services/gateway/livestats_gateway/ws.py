@@ -11,19 +11,17 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket
 from livestats_shared.auth import Principal, Scope
-from livestats_shared.control import UnknownRun
-from livestats_shared.errors import InvalidRunId
 from livestats_shared.ids import validate_run_id
 from livestats_shared.redis_client import UNAVAILABLE
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from .auth import AuthError, accepted_subprotocol, authenticate, check_run_visible, credential_of
-from .join import join
+from .auth import AuthError, accepted_subprotocol, authenticate, credential_of
+from .fanout.subscriber import Subscriber, SubscriberClosed
+from .fanout.wire import WS, CloseCode, coalesce, now_ms
 from .limits import TooManyConnections
+from .opening import join_visible, refusal_for
 from .state import app_state
-from .subscriber import Subscriber, SubscriberClosed
-from .wire import WS, CloseCode, InvalidStreamId, coalesce, now_ms
 
 log = logging.getLogger("livestats.gateway.ws")
 
@@ -50,8 +48,7 @@ async def _visible_join(
     websocket: WebSocket, principal: Principal, sub: Subscriber, run_id: str, since: str | None
 ) -> None:
     rid = validate_run_id(run_id)  # before any Redis command
-    await check_run_visible(websocket, principal, rid)
-    await join(app_state(websocket)["hub"], sub, rid, since)
+    await join_visible(websocket, principal, app_state(websocket)["hub"], sub, rid, since)
 
 
 async def index_socket(websocket: WebSocket) -> None:
@@ -89,13 +86,8 @@ async def _admit(websocket: WebSocket) -> Principal | None:
     try:
         principal = await authenticate(websocket, Scope.READ)
         state["streams"].acquire(principal.name)
-    except AuthError as exc:
-        refusal = (CloseCode.UNAUTHORIZED if exc.status == 401 else CloseCode.FORBIDDEN, exc.message)
-    except TooManyConnections as exc:
-        refusal = (CloseCode.TOO_MANY_STREAMS, str(exc))
-    except UNAVAILABLE as exc:
-        log.warning("websocket refused, Redis unavailable: %s", exc)
-        refusal = (CloseCode.TRY_AGAIN_LATER, "redis unavailable; reconnect")
+    except _REFUSED as exc:
+        refusal = refusal_for(exc, "ws")
     else:
         try:
             await websocket.accept(subprotocol=accepted_subprotocol(websocket))
@@ -104,7 +96,7 @@ async def _admit(websocket: WebSocket) -> Principal | None:
             raise
         return principal
     await websocket.accept(subprotocol=accepted_subprotocol(websocket))
-    await websocket.close(code=refusal[0], reason=refusal[1][:120])
+    await websocket.close(code=refusal.code, reason=refusal.reason[:120])
     return None
 
 
@@ -129,7 +121,7 @@ async def _session(websocket: WebSocket, sub: Subscriber, joining: Coroutine[Any
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
     if close is not None and close[0] == CloseCode.SLOW_CLIENT:
-        app_state(websocket)["hub"].slow_disconnects += 1
+        app_state(websocket)["metrics"].fanout.slow_disconnect()
     if close is not None and close[0] != _GONE and websocket.client_state == WebSocketState.CONNECTED:
         try:
             # Bounded: a client that stopped reading cannot take the close frame either (it gets
@@ -142,6 +134,7 @@ async def _session(websocket: WebSocket, sub: Subscriber, joining: Coroutine[Any
             log.info("client did not take its close frame (%s) within %s s; dropping it", close[0], _CLOSE_TIMEOUT_S)
 
 
+_REFUSED: tuple[type[Exception], ...] = (AuthError, TooManyConnections, *UNAVAILABLE)
 _GONE = -1  # the client disconnected: nothing to send
 _JOIN = "ws-join"
 _CLOSE_TIMEOUT_S = 5.0
@@ -166,27 +159,15 @@ def _close_for(task: asyncio.Future[Any]) -> tuple[int, str] | None:
     if task.cancelled():
         return (CloseCode.GOING_AWAY, "cancelled")
     exc = task.exception()
-    match exc:
-        case None if isinstance(closed := task.result(), SubscriberClosed):
+    if exc is None:
+        if isinstance(closed := task.result(), SubscriberClosed):
             return (closed.code, closed.reason)  # the gateway ended the subscription
-        case None:
-            # The join finishing is normal; the sender or receiver finishing means the peer left.
-            return None if isinstance(task, asyncio.Task) and task.get_name() == _JOIN else (_GONE, "")
-        case SubscriberClosed():
-            return (exc.code, exc.reason)
-        case WebSocketDisconnect():
-            return (_GONE, "")
-        case InvalidRunId():
-            return (CloseCode.INVALID_RUN_ID, str(exc))
-        case InvalidStreamId():
-            return (CloseCode.BAD_REQUEST, f"since: {exc}")
-        case UnknownRun():
-            return (CloseCode.NOT_FOUND, str(exc))
-        case _ if isinstance(exc, UNAVAILABLE):
-            log.warning("websocket join failed, Redis unavailable: %s", exc)
-            return (CloseCode.TRY_AGAIN_LATER, "redis unavailable; reconnect and resume")
-    log.error("websocket session failed", exc_info=exc)
-    return (CloseCode.INTERNAL_ERROR, "internal error")
+        # The join finishing is normal; the sender or receiver finishing means the peer left.
+        return None if isinstance(task, asyncio.Task) and task.get_name() == _JOIN else (_GONE, "")
+    if isinstance(exc, WebSocketDisconnect):
+        return (_GONE, "")
+    refusal = refusal_for(exc, "ws")
+    return (refusal.code, refusal.reason)
 
 
 async def _send(websocket: WebSocket, sub: Subscriber, max_events: int) -> None:

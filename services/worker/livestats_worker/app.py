@@ -8,20 +8,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
-from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from livestats_shared import keys
 from livestats_shared.events import Outcome, RunFinished
 from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
-from livestats_shared.redis_client import REDIS_UNAVAILABLE, UNAVAILABLE, connect
+from livestats_shared.redis_client import UNAVAILABLE, connect
 from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import WatchError
 
+from .arq_pool import create_named_pool
+from .calls import env_refused_here
 from .config import WorkerConfig
 from .metrics import WorkerMetrics
 from .run import RunExecution
@@ -55,6 +54,14 @@ async def execute_run(ctx: dict[str, Any], run_id: str, spec_json: str) -> str:
         await state.publisher.publish(run_id, finished, guard=("queued",))
         state.metrics.run_finished(Outcome.FAILED, None)
         return Outcome.FAILED.value
+    refused = env_refused_here(spec, state.config)
+    if refused is not None:
+        # The worker is the last word on its FPF environment, whatever the submitter checked.
+        log.error("run %s refused: %s", run_id, refused)
+        finished = RunFinished(outcome=Outcome.FAILED, reason="invalid_spec", detail=refused[:2000])
+        await state.publisher.publish(run_id, finished, guard=("queued",))
+        state.metrics.run_finished(Outcome.FAILED, None)
+        return Outcome.FAILED.value
     return await RunExecution(state.config, state.redis, state.publisher, run_id, spec, state.metrics).execute()
 
 
@@ -77,6 +84,16 @@ class ResilientWorker(Worker):
 
     _redis_down_since: float | None = None
     _stop_polling = False
+
+    def __init__(self, *, redis_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._redis_url = redis_url
+
+    async def main(self) -> None:
+        # Our pool, named for CLIENT LIST (arq_pool.py), before arq would create an unnamed one.
+        if self._pool is None:
+            self._pool = await create_named_pool(self._redis_url, self.queue_name)
+        await super().main()
 
     def stop_polling(self) -> None:
         """End the poll loop at its next iteration (with WorkerStopping), never mid-command:
@@ -107,19 +124,11 @@ def _metrics_loop_ended(task: asyncio.Task[None]) -> None:
         log.error("worker metrics loop stopped: heartbeat and queue depth no longer update", exc_info=task.exception())
 
 
-def redis_settings(url: str) -> RedisSettings:
-    settings = RedisSettings.from_dsn(url)
-    # Let the client ride out short blips itself (server restart, failover) before a command fails.
-    settings.retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=10)
-    settings.retry_on_error = list(REDIS_UNAVAILABLE)
-    return settings
-
-
 def create_worker(
     config: WorkerConfig, *, handle_signals: bool = True, metrics: WorkerMetrics | None = None
 ) -> ResilientWorker:
     """The arq worker. `metrics` is where it counts (a private registry if None)."""
-    counts = metrics or WorkerMetrics(phases=config.metrics_phases, models=config.metrics_models)
+    counts = metrics or WorkerMetrics.for_config(config)
     ticking: list[asyncio.Task[None]] = []
 
     async def on_startup(ctx: dict[str, Any]) -> None:
@@ -142,12 +151,12 @@ def create_worker(
             await state.publisher.redis.aclose()
 
     return ResilientWorker(
+        redis_url=config.redis_url,
         functions=[
             # max_tries=1: a job redelivered after a crash must not silently re-run a paid run;
             # the run is reported `stalled` from its missing heartbeats instead.
             func(execute_run, name=keys.RUN_JOB, timeout=config.run_timeout_s, max_tries=1),
         ],
-        redis_settings=redis_settings(config.redis_url),
         queue_name=config.queue_name,
         max_jobs=config.max_runs,
         allow_abort_jobs=True,

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,16 @@ from livestats_shared.events import (
     FailureReason,
     TokenUsage,
 )
+from livestats_shared.fpf_env import CALL_MARKER, SpecEnvRefused, check_spec_env, matches, reserved
 from livestats_shared.pricing import PriceTable
-from livestats_shared.spec import PhaseSpec
+from livestats_shared.spec import PhaseSpec, RunSpec
 
+from .children import Sweep, call_marker
 from .config import WorkerConfig
 from .fpf import run_fpf
 from .metrics import CallLabels, WorkerMetrics
 from .output import RETRYABLE, CallVerdict, classify
+from .redact import Redactor
 from .retry import RetryBudget, backoff_delay
 
 Emit = Callable[[EventData], None]
@@ -54,6 +57,10 @@ class CallContext:
     labels: CallLabels  # this phase's metric labels
     prices: PriceTable  # the operator's price table: each attempt is priced when it ends
     reported_tokens: int | None = None  # sum of the usage the phase's answers reported, if any
+    redactor: Redactor = field(init=False)  # cuts the secrets of base_env out of excerpts
+
+    def __post_init__(self) -> None:
+        self.redactor = Redactor.for_env(self.base_env, self.config.fpf_secret_env)
 
 
 def fpf_argv(command: list[str], prompt_file: Path) -> list[str]:
@@ -70,9 +77,10 @@ def render_prompt(template: str, **values: object) -> str:
     return template
 
 
-def phase_env(config_env: Mapping[str, str], run_id: str, phase: PhaseSpec) -> dict[str, str]:
-    env = dict(config_env)
-    env.update(phase.env)
+def phase_env(operator: Mapping[str, str], run_id: str, phase: PhaseSpec) -> dict[str, str]:
+    """The spec's `env`, then the operator's variables (which win: the worker refuses a spec that
+    sets one, see app.py), then what the worker sets for the phase."""
+    env = {**phase.env, **operator}
     env.update({"FPF_RUN_ID": run_id, "FPF_PHASE": phase.name, "FPF_OUTPUT_MODE": phase.output})
     return env
 
@@ -104,13 +112,15 @@ async def run_call(ctx: CallContext, index: int) -> bool:
 async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path) -> tuple[bool, FailureReason | None]:
     """One attempt and its events. Returns (succeeded, reason to retry for, or None if done)."""
     phase = ctx.phase
-    env = {**ctx.base_env, "FPF_CALL": str(index), "FPF_ATTEMPT": str(attempt)}
+    marker = call_marker(ctx.run_id, phase.name, index, attempt)
+    env = {**ctx.base_env, "FPF_CALL": str(index), "FPF_ATTEMPT": str(attempt), CALL_MARKER: marker}
     predicted = phase.predicted_tokens if attempt == 1 else None
     metrics, labels = ctx.metrics, ctx.labels
     if predicted:
         metrics.tokens_predicted.labels(labels.phase, labels.model).inc(predicted)
     started = time.monotonic()
     spawned = False
+    swept: list[Sweep] = []
 
     def on_spawn(pid: int) -> None:
         nonlocal spawned
@@ -128,13 +138,14 @@ async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path
             kill_grace_s=ctx.config.kill_grace_s,
             on_spawn=on_spawn,
             on_exit=ctx.pids.discard,
+            on_swept=swept.append,
         )
     except asyncio.CancelledError:
-        # run_fpf has killed the process group before re-raising; record the attempt's end so
-        # in_flight returns to zero and the stream says what happened to it.
+        # run_fpf has killed the process group and swept the marker before re-raising; record
+        # the attempt's end so in_flight returns to zero and the stream says what happened to it.
         if spawned:
             elapsed = round(time.monotonic() - started, 3)
-            note = "run stopped while this call was running; its processes were killed"
+            note = _cancel_note(swept[0] if swept else None)
             _emit_failure(ctx, index, attempt, note, FailureReason.CANCELLED, None, elapsed, final=True)
             metrics.kills.labels("cancelled").inc()
             metrics.call_ended(labels, FailureReason.CANCELLED, elapsed)
@@ -144,7 +155,7 @@ async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path
     if result.timed_out or result.overflow:
         metrics.kills.labels("timeout" if result.timed_out else "output_overflow").inc()
 
-    verdict = classify(result, mode=phase.output, min_bytes=phase.min_bytes)
+    verdict = classify(result, mode=phase.output, min_bytes=phase.min_bytes, redact=ctx.redactor.bytes)
     duration = round(result.duration_s, 3)
     spend = _spend(ctx, verdict)
     metrics.call_ended(labels, verdict.reason, result.duration_s)
@@ -232,6 +243,36 @@ def _spend(ctx: CallContext, verdict: CallVerdict) -> Spend:
     return Spend(verdict.usage, model, verdict.stop_reason, cost)
 
 
-def inherited_env() -> dict[str, str]:
-    """The worker's environment minus livestats' own settings (which may hold secrets)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LIVESTATS_") and k != "REDIS_URL"}
+def _cancel_note(sweep: Sweep | None) -> str:
+    """Says "killed" only when a re-scan after the SIGKILLs found none of the call's processes."""
+    stopped = "run stopped while this call was running"
+    if sweep is None:
+        return f"{stopped}; its process group was killed"
+    if sweep.verified:
+        return f"{stopped}; its processes were killed (a re-scan found none left)"
+    pids = ", ".join(map(str, sweep.survivors[:5]))
+    return f"{stopped}; SIGKILL sent, but {len(sweep.survivors)} of its processes were still alive: {pids}"
+
+
+# Always passed through: what a program needs to start and to find its files and locale.
+BASE_FPF_ENV = ("PATH", "HOME", "LANG", "LC_*", "TMPDIR")
+
+
+def operator_env(config: WorkerConfig, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """What of the worker's environment FPF receives: BASE_FPF_ENV and the operator's
+    LIVESTATS_FPF_ENV patterns, never a key the worker sets itself (LIVESTATS_*: settings and
+    secrets such as the Redis URL)."""
+    patterns = (*BASE_FPF_ENV, *config.fpf_env)
+    return {k: v for k, v in environ.items() if matches(k, patterns) and not reserved(k) and k != "REDIS_URL"}
+
+
+def env_refused_here(spec: RunSpec, config: WorkerConfig, environ: Mapping[str, str] = os.environ) -> str | None:
+    """Why this worker refuses the spec's `env`, or None: the shared rule with this worker's
+    allowlist, and no key the operator passes to FPF (the operator's value would win)."""
+    try:
+        check_spec_env(spec.phases, config.spec_env_allow)
+    except SpecEnvRefused as exc:
+        return str(exc)
+    own = operator_env(config, environ)
+    clashes = [f"phase {p.name!r}: {k} is set by the operator" for p in spec.phases for k in p.env if k in own]
+    return "; ".join(clashes) or None

@@ -9,13 +9,18 @@ import sys
 from pathlib import Path
 
 from livestats_shared import keys
+from livestats_shared.fpf_env import EnvPatterns
 from livestats_shared.pricing import PriceTable, load_price_table
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class WorkerConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LIVESTATS_", extra="ignore", populate_by_name=True)
+    # env_ignore_empty: an empty variable means the default (the image sets LIVESTATS_FPF_COMMAND
+    # empty unless built with a real FPF).
+    model_config = SettingsConfigDict(
+        env_prefix="LIVESTATS_", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("LIVESTATS_REDIS_URL", "REDIS_URL")
@@ -29,6 +34,13 @@ class WorkerConfig(BaseSettings):
     # argv of the FPF command; "{prompt_file}" is replaced by the prompt file's path (appended
     # if absent). JSON list in the environment, e.g. LIVESTATS_FPF_COMMAND='["fpf", "--json"]'.
     fpf_command: list[str] = Field(default_factory=lambda: [sys.executable, "-m", "livestats_fpfsim"])
+    # The FPF environment is the operator's (docs/processes.md). Glob patterns, as a JSON list or
+    # comma-separated. Spec `env` keys a run may set; the gateway reads the same variable.
+    spec_env_allow: EnvPatterns = Field(default_factory=list)
+    # Worker variables passed through to FPF, besides PATH, HOME, LANG, LC_*, TMPDIR (always).
+    fpf_env: EnvPatterns = Field(default_factory=lambda: ["FPF_*"])
+    # Keys whose values are cut out of excerpts, besides *KEY*, *TOKEN*, *SECRET*, *PASSWORD*.
+    fpf_secret_env: EnvPatterns = Field(default_factory=list)
     kill_grace_s: float = Field(2.0, ge=0, description="SIGTERM to SIGKILL, for a call's process group.")
     max_output_bytes: int = Field(1 << 20, ge=1024, description="Larger answers fail as too_large.")
     work_dir: Path | None = Field(None, description="Where prompt files are written (default: temp dir).")
@@ -42,7 +54,11 @@ class WorkerConfig(BaseSettings):
     # Label allowlists: phase and model names come from run specs, so anything not listed is
     # reported as `other` and a spec cannot create new series. JSON lists in the environment.
     metrics_phases: list[str] = Field(default_factory=lambda: ["generate", "evaluate", "compare"])
+    # Added to the models the operator configured anyway (model_labels.py): FPF_MODEL below and
+    # the price table's models.
     metrics_models: list[str] = Field(default_factory=list)
+    # The worker's own FPF_MODEL (FPF inherits it): the model of calls whose phase names none.
+    fpf_model: str = Field("", validation_alias=AliasChoices("FPF_MODEL", "fpf_model"))
     # The operator's price table (livestats_shared.pricing): LIVESTATS_PRICES_FILE, or the JSON
     # inline in LIVESTATS_PRICES. The gateway reads the same two variables.
     prices_file: str | None = None

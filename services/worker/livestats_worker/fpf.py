@@ -2,7 +2,9 @@
 
 The child starts a new session, so it leads its own process group, and every way out of
 `run_fpf` (normal exit, timeout, output overflow, cancellation, a callback raising) ends with
-SIGKILL to that whole group. Cancellation matters most: arq's job timeout and a run's
+SIGKILL to that whole group, then to every process still carrying the call's marker
+(`LIVESTATS_CALL` in `env`; children.py): descendants that left the group with `setsid`,
+`setpgid` or a double fork. Cancellation matters most: arq's job timeout and a run's
 cancellation only cancel the coroutine, and nothing else would stop the children.
 
 The pipes are read through a `SubprocessProtocol` rather than `create_subprocess_exec`'s
@@ -23,7 +25,10 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from livestats_shared.fpf_env import CALL_MARKER
 from livestats_shared.process import die_with_parent
+
+from .children import SPAWNED, Sweep, kill_marked
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,7 @@ class ProcessResult:
     spawn_error: str | None  # why the command could not be started; every other field is empty then
     duration_s: float  # from spawn until the group was gone and the pipes closed
     pid: int | None  # the leader's pid, which is also the process group id
+    sweep: Sweep | None = None  # the marker sweep after the group kill; None without a marker in env
 
 
 async def run_fpf(
@@ -60,12 +66,15 @@ async def run_fpf(
     kill_grace_s: float,
     on_spawn: Callable[[int], None] | None = None,
     on_exit: Callable[[int], None] | None = None,
+    on_swept: Callable[[Sweep], None] | None = None,
 ) -> ProcessResult:
     """Run `argv` in its own process group and collect its output, within `timeout_s`.
 
     A timeout or an overflow kills the group: SIGTERM, up to `kill_grace_s` for the leader to
     exit, then SIGKILL. Whatever happens, SIGKILL then goes to the group once more, so no
-    descendant outlives the call. `on_spawn(pid)` runs right after the start and `on_exit(pid)`
+    descendant outlives the call; with a marker in `env`, so do the processes that carry it
+    outside the group, and `on_swept(sweep)` says whether a re-scan found them all gone (it runs
+    on cancellation too). `on_spawn(pid)` runs right after the start and `on_exit(pid)`
     once the group is gone; both should be quick and not raise (if they do, the group is still
     killed and the exception propagates); a call cancelled while still starting gets neither.
     A command that cannot be started is reported in `spawn_error`, not raised. On cancellation
@@ -79,6 +88,14 @@ async def run_fpf(
             f"{timeout_s}, {max_output_bytes}, {kill_grace_s}"
         )
     started = time.monotonic()
+    swept: list[Sweep] = []
+    marker = env.get(CALL_MARKER)
+
+    def record(sweep: Sweep) -> None:
+        swept.append(sweep)
+        if on_swept is not None:
+            on_swept(sweep)
+
     spawn = asyncio.create_task(_spawn(argv, env, max_output_bytes))
     try:
         transport, collector = await asyncio.shield(spawn)
@@ -86,7 +103,7 @@ async def run_fpf(
         # Interrupted half-way, asyncio kills only the leader and then waits for every holder
         # of its pipes to exit, however long that takes (CPython gh-133536). Let the spawn
         # finish instead, then kill the whole group like any other call.
-        await _shielded(_kill_spawned(spawn, kill_grace_s))
+        await _shielded(_kill_spawned(spawn, kill_grace_s, marker, record))
         raise
     except (OSError, ValueError) as exc:
         # OSError: missing program, no execute permission, fork limits. ValueError: a NUL byte
@@ -101,6 +118,7 @@ async def run_fpf(
             spawn_error=f"cannot start {argv[0]!r}: {exc}",
             duration_s=time.monotonic() - started,
             pid=None,
+            sweep=None,
         )
     pid = transport.get_pid()
     in_time = False
@@ -109,7 +127,7 @@ async def run_fpf(
             on_spawn(pid)
         in_time = await _leader_exit_or_overflow(collector, timeout_s)
     finally:
-        await _shielded(_finish(transport, collector, pid, kill_grace_s, on_exit))
+        await _shielded(_finish(transport, collector, pid, kill_grace_s, on_exit, marker, record))
 
     returncode = transport.get_returncode()
     return ProcessResult(
@@ -122,13 +140,14 @@ async def run_fpf(
         spawn_error=None,
         duration_s=time.monotonic() - started,
         pid=pid,
+        sweep=swept[0] if swept else None,
     )
 
 
 async def _spawn(
     argv: Sequence[str], env: Mapping[str, str], max_output_bytes: int
 ) -> tuple[asyncio.SubprocessTransport, _Collector]:
-    return await asyncio.get_running_loop().subprocess_exec(
+    transport, collector = await asyncio.get_running_loop().subprocess_exec(
         lambda: _Collector(max_output_bytes),
         *argv,
         stdin=subprocess.DEVNULL,
@@ -139,15 +158,23 @@ async def _spawn(
         preexec_fn=die_with_parent(signal.SIGKILL),
         env=dict(env),
     )
+    # asyncio waits for the leader; the worker's orphan reaping must leave its status alone.
+    SPAWNED.add(transport.get_pid())
+    return transport, collector
 
 
-async def _kill_spawned(spawn: asyncio.Task[tuple[asyncio.SubprocessTransport, _Collector]], grace_s: float) -> None:
+async def _kill_spawned(
+    spawn: asyncio.Task[tuple[asyncio.SubprocessTransport, _Collector]],
+    grace_s: float,
+    marker: str | None,
+    on_swept: Callable[[Sweep], None],
+) -> None:
     """Kill what a spawn started once it completes; the caller was cancelled before on_spawn."""
     try:
         transport, collector = await spawn
     except (OSError, ValueError):
         return  # nothing was started, so nothing is left to kill
-    await _finish(transport, collector, transport.get_pid(), grace_s, on_exit=None)
+    await _finish(transport, collector, transport.get_pid(), grace_s, None, marker, on_swept)
 
 
 class _Collector(asyncio.SubprocessProtocol):
@@ -205,8 +232,12 @@ async def _finish(
     pgid: int,
     grace_s: float,
     on_exit: Callable[[int], None] | None,
+    marker: str | None,
+    on_swept: Callable[[Sweep], None] | None,
 ) -> None:
-    """Make sure the whole group is gone, release the pipes, then report the exit."""
+    """Make sure the whole group and every marked process are gone, release the pipes, then
+    report the sweep and the exit."""
+    sweep: Sweep | None = None
     try:
         if collector.exited.done():
             # The leader is gone; a descendant may still hold the pipes. Give it a moment to finish.
@@ -215,12 +246,20 @@ async def _finish(
             await _terminate(pgid, collector.exited, grace_s)
         # Even after a clean exit: orphaned grandchildren would run on and keep burning tokens.
         _signal_group(pgid, signal.SIGKILL)
-        # Now only a process that left the group (setsid) can hold a pipe; we cannot kill it, so
+        if marker is not None:
+            # What left the group (setsid, setpgid, a double fork) still carries the marker.
+            needle = marker.encode()
+            sweep = await asyncio.to_thread(kill_marked, needle.__eq__, keep=(pgid,))
+        # Now only an unmarked process outside the group can hold a pipe; we cannot find it, so
         # stop waiting for it after a moment.
         if not await _wait(collector.pipes_closed, PIPE_DRAIN_S):
             logger.warning("FPF process group %d: a process outside the group still holds its pipes", pgid)
     finally:
         transport.close()
+        if collector.exited.done():  # asyncio has reaped the leader; until then it is not ours to reap
+            SPAWNED.discard(pgid)
+    if sweep is not None and on_swept is not None:
+        on_swept(sweep)
     if on_exit is not None:
         on_exit(pgid)
 

@@ -28,6 +28,9 @@ from livestats_shared.spec import PhaseSpec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from redis.asyncio import Redis
 
+from .config import WorkerConfig
+from .model_labels import model_allowlist
+
 log = logging.getLogger("livestats.worker.metrics")
 
 OTHER = "other"  # label value for a phase or model that is not on the allowlist
@@ -50,9 +53,10 @@ class CallLabels:
 class WorkerMetrics:
     """Every worker metric, in a registry of its own (tests run several workers in one process)."""
 
-    def __init__(self, *, phases: Iterable[str], models: Iterable[str]) -> None:
+    def __init__(self, *, phases: Iterable[str], models: Iterable[str], default_model: str = "") -> None:
         self.phases = frozenset(phases)
         self.models = frozenset(models)
+        self.default_model = default_model  # a phase without FPF_MODEL runs FPF with this one
         self.registry = r = CollectorRegistry()
         self.runs_started = Counter("livestats_runs_started", "Runs this worker started.", registry=r)
         self.runs_finished = Counter(
@@ -114,9 +118,19 @@ class WorkerMetrics:
             "livestats_queue_depth", "Jobs waiting in the arq queue (every worker sees the same: max()).", registry=r
         )
         self.queue_depth.set(0)
+        self.redis_up = Gauge(
+            "livestats_worker_redis_up",
+            "1 if this worker's last Redis check (every heartbeat tick, on arq's pool) answered, else 0.",
+            registry=r,
+        )
+
+    @classmethod
+    def for_config(cls, config: WorkerConfig) -> WorkerMetrics:
+        models = model_allowlist(config.metrics_models, config.fpf_model)
+        return cls(phases=config.metrics_phases, models=models, default_model=config.fpf_model)
 
     def labels_for(self, phase: PhaseSpec) -> CallLabels:
-        model = phase.env.get("FPF_MODEL", "")
+        model = phase.model or phase.env.get("FPF_MODEL", self.default_model)
         return CallLabels(
             phase=phase.name if phase.name in self.phases else OTHER,
             model=model if model in self.models else OTHER,
@@ -146,13 +160,16 @@ class WorkerMetrics:
             self.tokens.labels(labels.phase, labels.model, "output").inc(usage.output_tokens)
 
     async def tick_forever(self, redis: Redis, queue_name: str, interval_s: float) -> None:
-        """Heartbeat and queue depth, every `interval_s`, until cancelled."""
+        """Heartbeat, queue depth and Redis reachability, every `interval_s`, until cancelled.
+        `livestats-worker --check` (health.py) reads the first and the last."""
         while True:
             self.heartbeat.set(time.time())
             try:
                 async with asyncio.timeout(_QUEUE_CHECK_TIMEOUT_S):
                     self.queue_depth.set(await redis.zcard(queue_name))
+                self.redis_up.set(1)
             except _QUEUE_CHECK_ERRORS as exc:
+                self.redis_up.set(0)
                 log.warning("queue depth not updated: %s", exc)
             await asyncio.sleep(interval_s)
 

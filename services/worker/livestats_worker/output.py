@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,62 +46,75 @@ class CallVerdict:
     stop_reason: str | None = None  # why the answer says it stopped (end_turn, stop, max_tokens, ...)
 
 
-def classify(result: ProcessResult, *, mode: Literal["json", "text"], min_bytes: int) -> CallVerdict:
+def _unchanged(data: bytes) -> bytes:
+    return data
+
+
+def classify(
+    result: ProcessResult,
+    *,
+    mode: Literal["json", "text"],
+    min_bytes: int,
+    redact: Callable[[bytes], bytes] = _unchanged,
+) -> CallVerdict:
     """Decide whether `result` is a usable answer for a phase with this output `mode`.
 
     `min_bytes` applies in text mode only. Usage is read from a JSON object's "usage" field,
-    as input_tokens/output_tokens or OpenAI's prompt_tokens/completion_tokens.
+    as input_tokens/output_tokens or OpenAI's prompt_tokens/completion_tokens. Excerpts are
+    built from `redact(output)`: the answer is judged as FPF wrote it, shown without secrets.
     """
     if mode not in ("json", "text"):
         raise ValueError(f"mode must be 'json' or 'text', not {mode!r}")
     out = result.stdout
     size = len(out)
+    shown, err = redact(out), redact(result.stderr_tail).strip()
     if result.spawn_error is not None:
-        return _failed(FailureReason.SPAWN_ERROR, _excerpt(result.spawn_error), size)
+        spawn_error = redact(result.spawn_error.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
+        return _failed(FailureReason.SPAWN_ERROR, _excerpt(spawn_error), size)
     if result.timed_out:
         prefix = f"no exit within the call timeout; killed after {result.duration_s:.1f} s"
-        return _failed(FailureReason.TIMEOUT, _excerpt(prefix, result.stderr_tail.strip(), tail=True), size)
+        return _failed(FailureReason.TIMEOUT, _excerpt(prefix, err, tail=True), size)
     if result.overflow:
-        return _failed(FailureReason.TOO_LARGE, _excerpt(f"more than {size} bytes of output; killed", out), size)
+        return _failed(FailureReason.TOO_LARGE, _excerpt(f"more than {size} bytes of output; killed", shown), size)
     if result.signal is not None:
         prefix = f"killed by {_signal_name(result.signal)}"
-        return _failed(FailureReason.KILLED, _excerpt(prefix, result.stderr_tail.strip(), tail=True), size)
+        return _failed(FailureReason.KILLED, _excerpt(prefix, err, tail=True), size)
     if result.exit_code != 0:
         prefix = "unknown exit status" if result.exit_code is None else f"exit code {result.exit_code}"
-        return _failed(FailureReason.EXIT_CODE, _excerpt(prefix, result.stderr_tail.strip(), tail=True), size)
+        return _failed(FailureReason.EXIT_CODE, _excerpt(prefix, err, tail=True), size)
     if not out.strip():
         prefix = "no output" if size == 0 else f"only whitespace ({size} bytes)"
-        return _failed(FailureReason.EMPTY, _excerpt(prefix, result.stderr_tail.strip(), tail=True), size)
+        return _failed(FailureReason.EMPTY, _excerpt(prefix, err, tail=True), size)
     try:
         out.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _failed(FailureReason.NOT_UTF8, _excerpt(f"invalid UTF-8 at byte {exc.start}", out), size)
+        return _failed(FailureReason.NOT_UTF8, _excerpt(f"invalid UTF-8 at byte {exc.start}", shown), size)
 
     if mode == "text":
         if size < min_bytes:
             prefix = f"{size} bytes, fewer than the {min_bytes} required"
-            return _failed(FailureReason.TOO_SMALL, _excerpt(prefix, out), size)
-        return CallVerdict(ok=True, reason=None, excerpt=_excerpt("", out), usage=None, size=size)
+            return _failed(FailureReason.TOO_SMALL, _excerpt(prefix, shown), size)
+        return CallVerdict(ok=True, reason=None, excerpt=_excerpt("", shown), usage=None, size=size)
     try:
         doc = orjson.loads(out)
     except orjson.JSONDecodeError as exc:
         doc = _lenient_json(out)  # NaN, Infinity or a 2^64 integer: orjson refuses them
         if doc is None:
-            return _failed(FailureReason.INVALID_JSON, _excerpt(str(exc), out), size)
+            return _failed(FailureReason.INVALID_JSON, _excerpt(str(exc), shown), size)
     try:
         usage = _usage(doc)
     except ValueError as exc:
-        return _failed(FailureReason.INVALID_USAGE, _excerpt(str(exc), out), size)
+        return _failed(FailureReason.INVALID_USAGE, _excerpt(str(exc), shown), size)
     if isinstance(doc, _Lenient):
         # Parsed only by the lenient reader, and the usage was not the reason: not JSON.
-        return _failed(FailureReason.INVALID_JSON, _excerpt("NaN, Infinity or an out-of-range number", out), size)
+        return _failed(FailureReason.INVALID_JSON, _excerpt("NaN, Infinity or an out-of-range number", shown), size)
     model, stop_reason = _model(doc), _stop_reason(doc)
     if stop_reason in TRUNCATION_STOP_REASONS:
         # A cut-short answer is a partial deliverable: a failed attempt (retried), whose tokens
         # were still spent and priced.
         prefix = f"the answer was cut short (stop reason {stop_reason})"
-        return CallVerdict(False, FailureReason.TRUNCATED, _excerpt(prefix, out), usage, size, model, stop_reason)
-    return CallVerdict(True, None, _excerpt("", out), usage, size, model, stop_reason)
+        return CallVerdict(False, FailureReason.TRUNCATED, _excerpt(prefix, shown), usage, size, model, stop_reason)
+    return CallVerdict(True, None, _excerpt("", shown), usage, size, model, stop_reason)
 
 
 def _failed(reason: FailureReason, excerpt: str, size: int) -> CallVerdict:

@@ -26,7 +26,7 @@ from livestats_shared.redis_client import UNAVAILABLE
 from livestats_shared.spec import PhaseSpec, RunSpec
 from redis.asyncio import Redis
 
-from .calls import CallContext, SpawnFailed, inherited_env, phase_env, run_call
+from .calls import CallContext, SpawnFailed, operator_env, phase_env, run_call
 from .clock import RunClock
 from .config import WorkerConfig
 from .metrics import WorkerMetrics
@@ -58,7 +58,7 @@ class RunExecution:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.config = config
-        self.metrics = metrics or WorkerMetrics(phases=config.metrics_phases, models=config.metrics_models)
+        self.metrics = metrics or WorkerMetrics.for_config(config)
         self.redis = redis
         self.publisher = publisher
         self.run_id = run_id
@@ -151,7 +151,7 @@ class RunExecution:
             run_id=self.run_id,
             phase=phase,
             prompt_dir=prompt_dir,
-            base_env=phase_env(inherited_env(), self.run_id, phase),
+            base_env=phase_env(operator_env(self.config), self.run_id, phase),
             budget=self.budget,
             backoff_base_s=self.spec.backoff_base_s,
             backoff_max_s=self.spec.backoff_max_s,

@@ -10,6 +10,7 @@ import signal
 
 from .app import ResilientWorker, WorkerStopping, create_worker
 from .config import WorkerConfig
+from .containment import Containment
 from .metrics import MetricsServer, WorkerMetrics
 
 log = logging.getLogger("livestats.worker")
@@ -17,9 +18,11 @@ _POLL_STOP_S = 5.0  # how long arq's poll loop may take to notice it should stop
 
 
 async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
-    metrics = WorkerMetrics(phases=config.metrics_phases, models=config.metrics_models)
-    with MetricsServer(metrics.registry, config.metrics_host, config.metrics_port):
-        await _serve(config, stop, metrics)
+    metrics = WorkerMetrics.for_config(config)
+    # Containment outlives the runs: its exit sweeps what they left and lets the reaper go.
+    async with Containment():
+        with MetricsServer(metrics.registry, config.metrics_host, config.metrics_port):
+            await _serve(config, stop, metrics)
 
 
 async def _serve(config: WorkerConfig, stop: asyncio.Event, metrics: WorkerMetrics) -> None:

@@ -73,6 +73,11 @@ class Subscriber:
         return self._queued_bytes + self._held_bytes
 
     @property
+    def backlogged(self) -> bool:
+        """More than half of its queue is waiting: `writable` would wait."""
+        return self._queued_bytes > self.max_bytes // 2
+
+    @property
     def live(self) -> bool:
         return self._held is None
 
@@ -104,7 +109,7 @@ class Subscriber:
 
     async def writable(self) -> None:
         """Wait until the client has taken most of its queue (replay must not outrun it)."""
-        if self.closed is None and self._queued_bytes > self.max_bytes // 2:
+        if self.closed is None and self.backlogged:
             self._drain_waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._drain_waiter

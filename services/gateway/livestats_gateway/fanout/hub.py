@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from typing import Any
 
+from livestats_shared import keys
+from livestats_shared.control import UnknownRun
 from livestats_shared.errors import InvalidEvent
 from livestats_shared.history import read_stats_hash
 from livestats_shared.redis_client import UNAVAILABLE, connect
 from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
-from .background import BackgroundTasks, Backoff
-from .config import GatewayConfig
-from .metrics import GatewayMetrics
+from ..background import BackgroundTasks, Backoff
+from ..config import GatewayConfig
+from .stats import FanoutStats
 from .subscriber import Subscriber
 from .wire import Batch, CloseCode, Frame, RawEntry, WireEvent, encode_entry, entry_fields, now_ms, raw_stream_replies
 
@@ -44,14 +45,14 @@ class Channel:
 
 
 class Hub:
-    def __init__(self, config: GatewayConfig, redis: Redis, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(self, config: GatewayConfig, redis: Redis, stats: FanoutStats | None = None) -> None:
         self.config = config
-        self.metrics = metrics or GatewayMetrics()
+        self.stats = stats or FanoutStats()  # owned by metrics.py, which exports it
         self._linger_s = config.fanout_linger_ms / 1000
         self.redis = redis  # commands other than the blocking read
         self._reader = raw_stream_replies(connect(config.redis_url, "livestats.gateway.reader", single_connection=True))
         # Stream reads for joins (history replay, attach): unparsed replies, see wire.py.
-        self.history = raw_stream_replies(connect(config.redis_url, "livestats.gateway.history", busy_loop=True))
+        self._history = raw_stream_replies(connect(config.redis_url, "livestats.gateway.history", busy_loop=True))
         self._channels: dict[str, Channel] = {}
         self._attached: dict[Subscriber, Channel] = {}  # a subscriber reads one stream
         self.connections: set[Subscriber] = set()  # every open client, for heartbeats and shutdown
@@ -63,18 +64,6 @@ class Hub:
         self._unblocking: asyncio.Task[None] | None = None
         self._tasks = BackgroundTasks(log, "no live events are delivered")
         self.connected = True  # False while the reader cannot reach Redis
-        # counters: exported by metrics.py at scrape time (plain ints keep the hot paths cheap)
-        self.reads = 0
-        self.events_read = 0
-        self.invalid_entries = 0
-        self.resets = 0  # continuity breaks seen by the reader (one per stream, whatever its viewers)
-        self.resets_sent: Counter[str] = Counter()  # reset frames sent to clients, by reason
-        self.slow_disconnects = 0
-        self.events_replayed = 0  # history events queued to joining clients
-        # Per-client counts of clients that have left (open ones are summed at scrape time).
-        self.frames_sent_closed: Counter[str] = Counter()
-        self.live_events_closed = 0
-        self.reader_lag_s = 0.0  # at the last read: now minus the newest event's timestamp
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -90,7 +79,7 @@ class Hub:
             self._unblocking.cancel()
         await self._tasks.stop()
         await self._reader.aclose()
-        await self.history.aclose()
+        await self._history.aclose()
 
     def alive(self) -> bool:
         """The reader loop runs and is not failing to reach Redis (for /readyz; an idle reader
@@ -111,8 +100,7 @@ class Hub:
     def _disconnect(self, sub: Subscriber) -> None:
         self.connections.discard(sub)
         self.detach(sub)
-        self.frames_sent_closed[sub.fmt.name] += sub.frames_sent
-        self.live_events_closed += sub.events_queued
+        self.stats.client_left(sub.fmt.name, sub.frames_sent, sub.events_queued)
 
     async def attach(self, run_id: str, stream: str, sub: Subscriber) -> Channel:
         """Subscribe `sub` (still joining: live batches are held) to `stream`. When this
@@ -123,7 +111,7 @@ class Hub:
             channel.subscribers.add(sub)
             self._attached[sub] = channel
             try:
-                last = await self.history.xrevrange(stream, count=1)
+                last = await self._history.xrevrange(stream, count=1)
             except BaseException as exc:
                 self._drop(channel)
                 channel.resolved.set_exception(exc)
@@ -206,7 +194,6 @@ class Hub:
                 log.info("stream reader connected")
             self.connected = True
             backoff.reset()
-            self.reads += 1
             for raw_stream, entries in reply or ():
                 stream = raw_stream.decode()
                 channel = self._channels.get(stream)
@@ -227,7 +214,7 @@ class Hub:
             try:
                 event = encode_entry(entry_id, fields, channel.run_id_bytes)
             except InvalidEvent as exc:
-                self.invalid_entries += 1
+                self.stats.invalid()
                 log.warning("run %s: skipping an entry livestats did not write: %s", channel.run_id, exc)
                 continue
             if channel.last_seq is not None and event.seq != channel.last_seq + 1:
@@ -238,15 +225,16 @@ class Hub:
                 reason = "stream_reset" if event.seq <= channel.last_seq else "gap"
                 detail = f"expected seq {channel.last_seq + 1}, stream has {event.seq}"
                 log.warning("run %s: %s (%s); clients get a reset", channel.run_id, reason, detail)
-                self.resets += 1
-                self.resets_sent[reason] += len(channel.subscribers)
+                self.stats.stream_break()
+                self.stats.reset(reason, len(channel.subscribers))
+                body = await self.reset_body(channel.run_id, reason, detail, channel.last_seq + 1, event)
                 channel.last_seq = event.seq
-                self._fanout(channel, Batch([event], await self.reset_body(channel.run_id, reason, detail)))
+                self._fanout(channel, Batch([event], body))
                 continue
             channel.last_seq = event.seq
             events.append(event)
         channel.position = entries[-1][0]
-        self.events_read += len(entries)
+        self.stats.read(len(entries))
         self._observe_lag(entries)
         if events:
             self._fanout(channel, Batch(events))
@@ -256,24 +244,68 @@ class Hub:
         newest one's (reader lag). Event times come from the producer's clock."""
         oldest, newest = _ts_of(entries[0][1]), _ts_of(entries[-1][1])
         now = now_ms()
-        if oldest is not None:
-            self.metrics.delivery_lag.observe(max(0, now - oldest) / 1000)
-        if newest is not None:
-            self.reader_lag_s = max(0, now - newest) / 1000
+        self.stats.lag(
+            None if oldest is None else max(0, now - oldest) / 1000,
+            None if newest is None else max(0, now - newest) / 1000,
+        )
 
     def _fanout(self, channel: Channel, batch: Batch) -> None:
         for sub in list(channel.subscribers):
             sub.offer(batch)
 
-    async def reset_body(self, run_id: str, reason: str, detail: str) -> dict[str, Any]:
-        """The body of a `reset` frame: why, and the run's snapshot to start again from."""
+    # -- history, for joins ------------------------------------------------------------------
+
+    @property
+    def frame_max_events(self) -> int:
+        return self.config.frame_max_events
+
+    async def history_page(self, stream: str, start: str) -> list[RawEntry]:
+        """Up to `replay_page` entries of `stream` from XRANGE `start` on (`-`: the first;
+        `(id`: after id), unparsed (wire.py)."""
+        entries: list[RawEntry] = await self._history.xrange(stream, min=start, max="+", count=self.config.replay_page)
+        return entries
+
+    @property
+    def replay_page(self) -> int:
+        return self.config.replay_page
+
+    async def history_entry(self, stream: str, entry_id: str) -> RawEntry | None:
+        """The entry `entry_id` of `stream`, if it is still there."""
+        found: list[RawEntry] = await self._history.xrange(stream, min=entry_id, max=entry_id, count=1)
+        return found[0] if found else None
+
+    async def history_start(self, stream: str) -> RawEntry | None:
+        """The oldest entry `stream` still holds (None if it is empty or gone)."""
+        first: list[RawEntry] = await self._history.xrange(stream, count=1)
+        return first[0] if first else None
+
+    async def run_hash(self, run_id: str) -> dict[str, str]:
+        """The run's stats hash (empty when only its stream is left). Raises UnknownRun when the
+        run has neither: the one existence check of the WebSocket and SSE endpoints."""
+        raw = await read_stats_hash(self.redis, run_id)
+        if not raw and not await self.redis.exists(keys.run_events(run_id)):
+            raise UnknownRun(run_id)
+        return raw
+
+    async def reset_body(
+        self, run_id: str, reason: str, detail: str, expected_seq: int | None, next_event: WireEvent | None
+    ) -> dict[str, Any]:
+        """The body of a `reset` frame (docs/api.md, "Continuity"): why, the seq the client needed
+        next, the event the stream goes on with, and the run's snapshot to start again from."""
         try:
             raw = await read_stats_hash(self.redis, run_id)
         except UNAVAILABLE as exc:
             log.warning("run %s: reset sent without a snapshot: %s", run_id, exc)
             raw = {}
         snapshot = RunSnapshot.from_hash(run_id, raw).model_dump(mode="json") if raw else None
-        return {"reason": reason, "detail": detail, "snapshot": snapshot}
+        return {
+            "reason": reason,
+            "detail": detail,
+            "expected_seq": expected_seq,
+            "next_seq": None if next_event is None else next_event.seq,
+            "next_id": None if next_event is None else next_event.id,
+            "snapshot": snapshot,
+        }
 
     # -- heartbeats --------------------------------------------------------------------------
 
