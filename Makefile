@@ -5,10 +5,13 @@ BIN    := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 BENCH_STAMP   := $(VENV)/.bench-installed
+# TypeScript (pinned in tools/jscheck/package-lock.json) type-checks the dashboard's JavaScript.
+JSCHECK       := tools/jscheck
+JSCHECK_STAMP := $(JSCHECK)/node_modules/.installed
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: run test lint fmt clean bench bench-quick vendor lock prometheus
+.PHONY: run test stress-test lint fmt clean bench bench-quick vendor lock prometheus
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "livestats needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
@@ -35,6 +38,10 @@ prometheus: $(RUNTIME_STAMP)
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## stress-test: `make test` three times in a row beside two CPU-bound processes, 10 minutes each at most
+stress-test: $(DEV_STAMP)
+	PYTEST_ARGS='$(PYTEST_ARGS)' tools/stress-test.sh
+
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	@touch $@ $(RUNTIME_STAMP)
@@ -46,11 +53,17 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick $(ARGS)
 
-## lint: ruff + mypy strict
-lint: $(DEV_STAMP)
+$(JSCHECK_STAMP): $(JSCHECK)/package.json $(JSCHECK)/package-lock.json
+	@command -v npm >/dev/null || { echo "make lint needs node and npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(JSCHECK) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+## lint: ruff, mypy (strict; relaxed on tests), tsc over the dashboard's JavaScript
+lint: $(DEV_STAMP) $(JSCHECK_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services
+	$(BIN)/mypy shared services tests bench
+	$(JSCHECK)/node_modules/.bin/tsc -p $(JSCHECK)
 
 ## fmt: apply ruff's fixes and formatting
 fmt: $(DEV_STAMP)
@@ -68,4 +81,4 @@ vendor:
 	$(PYTHON) deploy/vendor_assets.py
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache $(JSCHECK)/node_modules

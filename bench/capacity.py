@@ -112,8 +112,9 @@ async def soak(bench: Bench) -> dict[str, Any]:
     samples: list[tuple[float, int]] = []
     async with Feed(d.url, maxlen=cap) as feed:
         await feed.seed(runs)
-        for run in runs if cap else ():
-            await feed.fill(run, cap)
+        if cap is not None:
+            for run in runs:
+                await feed.fill(run, cap)
         feed.start(runs, 100)
         try:
             async with Clients("churn", urls, procs=1, period_s=1.0, share=0.1, headers=d.headers) as clients:

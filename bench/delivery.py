@@ -18,7 +18,7 @@ WRITER_COMMANDS = frozenset(
 )
 
 
-def _delivered(design: Design, feed: Feed, res: dict[str, Any]) -> tuple[dict[Any, int], int, int]:
+def _delivered(design: Design, feed: Feed, res: dict[str, Any]) -> tuple[dict[int, int], int, int]:
     """Latency histogram, worst latency (ns) and events delivered in a window."""
     if design.name == "polling":
         return snapshot_latencies(res["snapshots"], feed.sent)
@@ -27,7 +27,7 @@ def _delivered(design: Design, feed: Feed, res: dict[str, Any]) -> tuple[dict[An
 
 async def _windows(
     bench: Bench, design: Design, feed: Feed, clients: Clients, run_ids: list[str], nreps: int
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Warm up, then measure `nreps` windows: latency, delivery, CPU, Redis commands."""
     s = bench.settings
     await asyncio.sleep(s.warmup_s)
@@ -72,7 +72,7 @@ async def _windows(
 
 async def _case(
     bench: Bench, design: Design, case: str, runs: int, clients_per_run: int, rate: float, nreps: int | None = None
-) -> dict:
+) -> dict[str, Any]:
     run_ids = [new_run(case) for _ in range(runs)]
     urls = [design.ws(r) for r in run_ids for _ in range(clients_per_run)]
     async with Feed(design.url, broadcaster=design.broadcaster) as feed:

@@ -18,7 +18,7 @@ import uuid
 
 import orjson
 from broadcaster import Broadcast
-from livestats_shared.events import CallStarted
+from livestats_shared.events import CallStarted, PhasePlan, RunQueued, RunStarted
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 
@@ -32,10 +32,15 @@ async def livestats(url: str, n: int) -> tuple[float, list[int]]:
     run = f"bench-ingest-{uuid.uuid4().hex[:8]}"
     calls: list[int] = []
     async with Publisher(connect(url, "livestats.bench.ingest")) as pub:
+        # The gate takes calls of a started run, for a declared phase, fenced by its owner epoch.
+        plan = RunQueued(name="bench", planned_calls=n, phases=[PhasePlan(name="bench", calls=n)], timeout_s=3600)
+        await pub.publish(run, plan)
+        start = RunStarted(worker="bench", timeout_s=3600, deadline_ts=0, retry_budget=0, heartbeat_s=3600)
+        epoch = (await pub.publish(run, start)).epoch
         t0 = time.perf_counter()
         for i in range(n):
             c0 = time.perf_counter_ns()
-            pub.emit(run, CallStarted(phase="bench", call=i, attempt=1, pid=None))
+            pub.emit(run, CallStarted(phase="bench", call=i, attempt=1, pid=None), fence=epoch)
             calls.append(time.perf_counter_ns() - c0)
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -127,7 +128,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def percentile_ms(hist: Counter[int], q: float) -> float | None:
+def percentile_ms(hist: Mapping[int, int], q: float) -> float | None:
     """The q-quantile (0..1) of a latency histogram, in ms (to the middle of a 20 us bucket)."""
     total = sum(hist.values())
     if not total:

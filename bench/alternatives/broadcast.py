@@ -37,7 +37,7 @@ async def _relay(websocket: WebSocket, name: str) -> None:
     async with AsyncExitStack() as stack:
         async with _subscribing:
             subscriber = await stack.enter_async_context(broadcast.subscribe(name))
-        async for event in subscriber:  # type: ignore[union-attr]
+        async for event in subscriber:
             # The message is one event envelope; framed like livestats' batches for the client.
             await websocket.send_text('{"type":"events","events":[' + event.message + "]}")
 

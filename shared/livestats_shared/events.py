@@ -219,6 +219,9 @@ class CallFailed(_Data):
     exit_code: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
     duration_s: Seconds
     final: bool  # no further attempt will be made for this call
+    # False: the call was given up while waiting for this attempt, whose process never started
+    # (the run ended during a retry's backoff). It was never in flight, so in_flight is unchanged.
+    started: bool = True
     # A failed attempt that still reported usage (a truncated answer) cost money too.
     usage: TokenUsage | None = None
     model: str | None = Field(None, pattern=MODEL_PATTERN)

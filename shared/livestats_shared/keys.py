@@ -14,6 +14,22 @@ PREFIX = "livestats"
 
 # Run index: sorted set of run ids scored by creation time (epoch ms).
 RUNS_INDEX = f"{PREFIX}:runs"
+
+
+# Per-principal run indexes: the same entries as RUNS_INDEX, one sorted set per owner and one
+# per team, so a user's `GET /api/runs` reads only runs they may see (written beside RUNS_INDEX).
+def runs_by_owner(owner: str) -> str:
+    return f"{PREFIX}:runs:owner:{owner}"
+
+
+def runs_by_team(team: str) -> str:
+    return f"{PREFIX}:runs:team:{team}"
+
+
+# Set once the per-principal indexes hold every run of RUNS_INDEX (the gateway backfills at start).
+RUNS_VISIBILITY_MARK = f"{PREFIX}:runs:visibility-indexed"
+
+
 # Run index feed: a stream with one entry per lifecycle change of any run (queued, started,
 # phase changes, finished), for `/ws/runs` and `redis-cli XREAD ... STREAMS livestats:runs:feed $`.
 RUNS_FEED = f"{PREFIX}:runs:feed"
@@ -88,6 +104,64 @@ def run_stats(run_id: str) -> str:
     return f"{PREFIX}:run:{{{validate_run_id(run_id)}}}:stats"
 
 
+def run_lifecycle(run_id: str) -> str:
+    """Hash with the run's lifecycle state (owner epoch, open calls and phases), written only by
+    the publish script and checked by it before every write (publish/gate.py has the layout)."""
+    return f"{PREFIX}:run:{{{validate_run_id(run_id)}}}:lifecycle"
+
+
 def run_cancel(run_id: str) -> str:
     """Set when someone asks to cancel the run; value is the requester's reason."""
     return f"{PREFIX}:run:{{{validate_run_id(run_id)}}}:cancel"
+
+
+# -- Fair-share scheduler (docs/scheduling.md) ------------------------------------------------
+# Every scheduler key of a queue starts with `sched_prefix(queue)` and lives beside arq's queue on
+# one server: the scheduler's scripts move jobs in arq's queue and reach the pending list of
+# whichever principal's turn it is, so (like arq itself) they are not Cluster-safe. The scripts
+# build their keys with the `sched_*` layout below from the prefix (tests check both agree).
+SCHED_PARK_S = 30 * 24 * 3600  # seconds: score offset of a job parked in arq's queue until dispatched
+SCHED_WORKER_TTL_INTERVALS = 3  # worker heartbeats a slot advertisement outlives
+SCHED_HOLD_GRACE_S = 300  # seconds past a run's timeout before its slot is presumed lost (worker killed)
+SCHED_RESERVE_TTL_S = 30  # seconds a quota reservation lasts while a submission is recorded
+SCHED_RATE_WINDOW_S = 60  # seconds: the window of "submissions per minute"
+LOCAL_PRINCIPAL = "-"  # who submitted a run without an owner (operator CLI): never a token name
+
+
+def sched_prefix(queue_name: str) -> str:
+    return f"{PREFIX}:sched:{queue_name}"
+
+
+def sched_pending(queue_name: str, principal: str) -> str:
+    """List of the principal's run ids waiting for a slot, oldest first."""
+    return f"{sched_prefix(queue_name)}:pending:{principal}"
+
+
+def sched_reserved(queue_name: str, principal: str) -> str:
+    """Sorted set: run ids admitted but not yet pending, scored by reservation expiry (epoch ms)."""
+    return f"{sched_prefix(queue_name)}:reserved:{principal}"
+
+
+def sched_submissions(queue_name: str, principal: str) -> str:
+    """Sorted set: run ids submitted in the rate window, scored by submission time (epoch ms)."""
+    return f"{sched_prefix(queue_name)}:subs:{principal}"
+
+
+def sched_key(queue_name: str, name: str) -> str:
+    """The queue-wide scheduler structures (one comment each in docs/scheduling.md):
+    `ring` zset principal -> turn last served (principals with pending runs only);
+    `served` hash principal -> turn last served; `turn` counter;
+    `inflight` zset run id -> slot hold deadline (epoch ms), dispatched and not finished;
+    `owner` hash run id -> principal (pending or in flight); `hold` hash run id -> hold ms;
+    `running` hash principal -> runs in flight; `limits` hash principal -> concurrent-run limit
+    (0 = none); `gap` hash principal -> smoothed ms between the principal's dispatches;
+    `last` hash principal -> epoch ms of its last dispatch;
+    `workers` zset worker name -> advertisement expiry (epoch ms); `slots` hash worker -> slots."""
+    if name not in SCHED_KEYS:
+        raise ValueError(f"no scheduler key {name!r}")
+    return f"{sched_prefix(queue_name)}:{name}"
+
+
+SCHED_KEYS = frozenset(
+    ("ring", "served", "turn", "inflight", "owner", "hold", "running", "limits", "gap", "last", "workers", "slots")
+)

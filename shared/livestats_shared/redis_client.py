@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio import Redis
 
 # Errors that mean "Redis is not there right now" rather than "the command was wrong".
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+
+from .compat import UnpolledPool
 
 REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, BusyLoadingError)
 UNAVAILABLE: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, OSError)
@@ -27,35 +28,15 @@ def connect(url: str, client_name: str, *, single_connection: bool = False, busy
     must never go back to a shared pool (redis-py #2663), and its CLIENT ID stays stable.
 
     `busy_loop`: for a process whose event loop is busy (the gateway): the pool hands out
-    connections without redis-py's per-checkout socket poll (see `_UnpolledPool`).
+    connections without redis-py's per-checkout socket poll (see `compat.UnpolledPool`).
     """
     options: dict[str, Any] = {"client_name": client_name, "socket_connect_timeout": 5.0, "health_check_interval": 30}
     if not busy_loop:
         client: Redis = Redis.from_url(url, single_connection_client=single_connection, **options)
         return client
-    client = Redis(connection_pool=_UnpolledPool.from_url(url, **options), single_connection_client=single_connection)
+    client = Redis(connection_pool=UnpolledPool.from_url(url, **options), single_connection_client=single_connection)
     client.auto_close_connection_pool = True  # aclose() closes the pool, as with from_url
     return client
-
-
-class _UnpolledPool(ConnectionPool):
-    """redis-py 5's pool takes one pool-wide lock for every checkout and, holding it, polls the
-    socket with a zero timeout, which always waits for the next event-loop iteration. On a busy
-    loop that is one command per iteration for the whole pool: in the gateway under fan-out, 300
-    joining clients queued for seconds behind that lock (measured). The poll guards against a
-    connection returned with a reply unread; redis-py never does that (it disconnects on any
-    error or cancellation mid-command), and an idle connection the server dropped is caught by
-    the health check before its next command."""
-
-    async def get_connection(self, command_name: object = None, *keys: object, **options: object) -> AbstractConnection:
-        connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]
-        # (no await in it: safe without the lock on a single-threaded loop)
-        try:
-            await connection.connect()  # type: ignore[no-untyped-call]  # returns at once when connected
-        except BaseException:
-            await self.release(connection)
-            raise
-        return connection
 
 
 _URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@")

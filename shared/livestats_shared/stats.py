@@ -134,7 +134,7 @@ def delta_for(data: EventData, ts: int) -> Delta:
             # A later success clears the last error; the error stays in the stream and the counts.
             return Delta(incr=incr, delete=("last_error",))
         case CallFailed():
-            incr = {"failed_attempts": 1, "in_flight": -1}
+            incr = {"failed_attempts": 1, "in_flight": -1 if data.started else 0}
             if data.final:
                 incr.update({"calls_done": 1, "calls_given_up": 1})
                 incr[phase_field(data.phase, "done")] = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
 from browser_session import BrowserSession
@@ -22,7 +22,9 @@ REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Keep each phase's report on the item, so the browser fixture knows whether the test failed."""
     report = yield
     item.stash.setdefault(REPORTS, {})[report.when] = report
@@ -44,7 +46,7 @@ def chromium_path() -> str:
 
 
 @pytest.fixture
-def run_ids() -> list[str]:
+def run_ids() -> Iterator[list[str]]:
     """Runs a test submitted. Requested by `stack` before the worker, so this teardown runs after
     the worker has stopped: any FPF process still carrying FPF_RUN_ID=<run> is then killed."""
     ids: list[str] = []

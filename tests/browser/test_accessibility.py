@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from livestats_shared.events import Outcome
+from page_util import DESKTOP, PHONE, QUICK, SLOW, VIEWPORTS, publish_ended_run
 from playwright.async_api import Page, expect
-from test_run_page import DESKTOP, PHONE, QUICK, SLOW, VIEWPORTS, publish_ended_run
 
 AXE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text()
 RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]

@@ -6,8 +6,11 @@ from __future__ import annotations
 import random
 import secrets
 
+import pytest
 from analysis_runs import publish_run
 from playwright.async_api import expect
+
+pytestmark = pytest.mark.slow  # headless chromium against a full stack
 
 
 async def test_the_compare_page_shows_models_costs_and_calibration_for_a_tag(

@@ -11,14 +11,14 @@ import pytest
 from livestats_shared import keys
 from livestats_shared.events import Outcome, PhasePlan, RunFinished, RunQueued, RunStarted
 from livestats_shared.ids import new_run_id
+from page_util import DESKTOP, PHONE, QUICK, assert_no_horizontal_overflow
 from playwright.async_api import expect
-from test_run_page import DESKTOP, PHONE, QUICK, assert_no_horizontal_overflow
 
 INDEX_LIMIT = 3  # the live index sends only this many runs: the rest must come by paging
 
 
 async def publish_runs(publisher, names_and_owners: list[tuple[str, str | None, Outcome]]) -> list[str]:
-    ids = []
+    ids: list[str] = []
     for name, owner, outcome in names_and_owners:
         run_id = new_run_id()
         await publisher.publish(
@@ -36,7 +36,9 @@ async def publish_runs(publisher, names_and_owners: list[tuple[str, str | None, 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390x844", "1440x900"])
 async def test_runs_page_pages_past_the_live_index_searches_and_filters(stack, browser, login, publisher, viewport):
     tag = new_run_id()[-6:]  # the server is shared with other tests: these runs are told by their tag
-    runs = [(f"nightly-{tag}-{i}", f"alice{tag}" if i % 2 else f"bob{tag}", Outcome.SUCCEEDED) for i in range(7)]
+    runs: list[tuple[str, str | None, Outcome]] = [
+        (f"nightly-{tag}-{i}", f"alice{tag}" if i % 2 else f"bob{tag}", Outcome.SUCCEEDED) for i in range(7)
+    ]
     runs.append((f"broken-build-{tag}", f"carol{tag}", Outcome.FAILED))
     ids = await publish_runs(publisher, runs)
     page = await login(await browser.new_context(viewport), stack.gateway.token)

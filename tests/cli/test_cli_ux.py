@@ -29,7 +29,28 @@ from livestats_shared.events import (
     TokenUsage,
 )
 from livestats_shared.ids import new_run_id
-from test_remote import cli, done
+
+
+async def cli(gateway, *argv: str) -> asyncio.subprocess.Process:
+    """The CLI through `gateway` only: the Redis it would use has nothing listening."""
+    env = {
+        **os.environ,
+        "LIVESTATS_REDIS_URL": "redis://127.0.0.1:9/0",
+        "LIVESTATS_GATEWAY_URL": gateway.http,
+        "LIVESTATS_TOKEN": gateway.token,
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "livestats_cli", *argv,
+        env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def done(proc: asyncio.subprocess.Process, stdin: str | None = None) -> tuple[int, str, str]:
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate(stdin.encode() if stdin else None)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
 
 EVIL = "evil\x1b]0;pwned\x07\x1b[2J\rname\x9b"  # retitles the window, clears the screen, CSI (C1)
 FAST = {"FPF_SIM_LATENCY_MS": "20", "FPF_SIM_JITTER_MS": "5"}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from helpers import livestats, wait_finished
+from helpers import livestats, wait_finished, wait_for_event
 from livestats_shared import keys
 
 FAST_SPEC = {"name": "cli", "phases": [{"name": "generate", "calls": 3, "env": {"FPF_SIM_LATENCY_MS": "20"}}]}
@@ -42,9 +41,9 @@ async def test_cancel_from_the_command_line_stops_a_running_run(redis, redis_url
     code, out, err = await livestats(redis_url, queue_name, "submit", "-", "--json", stdin=json.dumps(HANGING_SPEC))
     assert code == 0, err
     run_id = json.loads(out)["run_id"]
-    await asyncio.sleep(1.0)
+    await wait_for_event(redis, run_id, "call.started", 30)  # running, not queued
     code, out, _ = await livestats(redis_url, queue_name, "cancel", run_id, "--reason", "enough")
-    assert (code, out.strip()) == (0, "cancelling")
+    assert (code, out.strip()) == (0, "cancelled")  # the cancel writes the end itself
     finished = (await wait_finished(redis, run_id, 15)).payload()
     assert (finished.outcome.value, finished.detail) == ("cancelled", "enough")
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import livestats as run_cli
 from helpers import wait_finished
 from livestats_shared import keys
 from livestats_shared.control import submit_run
 from livestats_shared.estimation import EstimationSample
 from livestats_shared.history import read_snapshot
 from livestats_shared.spec import RunSpec
-from test_commands import livestats as run_cli
 
 FAST = {"FPF_SIM_LATENCY_MS": "20", "FPF_SIM_JITTER_MS": "5"}
 SPEC = RunSpec.model_validate(
@@ -115,6 +115,7 @@ async def test_export_estimation_writes_samples_that_report_reads(redis, redis_u
     assert json.loads(out)["summary"]["count"] == 2
 
 
+@pytest.mark.slow  # a CLI process per bad file
 async def test_a_bad_export_file_is_refused_whole_before_anything_is_published(
     redis, redis_url, finished_run, tmp_path
 ):
@@ -173,17 +174,32 @@ async def test_export_to_a_directory_that_does_not_exist_is_bad_input_not_an_out
 
 async def test_an_instant_replay_longer_than_the_outbox_waits_for_the_publisher_instead_of_failing(redis, monkeypatch):
     from livestats_cli import replay as replay_module
-    from livestats_shared.events import CallStarted, CallSucceeded, Event, Outcome, PhasePlan, RunFinished, RunQueued
+    from livestats_shared.events import (
+        CallStarted,
+        CallSucceeded,
+        Event,
+        EventData,
+        Heartbeat,
+        Outcome,
+        PhasePlan,
+        RunFinished,
+        RunQueued,
+        RunStarted,
+    )
     from livestats_shared.history import read_events
     from livestats_shared.publish import Publisher
 
     calls = 249
-    payloads = [RunQueued(name="long", planned_calls=calls, phases=[PhasePlan(name="g", calls=calls)], timeout_s=60)]
-    for call in range(calls):
+    payloads: list[EventData] = [
+        RunQueued(name="long", planned_calls=calls, phases=[PhasePlan(name="g", calls=calls)], timeout_s=60)
+    ]
+    payloads.append(RunStarted(worker="w", timeout_s=60, deadline_ts=0, retry_budget=0))
+    for call in range(calls - 1):
         payloads += [
             CallStarted(phase="g", call=call, attempt=1),
             CallSucceeded(phase="g", call=call, attempt=1, duration_s=0.1, bytes=9),
         ]
+    payloads.append(Heartbeat(elapsed_s=1, remaining_s=59, in_flight=0, pids=[]))
     payloads.append(RunFinished(outcome=Outcome.SUCCEEDED, reason="completed"))
     events = [
         Event(type=p.TYPE, run_id="long-original", seq=i, ts=1_000 + i, data=p.model_dump(mode="json"))

@@ -8,12 +8,17 @@ import json
 import os
 import re
 import sys
+from typing import Any
 
+import pytest
+from helpers import TAIL_COUNTERS as COUNTERS
 from helpers import wait_for_event
-from test_tail import COUNTERS
 
 SLOW = {"FPF_SIM_LATENCY_MS": "120", "FPF_SIM_JITTER_MS": "10"}
-SPEC = {"name": "remote", "phases": [{"name": n, "calls": 4, "concurrency": 1, "env": SLOW} for n in ("a", "b")]}
+SPEC: dict[str, Any] = {
+    "name": "remote",
+    "phases": [{"name": n, "calls": 4, "concurrency": 1, "env": SLOW} for n in ("a", "b")],
+}
 
 
 async def cli(gateway, *argv: str, token: str | None = None, stdin: str | None = None) -> asyncio.subprocess.Process:
@@ -36,6 +41,7 @@ async def done(proc: asyncio.subprocess.Process, stdin: str | None = None) -> tu
     return proc.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.slow  # CLI processes through a gateway, with a restart
 async def test_submit_wait_runs_and_cancel_through_the_gateway_as_the_tokens_principal(
     start_gateway, make_token, start_worker
 ):
@@ -65,6 +71,7 @@ async def test_submit_wait_runs_and_cancel_through_the_gateway_as_the_tokens_pri
     assert code == 1 and "401" in err
 
 
+@pytest.mark.slow  # CLI processes through a gateway, with a restart
 async def test_tail_through_the_gateway_resumes_after_the_gateway_restarts(
     start_gateway, redis, publisher, queue_name, start_worker
 ):
@@ -80,7 +87,7 @@ async def test_tail_through_the_gateway_resumes_after_the_gateway_restarts(
     await start_worker()  # only now: tail sees the run from before its first call
     await wait_for_event(redis, run_id, "call.succeeded", count=4)
     await asyncio.to_thread(gateway.stop)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # down for a moment: tail's first reconnects fail
     await asyncio.to_thread(gateway.start)  # same port, same token
     code, out, err = await done(proc)
     out = first.decode() + out

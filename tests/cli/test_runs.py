@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from helpers import livestats
 from livestats_shared import keys
 from livestats_shared.control import submit_run
 from livestats_shared.spec import PhaseSpec, RunSpec
-from test_commands import livestats
 
 
 def spec(name: str, *, external: bool = False) -> RunSpec:
     return RunSpec(name=name, external=external, phases=[PhaseSpec(name="generate", calls=2)])
 
 
+@pytest.mark.slow  # many runs and CLI processes
 async def test_runs_lists_the_newest_first_filtered_by_status(redis, redis_url, publisher, queue_name):
     await redis.delete(keys.RUNS_INDEX)  # other tests' runs would crowd the first page
     ids = [await submit_run(redis, publisher, spec(f"r{i}"), queue_name=queue_name) for i in range(3)]
@@ -51,3 +53,9 @@ async def test_the_redis_url_flag_overrides_the_environment(redis_url, queue_nam
     assert isinstance(json.loads(out), list)
     code, _, err = await livestats("redis://127.0.0.1:9/0", queue_name, "runs")
     assert code == 4 and "Redis unavailable" in err
+
+
+async def test_status_of_a_queued_run_says_why_it_waits(redis, publisher, redis_url, queue_name):
+    run_id = await submit_run(redis, publisher, spec("waiting"), queue_name=queue_name)
+    code, out, _ = await livestats(redis_url, queue_name, "status", run_id)
+    assert code == 0 and "waiting: waiting for a worker: none is running" in out

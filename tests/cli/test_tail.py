@@ -9,12 +9,12 @@ import pty
 import re
 import sys
 
-from helpers import wait_for_event
+from helpers import TAIL_COUNTERS, wait_for_event
 from livestats_shared.control import submit_run
 from livestats_shared.spec import PhaseSpec, RunSpec
 
 SLOW = {"FPF_SIM_LATENCY_MS": "120", "FPF_SIM_JITTER_MS": "10"}
-COUNTERS = re.compile(r"calls (\d+)/(\d+) done, ok (\d+)")
+COUNTERS = TAIL_COUNTERS
 
 
 def two_phases(calls: int = 5) -> RunSpec:

@@ -12,8 +12,9 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from livestats_cli.embedded import EmbeddedServer, free_port
@@ -79,6 +80,7 @@ def _start_up(
     return proc, marker, port
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_up_shows_a_run_to_the_end_and_leaves_no_process_behind(start_up):
     proc, marker, _port = start_up(TINY, "--exit-after-run")
     out, _ = proc.communicate(timeout=60)
@@ -130,6 +132,7 @@ def _get_json(url: str, token: str) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_up_starts_the_gateway_prints_its_urls_and_stops_it_on_sigterm(start_up, tmp_path):
     proc, marker, port = start_up(TINY)
     lines = _read_until(proc, "stack is up")
@@ -161,7 +164,7 @@ def test_up_starts_the_gateway_prints_its_urls_and_stops_it_on_sigterm(start_up,
         async def stored_tokens() -> dict:
             client = connect(server.url, "livestats.tests")
             try:
-                return await client.hgetall(keys.AUTH_TOKENS)
+                return await cast(Awaitable[dict[bytes, bytes]], client.hgetall(keys.AUTH_TOKENS))
             finally:
                 await client.aclose()
 
@@ -177,6 +180,7 @@ def busy_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_up_moves_the_gateway_to_a_free_port_when_its_own_is_busy_and_says_so(start_up, busy_port):
     proc, _marker, _port = start_up(TINY, "--no-demo", gateway_port=busy_port)
     lines = _read_until(proc, "stack is up")
@@ -186,6 +190,7 @@ def test_up_moves_the_gateway_to_a_free_port_when_its_own_is_busy_and_says_so(st
     assert _healthz_status(base) == 200
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_sigterm_mid_run_stops_everything_and_the_history_survives_a_restart(start_up, tmp_path):
     proc, marker, port = start_up(SLOW)
     assert proc.stdout is not None
@@ -197,8 +202,10 @@ def test_sigterm_mid_run_stops_everything_and_the_history_survives_a_restart(sta
         if "phase generate:" in line:
             break
     run_id = next(ln.split()[1] for ln in lines if ln.startswith("run ") and "submitted" in ln)
-    time.sleep(1.5)  # calls are in flight
-    assert len(pids_with_env("LS_TEST_MARKER", marker)) >= 4  # server, worker, gateway, FPF calls
+    deadline = time.monotonic() + 30  # until calls are in flight: server, worker, gateway, FPF calls
+    while len(pids_with_env("LS_TEST_MARKER", marker)) < 4:
+        assert time.monotonic() < deadline, pids_with_env("LS_TEST_MARKER", marker)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
@@ -229,6 +236,7 @@ def test_an_unreadable_spec_is_a_clear_error_with_exit_code_2(argv):
     assert "nonexistent.json" in result.stderr
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_if_up_itself_is_killed_its_server_worker_and_gateway_still_stop(start_up):
     proc, marker, _port = start_up(SLOW)
     assert proc.stdout is not None
@@ -243,6 +251,7 @@ def test_if_up_itself_is_killed_its_server_worker_and_gateway_still_stop(start_u
     assert pids_with_env("LS_TEST_MARKER", marker) == []
 
 
+@pytest.mark.slow  # the whole stack as processes
 def test_a_second_up_on_the_same_data_dir_is_refused_clearly(start_up, tmp_path):
     first, _, _ = start_up(SLOW, "--no-demo")
     _read_until(first, "worker pid")
@@ -313,7 +322,8 @@ def test_up_piped_into_tee_stops_in_order_on_a_signal_to_its_process_group(tmp_p
             client = connect(server.url, "livestats.tests")
             try:
                 run_ids = [r.decode() for r in await client.zrange(keys.RUNS_INDEX, 0, -1)]
-                return await client.hgetall(keys.AUTH_TOKENS), await read_events(client, run_ids[0])
+                tokens = await cast(Awaitable[dict[bytes, bytes]], client.hgetall(keys.AUTH_TOKENS))
+                return tokens, await read_events(client, run_ids[0])
             finally:
                 await client.aclose()
 
@@ -358,7 +368,7 @@ def test_up_protects_its_server_with_a_password_and_its_token_with_a_short_renew
     async def expiry() -> int:
         client = connect(server.url, "livestats.tests")
         try:
-            record = await client.hget(keys.AUTH_TOKENS, token.split("_")[1])
+            record = await client.hget(keys.AUTH_TOKENS, token.split("_")[1])  # type: ignore[misc]
             return json.loads(record)["expires_ms"]
         finally:
             await client.aclose()

@@ -60,6 +60,12 @@ async def test_only_real_changes_are_published_and_a_malformed_file_is_survived(
     gateway = start_gateway()
     async with gateway.client() as http:
         run_id = (await http.post("/api/runs", json=EXTERNAL)).json()["run_id"]
+        # The orchestrator starts its run (the gate takes phases of a running run only).
+        started = {"worker": "shell", "timeout_s": 600, "deadline_ts": 0, "retry_budget": 0, "heartbeat_s": 3600}
+        answer = await http.post(
+            f"/api/runs/{run_id}/events", json={"events": [{"type": "run.started", "data": started}]}
+        )
+        assert answer.status_code == 200, answer.text
     status = tmp_path / "current-phase.json"
     watch = await start_watch(gateway, str(status), "--run", run_id, "--json")
     try:

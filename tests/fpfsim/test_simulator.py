@@ -208,7 +208,7 @@ def test_ignore_term_survives_sigterm(prompt_file, marker):
         while not _ignores_sigterm(leader.pid) and time.monotonic() < deadline:
             time.sleep(0.01)
         leader.terminate()
-        time.sleep(0.2)
+        time.sleep(0.2)  # an absence (no exit) has no event to wait for: give SIGTERM a moment
         still_running = leader.poll() is None
         leader.kill()
 

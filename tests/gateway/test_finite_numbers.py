@@ -57,7 +57,7 @@ async def test_every_json_route_answers_non_finite_numbers_with_a_422_that_rende
             accepted = await admin.request(method, url, json=body, headers=own)
             assert accepted.status_code < 300, (path, accepted.text)  # the positive control
             for literal in NON_FINITE:
-                for raw in _poison(body, literal):
+                for raw in _poison(body, literal):  # type: ignore[arg-type]
                     answer = await admin.request(
                         method, url, content=raw, headers={**own, "Content-Type": "application/json"}
                     )

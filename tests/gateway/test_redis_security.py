@@ -21,6 +21,7 @@ from livestats_shared.ids import new_run_id
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import connect
 from websockets.asyncio.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 SPEC = {"name": "acl", "phases": [{"name": "generate", "calls": 1}]}
 
@@ -110,13 +111,13 @@ async def test_an_acl_user_works_and_no_secret_reaches_any_log(
             ).status_code == 401
             await browser.get("/api/runs/a:b")  # 422
         async with ws_connect(
-            f"{gateway.ws}/ws/runs", subprotocols=["livestats.v1", f"livestats.bearer.{token}"]
+            f"{gateway.ws}/ws/runs",
+            subprotocols=[Subprotocol("livestats.v1"), Subprotocol(f"livestats.bearer.{token}")],
         ) as ws:
             assert orjson.loads(await ws.recv())["type"] == "index"
         async with ws_connect(f"{gateway.ws}/ws/runs/{run_id}", additional_headers=gateway.headers) as ws:
             assert orjson.loads(await ws.recv())["type"] == "hello"
-        await asyncio.sleep(0.2)
-        gateway.stop()
+        gateway.stop()  # joins the server's thread: every line it logged is in by now
         # A gateway with a wrong password says so, without the password.
         wrong = start_gateway(log_level="debug", redis_url=f"redis://{user}:not-{quote(password, safe='')}@{host}")
         async with wrong.client() as http:

@@ -88,7 +88,9 @@ async def test_a_trim_during_a_paused_sse_replay_gives_a_reset_not_a_silent_gap(
     ):
         assert response.status_code == 200
         await _trim_once_paused(gateway, redis, run_id)  # nothing is read from the response yet
-        seqs, resets, seq_before_reset = [], [], 0
+        seqs: list[int] = []
+        resets: list[dict] = []
+        seq_before_reset = 0
         async for kind, body in _sse_messages(response):
             if kind == "reset":
                 resets.append(body)

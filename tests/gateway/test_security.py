@@ -8,11 +8,13 @@ import asyncio
 import httpx
 import orjson
 import pytest
+from helpers import eventually, wait_until
 from livestats_shared.auth import TokenStore, token_id
 from livestats_shared.ids import new_run_id
 from starlette.routing import Mount
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 from ws_client import publish_run
 
 SPEC = {"name": "secure", "phases": [{"name": "generate", "calls": 1}]}
@@ -51,6 +53,12 @@ PROTECTED = {
     ("GET", "/api/prices"): ("read", None),
 }
 SOCKETS = ("/ws/runs", "/ws/runs/{run_id}")
+
+
+def _id_of(token: str) -> str:
+    tid = token_id(token)
+    assert tid is not None, "a token minted by the store has an id"
+    return tid
 
 
 def _routes(app) -> list:
@@ -95,7 +103,7 @@ async def test_every_route_and_socket_refuses_missing_wrong_revoked_and_undersco
     run_id = new_run_id()
     await publish_run(publisher, run_id, 4)
     revoked = await make_token("mallory", "admin")
-    assert await TokenStore(redis).revoke(token_id(revoked))
+    assert await TokenStore(redis).revoke(_id_of(revoked))
     reader = await make_token("reader", "read")
     wrong = "lsk_000000000000_" + "A" * 43
     async with httpx.AsyncClient(base_url=gateway.http, timeout=10) as anonymous:
@@ -184,7 +192,9 @@ async def test_run_id_injection_is_rejected_before_any_redis_command(gateway, re
     seen: list[str] = []
     async with monitor_client.monitor() as monitor:
         reader = asyncio.create_task(_collect(monitor, seen))
-        await asyncio.sleep(0.1)
+        ready = f"monitor-ready-{new_run_id()}"
+        async with Redis.from_url(redis_url) as probe:  # MONITOR shows commands once this one shows
+            await eventually(lambda: _shown(probe, ready, seen))
         path = quote(bad, safe="")
         async with gateway.client() as client:
             for method, url in (("GET", f"/api/runs/{path}"), ("GET", f"/api/runs/{path}/events")):
@@ -195,13 +205,20 @@ async def test_run_id_injection_is_rejected_before_any_redis_command(gateway, re
             assert code in (4404, 4422)
             control = new_run_id()  # a valid id does reach Redis: proves the monitor sees commands
             assert (await client.get(f"/api/runs/{control}")).status_code == 404
-        await asyncio.sleep(0.2)
+        # MONITOR keeps the server's order: once the control's command shows, the earlier ones have.
+        await wait_until(lambda: any(control in c for c in seen), timeout_s=30)
         reader.cancel()
     await monitor_client.aclose()
     needle = bad if bad != "%2A" else "*"
     assert any(control in c for c in seen), seen
     leaked = [c for c in seen if needle in c and "livestats:run:" in c]
     assert not leaked, leaked
+
+
+async def _shown(probe, key: str, seen: list[str]) -> bool:
+    await probe.exists(key)
+    await asyncio.sleep(0.02)
+    return any(key in c for c in seen)
 
 
 async def _collect(monitor, seen: list[str]) -> None:
@@ -240,13 +257,17 @@ async def test_browser_login_sets_a_cookie_that_authenticates_and_is_refused_cro
         assert (await browser.get("/api/session")).status_code == 401
         page = await browser.get("/login")
         script = await browser.get("/static/js/login.js")
+        session = await browser.get("/static/js/session.js")  # the one place the pages post a token
     assert page.status_code == 200 and "/static/js/login.js" in page.text
-    assert "/api/session" in script.text and "location.hash" in script.text
+    assert "location.hash" in script.text and 'from "./session.js"' in script.text
+    assert session.status_code == 200 and '"/api/session"' in session.text
 
 
 async def test_a_token_in_a_websocket_subprotocol_authenticates_and_is_not_echoed(gateway, make_token):
     token = await make_token("alice", "read")
-    async with connect(f"{gateway.ws}/ws/runs", subprotocols=["livestats.v1", f"livestats.bearer.{token}"]) as ws:
+    async with connect(
+        f"{gateway.ws}/ws/runs", subprotocols=[Subprotocol("livestats.v1"), Subprotocol(f"livestats.bearer.{token}")]
+    ) as ws:
         assert ws.subprotocol == "livestats.v1"
         assert orjson.loads(await ws.recv())["type"] == "index"
 
@@ -266,7 +287,7 @@ async def test_revoking_a_token_closes_its_open_sockets_and_ends_its_sse_streams
             assert orjson.loads(await run.recv())["type"] == "hello"
             lines = sse.aiter_lines()
             assert (await anext(lines)).startswith("retry:")
-            await TokenStore(redis).revoke(token_id(token))
+            await TokenStore(redis).revoke(_id_of(token))
             for ws in (index, run):
                 with pytest.raises(ConnectionClosed):
                     async with asyncio.timeout(10):
@@ -299,5 +320,13 @@ async def test_streams_per_principal_are_limited_with_4429_and_429(start_gateway
     finally:
         for ws in held:
             await ws.close()
-    await asyncio.sleep(0.2)
+
+    async def released() -> bool:  # the gateway lets go of the closed streams' slots
+        async with connect(f"{gateway.ws}/ws/runs", open_timeout=10, additional_headers=auth) as ws:
+            try:
+                return orjson.loads(await ws.recv())["type"] == "index"
+            except ConnectionClosed:
+                return False
+
+    await eventually(released)
     assert (await _ws_first(f"{gateway.ws}/ws/runs", additional_headers=auth))["type"] == "index"

@@ -79,8 +79,8 @@ async def test_over_https_the_cookie_is_host_prefixed_and_secure(gateway, make_t
 async def _open_streams(gateway, browser: httpx.AsyncClient, run_id: str):
     """A run socket, the index socket and an SSE stream, all authenticated by the session cookie."""
     cookie = {"Cookie": f"livestats_session={browser.cookies['livestats_session']}"}
-    index = await connect(f"{gateway.ws}/ws/runs", origin=_own(gateway), additional_headers=cookie)
-    run = await connect(f"{gateway.ws}/ws/runs/{run_id}", origin=_own(gateway), additional_headers=cookie)
+    index = await connect(f"{gateway.ws}/ws/runs", origin=_own(gateway), additional_headers=cookie)  # type: ignore[arg-type]
+    run = await connect(f"{gateway.ws}/ws/runs/{run_id}", origin=_own(gateway), additional_headers=cookie)  # type: ignore[arg-type]
     assert orjson.loads(await index.recv())["type"] == "index"
     assert orjson.loads(await run.recv())["type"] == "hello"
     return index, run
@@ -110,14 +110,14 @@ async def test_logout_and_token_revocation_end_the_session_everywhere(start_gate
             if ending == "logout":
                 assert (await browser.delete("/api/session")).status_code == 204
             else:
-                assert await TokenStore(redis).revoke(token_id(token))
+                assert await TokenStore(redis).revoke(token_id(token))  # type: ignore[arg-type]
             await _assert_streams_end(index, run, lines, "session ended")
         # The old id is refused even when a client keeps sending it.
         stale = {"Cookie": f"livestats_session={session_id}"}
         async with httpx.AsyncClient(base_url=gateway.http, timeout=10) as replay:
             answer = await replay.get("/api/runs", headers=stale)
         assert answer.status_code == 401 and "log in again" in answer.json()["detail"]
-    assert not [k async for k in redis.scan_iter(match=keys.auth_token_sessions(token_id(token)))]
+    assert not [k async for k in redis.scan_iter(match=keys.auth_token_sessions(token_id(token)))]  # type: ignore[arg-type]
 
 
 async def test_an_expired_token_is_refused_like_a_revoked_one_and_ends_its_sessions(gateway, make_token, redis):
@@ -137,7 +137,7 @@ async def test_an_expired_token_is_refused_like_a_revoked_one_and_ends_its_sessi
 
 
 async def test_a_token_with_an_expiry_works_until_then(gateway, redis):
-    record, token = await TokenStore(redis).create("alice", ["read"], expires_in_s=3600)
+    record, token = await TokenStore(redis).create("alice", ["read"], expires_in_s=3600)  # type: ignore[list-item]
     try:
         assert record.expires_ms is not None and record.expires_ms - record.created_ms == 3_600_000
         async with gateway.client(token) as as_alice:
@@ -154,7 +154,7 @@ async def test_a_session_ends_at_its_idle_or_absolute_expiry(start_gateway, make
         login = await _log_in(browser, gateway, token)
         assert login.status_code == 200
         cookie = {"Cookie": f"livestats_session={browser.cookies['livestats_session']}"}
-        ws = await connect(f"{gateway.ws}/ws/runs", origin=_own(gateway), additional_headers=cookie)
+        ws = await connect(f"{gateway.ws}/ws/runs", origin=_own(gateway), additional_headers=cookie)  # type: ignore[arg-type]
         assert orjson.loads(await ws.recv())["type"] == "index"
 
         async with asyncio.timeout(30):  # a bound for a busy machine, not a measured figure
@@ -198,10 +198,10 @@ async def test_many_requests_write_a_tokens_last_used_time_once(gateway, make_to
     async with gateway.client(token) as as_alice:
         for _ in range(20):
             assert (await as_alice.get("/api/session")).status_code == 200
-    used = (await TokenStore(redis).last_used())[tid]
+    used = (await TokenStore(redis).last_used())[tid]  # type: ignore[index]
     assert used >= before
     async with gateway.client(token) as as_alice:
         assert (await as_alice.get("/api/session")).status_code == 200
     # Written at most once a minute per token per process: the later request did not write.
-    assert (await TokenStore(redis).last_used())[tid] == used
+    assert (await TokenStore(redis).last_used())[tid] == used  # type: ignore[index]
     await redis.hdel(keys.AUTH_TOKENS_LAST_USED, tid)

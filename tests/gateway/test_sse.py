@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import orjson
+from helpers import wait_for_event
 from livestats_shared.ids import new_run_id
 from ws_client import publish_run
 
@@ -14,7 +15,9 @@ async def _read_sse(
     client: httpx.AsyncClient, url: str, *, until_seq: int, stop_after: int | None = None, headers=None
 ):
     """Parse the stream; return (events, control messages) once `until_seq` or `stop_after` events arrived."""
-    events, controls, message = [], [], {}
+    events: list[dict] = []
+    controls: list[dict] = []
+    message: dict = {}
     async with client.stream("GET", url, headers=headers or {}, timeout=30) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -36,10 +39,10 @@ async def _read_sse(
     return events, controls
 
 
-async def test_sse_streams_history_then_live_and_resumes_with_last_event_id(gateway, publisher):
+async def test_sse_streams_history_then_live_and_resumes_with_last_event_id(gateway, publisher, redis):
     run_id, n = new_run_id(), 3_000
     producer = asyncio.create_task(publish_run(publisher, run_id, n, per_tick=50))
-    await asyncio.sleep(0.05)
+    await wait_for_event(redis, run_id, "run.queued", 30)  # the run exists before the client asks
     url = f"{gateway.http}/api/runs/{run_id}/stream"
     async with httpx.AsyncClient(headers=gateway.headers) as client:
         first, controls = await _read_sse(client, url, until_seq=n, stop_after=700)

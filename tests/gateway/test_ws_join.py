@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+from helpers import wait_for_event
 from livestats_shared.ids import new_run_id
 from ws_client import RunWatcher, publish_run
 
+pytestmark = pytest.mark.slow  # tens of thousands of events to many clients
 
-async def test_fifty_clients_joining_at_random_moments_each_receive_every_event_once(gateway, publisher):
+
+@pytest.mark.timeout(300)
+async def test_fifty_clients_joining_at_random_moments_each_receive_every_event_once(gateway, publisher, redis):
     run_id, n = new_run_id(), 20_000
     producer = asyncio.create_task(publish_run(publisher, run_id, n))
-    await asyncio.sleep(0.05)  # the run exists before the first client joins
+    await wait_for_event(redis, run_id, "run.queued", 30)  # the run exists before the first client joins
 
     async def late_joiner(delay: float) -> RunWatcher:
         await asyncio.sleep(delay)
         watcher = RunWatcher(gateway.ws, run_id, headers=gateway.headers)
-        await watcher.session(until_seq=n, timeout_s=60)
+        await watcher.session(until_seq=n, timeout_s=240)  # 1M deliveries: minutes on a loaded machine
         return watcher
 
     watchers = await asyncio.gather(*(late_joiner(random.uniform(0, 1.5)) for _ in range(50)))
@@ -29,10 +34,10 @@ async def test_fifty_clients_joining_at_random_moments_each_receive_every_event_
         assert not [c for c in w.controls if c["type"] == "reset"]
 
 
-async def test_clients_that_drop_and_resume_at_random_points_see_no_gap_and_no_duplicate(gateway, publisher):
+async def test_clients_that_drop_and_resume_at_random_points_see_no_gap_and_no_duplicate(gateway, publisher, redis):
     run_id, n = new_run_id(), 10_000
     producer = asyncio.create_task(publish_run(publisher, run_id, n, per_tick=100))
-    await asyncio.sleep(0.05)
+    await wait_for_event(redis, run_id, "run.queued", 30)
 
     async def flaky() -> RunWatcher:
         watcher = RunWatcher(gateway.ws, run_id, headers=gateway.headers)

@@ -114,7 +114,7 @@ async def test_a_stream_deleted_and_recreated_under_a_live_client_is_detected(ga
     async with connect(watcher.url(), additional_headers=gateway.headers) as ws:
         while watcher.last_seq < 10:
             watcher.take(await asyncio.wait_for(ws.recv(), 5))
-        await redis.delete(keys.run_events(run_id), keys.run_stats(run_id))
+        await redis.delete(keys.run_events(run_id), keys.run_stats(run_id), keys.run_lifecycle(run_id))
         await publish_run(publisher, run_id, 6)  # same id, numbering starts again at 1
         while watcher.last_seq < 6 or not [c for c in watcher.controls if c["type"] == "reset"]:
             watcher.take(await asyncio.wait_for(ws.recv(), 5))
@@ -126,7 +126,7 @@ async def test_a_stream_deleted_and_recreated_under_a_live_client_is_detected(ga
 
 async def test_a_gap_left_by_hand_written_entries_is_skipped_with_a_log_not_sent(gateway, redis, publisher):
     run_id = new_run_id()
-    await publish_run(publisher, run_id, 4)
+    await publish_run(publisher, run_id, 4, finish=False)  # still running: it takes the heartbeat below
     watcher = RunWatcher(gateway.ws, run_id, headers=gateway.headers)
     async with connect(watcher.url(), additional_headers=gateway.headers) as ws:
         while watcher.last_seq < 4:

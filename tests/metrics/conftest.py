@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +13,6 @@ from livestats_cli.embedded import free_port
 from scrape_util import wait_for_scrape
 
 ROOT = Path(__file__).resolve().parents[2]
-
-sys.path.append(str(ROOT / "tests" / "gateway"))  # the gateway tests' helpers (ws_client) for these tests too
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 from helpers import wait_finished
 from livestats_shared.control import submit_run
 from livestats_shared.spec import PhaseSpec, RunSpec
@@ -24,6 +25,7 @@ async def _run_and_watch(redis, publisher, gateway, queue_name: str, i: int) -> 
     assert (await wait_finished(redis, run_id)).payload().outcome.value == "succeeded"
 
 
+@pytest.mark.slow  # many runs through a worker
 async def test_series_do_not_grow_with_runs(redis, publisher, gateway, metrics_worker, queue_name):
     # `echo` answers at once: 100 runs take seconds, and it is the labels that are under test.
     worker_url = await metrics_worker(fpf_command=["echo", "answer"], max_runs=10)

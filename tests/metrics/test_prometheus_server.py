@@ -21,6 +21,8 @@ from livestats_shared.history import read_events
 from livestats_shared.spec import PhaseSpec, RunSpec
 from websockets.asyncio.client import connect
 
+pytestmark = pytest.mark.slow  # a real Prometheus server scraping a run
+
 
 class PrometheusServer:
     def __init__(self, binary: str, workdir: Path) -> None:

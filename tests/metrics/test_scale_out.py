@@ -8,6 +8,7 @@ import time
 from collections import Counter
 
 import orjson
+import pytest
 from helpers import wait_finished, wait_until
 from livestats_shared.control import submit_run
 from livestats_shared.events import PhasePlan, RunQueued, RunStarted
@@ -17,6 +18,8 @@ from livestats_shared.publish import NO_RUN
 from livestats_shared.spec import PhaseSpec, RunSpec
 from scrape_util import scrape, total
 from websockets.asyncio.client import connect
+
+pytestmark = pytest.mark.slow  # two worker processes and two gateways
 
 FAST = {"FPF_SIM_LATENCY_MS": "20", "FPF_SIM_JITTER_MS": "0"}
 

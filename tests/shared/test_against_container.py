@@ -47,19 +47,20 @@ def container_url():
 
 
 def test_publish_script_and_fold_agree_on_stock_redis(container_url):
-    from livestats_shared.events import Heartbeat, PhasePlan, RunQueued
+    from livestats_shared.events import Heartbeat, PhasePlan, RunQueued, RunStarted
 
     async def scenario() -> None:
         client = connect(container_url, "livestats.tests")
         run_id = new_run_id()
         async with Publisher(client) as pub:
             pub.emit(run_id, RunQueued(name="c", planned_calls=1, phases=[PhasePlan(name="g", calls=1)], timeout_s=9))
+            pub.emit(run_id, RunStarted(worker="w", timeout_s=9, deadline_ts=0, retry_budget=0))
             for _ in range(20):
                 pub.emit(run_id, Heartbeat(elapsed_s=1, remaining_s=8, in_flight=0, pids=[]))
         events = await read_events(client, run_id)
         stats = await read_stats_hash(client, run_id)
         await client.aclose()
-        assert [e.seq for e in events] == list(range(1, 22))
+        assert [e.seq for e in events] == list(range(1, 23))
         assert {k: v for k, v in stats.items() if not k.startswith(PRODUCER_PREFIX)} == fold(events)
 
     asyncio.run(scenario())

@@ -24,7 +24,7 @@ def _sample(i: int, category: str, complexity: str, predicted: int, actual: int)
 
 def _biased(seed: int, per_stratum: int = 30, noise: float = 0.08) -> list[EstimationSample]:
     rng = random.Random(seed)
-    samples = []
+    samples: list[EstimationSample] = []
     for (category, complexity), bias in BIAS.items():
         for _ in range(per_stratum):
             predicted = rng.randint(500, 20_000)

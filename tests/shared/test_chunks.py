@@ -18,7 +18,7 @@ from livestats_shared.events import (
     TokenUsage,
 )
 from livestats_shared.publish.chunks import MAX_CHUNK, cut, merge
-from livestats_shared.publish.outbox import PendingEvent
+from livestats_shared.publish.outbox import PendingEvent, Waiter
 from livestats_shared.stats import apply, delta_for
 
 
@@ -52,17 +52,28 @@ def test_a_merged_delta_has_the_same_effect_as_applying_each_event_in_order():
         assert merge(deltas).finished == any(d.finished for d in deltas)
 
 
-def pending(run_id: str, pseq: int, *, awaited: bool = False, guard: str = "") -> PendingEvent:
+def pending(run_id: str, pseq: int, *, waiter: Waiter | None = None, guard: str = "", fence: str = "") -> PendingEvent:
     beat = Heartbeat(elapsed_s=0, remaining_s=0, in_flight=0, pids=[])
-    future = asyncio.get_running_loop().create_future() if awaited else None
-    return PendingEvent(run_id, beat.TYPE, 1, b"{}", delta_for(beat, 1), pseq, guard=guard, future=future)
+    return PendingEvent(run_id, beat.TYPE, 1, b"{}", delta_for(beat, 1), pseq, guard=guard, waiter=waiter, fence=fence)
 
 
-async def test_chunks_keep_each_runs_order_isolate_awaited_events_and_are_bounded():
-    batch = [pending("a", 1), pending("b", 2), pending("a", 3), pending("a", 4, awaited=True), pending("a", 5)]
+async def test_chunks_keep_each_runs_order_isolate_awaited_groups_and_are_bounded():
+    group = Waiter(asyncio.get_running_loop().create_future(), float("inf"), 2)
+    batch = [
+        pending("a", 1),
+        pending("b", 2),
+        pending("a", 3),
+        pending("a", 4, waiter=group),
+        pending("a", 5, waiter=group),
+    ]
+    batch += [pending("a", 6), pending("a", 7, fence="2")]
     batch += [pending("c", 10 + i) for i in range(MAX_CHUNK + 1)]
     batch.append(pending("b", 9000, guard="queued"))
-    chunks = [(c.run_id, [i.pseq for i in c.items]) for c in cut(batch)]
-    assert chunks[:4] == [("a", [1, 3]), ("b", [2]), ("a", [4]), ("a", [5])]
+    cuts = cut(batch)
+    chunks = [(c.run_id, [i.pseq for i in c.items]) for c in cuts]
+    assert chunks[:5] == [("a", [1, 3]), ("b", [2]), ("a", [4, 5]), ("a", [6]), ("a", [7])]
     assert [len(p) for r, p in chunks if r == "c"] == [MAX_CHUNK, 1]
     assert chunks[-1] == ("b", [9000])
+    # Each chunk names the run's chunk before it, so the script defers it if that one was refused.
+    assert [c.after for c in cuts[:5]] == [None, None, 3, 5, 6]
+    assert cuts[-1].after == 2

@@ -79,7 +79,7 @@ def _run(run_id: str, model: str, rng: random.Random, calls: int = 40) -> list[E
                     )
                 )
     out.append(("phase.finished", {"phase": "gen", "index": 0, "succeeded": 0, "given_up": 0, "duration_s": 1.0}))
-    return [Event(type=t, run_id=run_id, seq=i + 1, ts=1_000 + i, data=d) for i, (t, d) in enumerate(out)]  # type: ignore[arg-type]
+    return [Event(type=t, run_id=run_id, seq=i + 1, ts=1_000 + i, data=d) for i, (t, d) in enumerate(out)]
 
 
 def test_twenty_generated_runs_reproduce_each_models_distribution():

@@ -10,6 +10,7 @@ from livestats_shared.events import (
     FailureReason,
     PhasePlan,
     RunQueued,
+    RunStarted,
     TokenUsage,
 )
 from livestats_shared.history import read_events, read_snapshot, read_stats_hash
@@ -28,6 +29,7 @@ def _attempts() -> list:
             timeout_s=60,
             tags=["provider-eval"],
         ),
+        RunStarted(worker="w", timeout_s=60, deadline_ts=0, retry_budget=0),  # the gate takes calls after it
         CallStarted(phase="gen", call=0, attempt=1),
         CallSucceeded(
             phase="gen", call=0, attempt=1, duration_s=1, bytes=9, usage=big, model="big", cost_nusd=7_500_000

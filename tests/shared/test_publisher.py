@@ -35,6 +35,10 @@ def queued(calls: int = 10) -> RunQueued:
     return RunQueued(name="t", planned_calls=calls, phases=[PhasePlan(name="gen", calls=calls)], timeout_s=60)
 
 
+def started() -> RunStarted:
+    return RunStarted(worker="w", timeout_s=60, deadline_ts=0, retry_budget=3)
+
+
 def call_cycle(i: int, fail: bool) -> list:
     started = CallStarted(phase="gen", call=i, attempt=1, predicted_tokens=50)
     if fail:
@@ -54,6 +58,7 @@ def without_bookkeeping(h: dict[str, str]) -> dict[str, str]:
 async def test_events_are_ordered_contiguous_and_the_hash_equals_the_fold_of_the_stream(redis, publisher):
     run_id = new_run_id()
     publisher.emit(run_id, queued())
+    publisher.emit(run_id, started())
     for i in range(200):
         for ev in call_cycle(i, fail=i % 7 == 0):
             publisher.emit(run_id, ev)
@@ -71,6 +76,8 @@ async def test_runs_interleaved_from_many_tasks_each_get_their_own_contiguous_se
     runs = [new_run_id() for _ in range(20)]
 
     async def produce(run_id: str) -> None:
+        publisher.emit(run_id, queued())
+        publisher.emit(run_id, started())
         for _ in range(100):
             publisher.emit(run_id, Heartbeat(elapsed_s=1, remaining_s=2, in_flight=0, pids=[]))
             await asyncio.sleep(0)
@@ -78,7 +85,7 @@ async def test_runs_interleaved_from_many_tasks_each_get_their_own_contiguous_se
     await asyncio.gather(*(produce(r) for r in runs))
     assert await publisher.flush(5)
     for run_id in runs:
-        assert [e.seq for e in await read_events(redis, run_id)] == list(range(1, 101))
+        assert [e.seq for e in await read_events(redis, run_id)] == list(range(1, 103))
 
 
 async def test_a_guard_lets_exactly_one_of_two_racing_transitions_through(redis, publisher):
@@ -87,10 +94,9 @@ async def test_a_guard_lets_exactly_one_of_two_racing_transitions_through(redis,
     assert first.seq == 1
     with pytest.raises(RunStateConflict, match="queued"):
         await publisher.publish(run_id, queued(), guard=(NO_RUN,))
-    started = RunStarted(worker="w", timeout_s=60, deadline_ts=0, retry_budget=3)
     results = await asyncio.gather(
-        publisher.publish(run_id, started, guard=("queued",)),
-        publisher.publish(run_id, started, guard=("queued",)),
+        publisher.publish(run_id, started(), guard=("queued",)),
+        publisher.publish(run_id, started(), guard=("queued",)),
         return_exceptions=True,
     )
     assert sorted(type(r).__name__ for r in results) == ["Published", "RunStateConflict"]
@@ -102,19 +108,21 @@ async def test_a_resent_chunk_is_recognised_and_not_written_twice(redis, publish
     skip those it already applied (producer sequence), or an outage would double events."""
     run_id = new_run_id()
     await publisher.publish(run_id, queued())
+    await publisher.publish(run_id, started())
     beat = Heartbeat(elapsed_s=0, remaining_s=1, in_flight=0, pids=[])
     items = [
         PendingEvent(run_id, beat.TYPE, 1, beat.model_dump_json().encode(), delta_for(beat, 1), pseq=p)
         for p in (1000, 1001)
     ]
-    args = [keys.run_events(run_id), keys.run_stats(run_id), "resender", 1000, 60, run_id, 1]
-    first = await redis.eval(SCRIPT, 2, *args, *Chunk(run_id, items).script_args())
-    again = await redis.eval(SCRIPT, 2, *args, *Chunk(run_id, items).script_args())
-    assert (first[0], first[1]) == (1, 2) and again[0] == 0
-    assert [e.seq for e in await read_events(redis, run_id)] == [1, 2, 3]
+    run_keys = [keys.run_events(run_id), keys.run_stats(run_id), keys.run_lifecycle(run_id)]
+    args = [*run_keys, "resender", 1000, 60, run_id, 1]
+    first = await redis.eval(SCRIPT, 3, *args, *Chunk(run_id, items).script_args())
+    again = await redis.eval(SCRIPT, 3, *args, *Chunk(run_id, items).script_args())
+    assert (first[0], first[1]) == (1, 3) and again[0] == 0
+    assert [e.seq for e in await read_events(redis, run_id)] == [1, 2, 3, 4]
     overlapping = [*items[1:], PendingEvent(run_id, beat.TYPE, 1, b"{}", delta_for(beat, 1), pseq=1002)]
     with pytest.raises(ResponseError, match="overlaps"):
-        await redis.eval(SCRIPT, 2, *args, *Chunk(run_id, overlapping).script_args())
+        await redis.eval(SCRIPT, 3, *args, *Chunk(run_id, overlapping).script_args())
 
 
 async def test_invalid_run_ids_are_refused_before_any_redis_command():
@@ -140,6 +148,7 @@ async def test_the_server_stopped_and_restarted_mid_stream_loses_nothing(redis_s
     run_id = new_run_id()
     try:
         pub.emit(run_id, queued())
+        pub.emit(run_id, started())
         for i in range(300):
             for ev in call_cycle(i, fail=False):
                 pub.emit(run_id, ev)
@@ -155,7 +164,7 @@ async def test_the_server_stopped_and_restarted_mid_stream_loses_nothing(redis_s
     finally:
         await pub.close(0)
     events = await read_events(client, run_id)
-    assert [e.seq for e in events] == list(range(1, 602))
+    assert [e.seq for e in events] == list(range(1, 603))
     assert without_bookkeeping(await read_stats_hash(client, run_id)) == fold(events)
     await client.aclose()
 
@@ -180,6 +189,8 @@ async def test_a_full_outbox_refuses_loudly_instead_of_dropping(redis_server, re
     client = connect(redis_url, "livestats.tests")
     pub = await Publisher(client, capacity=50).start()
     run_id = new_run_id()
+    await pub.publish(run_id, queued())
+    await pub.publish(run_id, started())
     try:
         await asyncio.to_thread(server.stop)
         for _ in range(50):
@@ -191,7 +202,7 @@ async def test_a_full_outbox_refuses_loudly_instead_of_dropping(redis_server, re
         assert await pub.flush(10)
     finally:
         await pub.close(1)
-    assert len(await read_events(client, run_id)) == 50
+    assert len(await read_events(client, run_id)) == 52
     await client.aclose()
 
 
@@ -200,6 +211,7 @@ def test_the_sync_facade_works_from_many_threads_at_once(redis_url):
     errors: list[BaseException] = []
     with SyncPublisher(redis_url) as pub:
         pub.publish(run_id, queued(), guard=(NO_RUN,))
+        pub.publish(run_id, started(), guard=("queued",))
 
         def worker(t: int) -> None:
             try:
@@ -222,7 +234,7 @@ def test_the_sync_facade_works_from_many_threads_at_once(redis_url):
         client = connect(redis_url, "livestats.tests")
         events = await read_events(client, run_id)
         await client.aclose()
-        assert [e.seq for e in events] == list(range(1, 802))
+        assert [e.seq for e in events] == list(range(1, 803))
         snap = fold(events)
         assert snap["successful_calls"] == "400" and snap["in_flight"] == "0"
 
@@ -251,7 +263,7 @@ async def test_a_write_redis_refuses_fails_loudly_and_other_runs_keep_flowing(re
     publisher.emit(healthy, queued())
     with pytest.raises(PublishError, match="WRONGTYPE"):
         await publisher.publish(poisoned, queued())
-    await publisher.publish(healthy, Heartbeat(elapsed_s=0, remaining_s=1, in_flight=0, pids=[]))
+    await publisher.publish(healthy, started())
     assert [e.seq for e in await read_events(redis, healthy)] == [1, 2]
     assert publisher.failed == 2
     assert any("not written" in r.getMessage() and poisoned in r.getMessage() for r in caplog.records)

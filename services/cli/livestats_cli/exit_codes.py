@@ -1,4 +1,4 @@
-"""Exit codes of every `livestats` command (documented in main's docstring and the README)."""
+"""Exit codes of every `livestats` command (documented in main's docstring, README and docs/cli.md)."""
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1  # the run ended but not `succeeded` (commands that wait), or a service refused

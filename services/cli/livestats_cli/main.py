@@ -27,6 +27,7 @@ from livestats_shared.history import iter_events, read_snapshot
 from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import UNAVAILABLE, connect
+from livestats_shared.sched import Scheduler
 from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -262,6 +263,10 @@ async def _status(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
     if snap is None:
         raise UnknownRun(args.run_id)
     status_view.show(snap, as_json=args.json)
+    if not args.json and snap.status == "queued":
+        place = await Scheduler(redis, config.queue_name).place(snap.run_id)
+        if place is not None:
+            print(f"  waiting: {place.reason}")
     return EXIT_OK
 
 
@@ -284,6 +289,6 @@ async def _events(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
 
 async def _cancel(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     async with Publisher(redis) as publisher:
-        status = await cancel_run(redis, publisher, args.run_id, reason=args.reason)
+        status = await cancel_run(redis, publisher, args.run_id, reason=args.reason, queue_name=config.queue_name)
     print(orjson.dumps({"run_id": args.run_id, "status": status}).decode() if args.json else status)
     return EXIT_OK

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from livestats_shared.errors import LivestatsError
 from livestats_shared.events import PhaseFinished, PhaseStarted
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,7 +22,7 @@ SUCCEEDED = frozenset({"done", "completed", "complete", "succeeded", "success", 
 FAILED = frozenset({"failed", "error"})
 
 
-class StatusFileError(ValueError):
+class StatusFileError(LivestatsError, ValueError):
     """The file is not a status this command understands (reported, and watching goes on)."""
 
 

@@ -126,15 +126,7 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, p
             if exit_after_run or stop.is_set():
                 return 0 if outcome in ("succeeded", None) else 1
         out.say("\nstack is up. Submit runs with `livestats submit SPEC.json`; Ctrl-C stops everything.")
-        while not stop.is_set():
-            for proc, name, log in ((worker, "worker", worker_log), (gateway, "gateway", gateway_log)):
-                if proc.poll() is not None:
-                    out.say(f"{name} exited with {proc.returncode}; see {log}", err=True)
-                    return 1
-            with contextlib.suppress(TimeoutError):  # the timeout is just our check interval
-                async with asyncio.timeout(1.0):
-                    await stop.wait()
-        return 0
+        return await _supervise(stop, (worker, "worker", worker_log), (gateway, "gateway", gateway_log))
     except BrokenPipeError:
         out.lost_stdout()  # whoever read our output is gone: stop everything, as for Ctrl-C
         return 0 if stop.is_set() else 1
@@ -160,6 +152,19 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, p
             out.say("server stopped")
         out.say("stopped.")
         out.close()
+
+
+async def _supervise(stop: asyncio.Event, *procs: tuple[subprocess.Popen[bytes], str, Path]) -> int:
+    """Until `stop` is set (0), or one of the children exits (1, said on stderr)."""
+    while not stop.is_set():
+        for proc, name, log in procs:
+            if proc.poll() is not None:
+                print(f"{name} exited with {proc.returncode}; see {log}", file=sys.stderr)
+                return 1
+        with contextlib.suppress(TimeoutError):  # the timeout is just our check interval
+            async with asyncio.timeout(1.0):
+                await stop.wait()
+    return 0
 
 
 async def _start_prometheus(

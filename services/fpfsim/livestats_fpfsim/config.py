@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from livestats_shared.errors import LivestatsError
+
 # `typing` costs ~5 ms to import and this process is spawned hundreds of times per run, so
 # names needed only for annotations are imported for the type checker alone (mypy treats any
 # constant named TYPE_CHECKING as true).
@@ -36,7 +38,7 @@ BEHAVIOURS = frozenset(
 )
 
 
-class ConfigError(Exception):
+class ConfigError(LivestatsError):
     """An environment variable holds a value the simulator cannot use."""
 
 

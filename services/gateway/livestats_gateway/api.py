@@ -10,17 +10,19 @@ import asyncio
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from livestats_shared import keys
 from livestats_shared.auth import Scope
 from livestats_shared.control import UnknownRun, cancel_run, submit_run
 from livestats_shared.fpf_env import refused_env
 from livestats_shared.history import read_snapshot
 from livestats_shared.ids import NAME_PATTERN, RunId
+from livestats_shared.quota import QuotaExceeded
 from livestats_shared.redis_client import UNAVAILABLE
+from livestats_shared.sched import Scheduler
 from livestats_shared.spec import MAX_SPEC_BYTES, RunSpec
-from livestats_shared.stats import RunSnapshot
 
 from .auth import Reader, Submitter, check_run_visible
 from .finite import FiniteJsonRoute
@@ -36,7 +38,19 @@ from .routing import (
     invalid,
     known_errors,
 )
-from .schemas import Cancelled, ErrorBody, EventPage, Health, Readiness, RunLinks, RunPage, RunStatus, Submitted
+from .schemas import (
+    Cancelled,
+    ErrorBody,
+    EventPage,
+    Health,
+    QueueInfo,
+    Readiness,
+    RunLinks,
+    RunPage,
+    RunStatus,
+    RunView,
+    Submitted,
+)
 from .state import app_state
 
 log = logging.getLogger("livestats.gateway.api")
@@ -105,6 +119,11 @@ async def metrics(request: Request) -> Response:
             "Content-Length says so, as plain text; as JSON when a chunked body grows too large.",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         },
+        422: {"description": "Invalid spec, or one over the operator's limits (the field and the limit named)."},
+        429: {
+            "model": ErrorBody,
+            "description": "Over the principal's submission rate or queued-run quota; retry after `Retry-After` s.",
+        },
         **UNAVAILABLE_RESPONSE,
     },
 )
@@ -135,14 +154,27 @@ async def submit(
                 for r in refused
             ]
         )
-    run_id = await submit_run(
-        state["redis"],
-        state["publisher"],
-        spec,
-        queue_name=state["config"].queue_name,
-        owner=principal.name,
-        team=team,
-    )
+    quota = state["config"].quota_for(principal.name)
+    over = quota.spec_violations(spec)
+    if over:
+        raise RequestValidationError(
+            [
+                {"type": "quota", "loc": ("body", *path.split(".")), "msg": msg, "input": value}
+                for path, value, msg in over
+            ]
+        )
+    try:
+        run_id = await submit_run(
+            state["redis"],
+            state["publisher"],
+            spec,
+            queue_name=state["config"].queue_name,
+            owner=principal.name,
+            team=team,
+            quota=quota,
+        )
+    except QuotaExceeded as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc
     links = _links(request, run_id)
     response.headers["Location"] = links.self_
     return Submitted(run_id=run_id, status="queued", links=links)
@@ -183,19 +215,35 @@ async def list_runs(
             stats.get("owner"), stats.get("team")
         )
 
-    filtered = bool(wanted) or not principal.has(Scope.ADMIN)
-    runs, position = await read_run_page(state["redis"], limit=limit, keep=keep if filtered else None, after=after)
+    admin = principal.has(Scope.ADMIN)
+    # A principal who is not an admin reads only its own and its teams' indexes: the cost of its
+    # list follows the runs it may see, not everyone's (keep still checks, as a second lock).
+    indexes = (
+        [keys.RUNS_INDEX]
+        if admin
+        else [keys.runs_by_owner(principal.name), *(keys.runs_by_team(t) for t in sorted(principal.teams))]
+    )
+    filtered = bool(wanted) or not admin
+    async with state["lists"].hold(principal.name):  # fairness.py: a principal's lists take turns
+        runs, position = await read_run_page(
+            state["redis"], limit=limit, keep=keep if filtered else None, after=after, indexes=indexes
+        )
     return RunPage(runs=runs, next=None if position is None else position.encode())
 
 
 @router.get("/api/runs/{run_id}", tags=["runs"], responses=RUN_RESPONSES)
-async def get_run(run_id: ValidRunId, principal: Reader, request: Request) -> RunSnapshot:
-    """The run's current snapshot."""
+async def get_run(run_id: ValidRunId, principal: Reader, request: Request) -> RunView:
+    """The run's current snapshot; while it is queued, `queue` says where it waits and why."""
     await check_run_visible(request, principal, run_id)
-    snapshot = await read_snapshot(app_state(request)["redis"], run_id)
+    state = app_state(request)
+    snapshot = await read_snapshot(state["redis"], run_id)
     if snapshot is None:
         raise UnknownRun(run_id)
-    return snapshot
+    place = None
+    if snapshot.status == "queued":
+        place = await Scheduler(state["redis"], state["config"].queue_name).place(run_id)
+    queue = None if place is None else QueueInfo.model_validate(place.as_dict())
+    return RunView.model_validate({**snapshot.model_dump(), "queue": queue})
 
 
 @router.get(
@@ -235,11 +283,16 @@ async def get_events(
     responses={**AUTH_RESPONSES, **NOT_FOUND, **UNAVAILABLE_RESPONSE},
 )
 async def cancel(run_id: ValidRunId, principal: Submitter, request: Request) -> Cancelled:
-    """Ask the run to stop. A queued run is cancelled at once; a running one is stopped by its
-    worker (`cancelling`); a finished run keeps its status."""
+    """Stop the run. A queued or running run ends `cancelled` at once (its calls in flight and open
+    phases closed with it) and its worker is told to kill its calls; a finished run keeps its
+    status (docs/contract.md, "Cancel")."""
     await check_run_visible(request, principal, run_id)
     state = app_state(request)
     status = await cancel_run(
-        state["redis"], state["publisher"], run_id, reason=f"cancelled through the API by {principal.name}"
+        state["redis"],
+        state["publisher"],
+        run_id,
+        reason=f"cancelled through the API by {principal.name}",
+        queue_name=state["config"].queue_name,
     )
     return Cancelled(run_id=run_id, status=status)

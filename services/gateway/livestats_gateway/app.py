@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -11,11 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from livestats_shared.auth import SETTINGS_TOKEN_ID, Scope, TokenRecord, TokenStore, digest
 from livestats_shared.pricing import load_price_table
 from livestats_shared.publish import Publisher
-from livestats_shared.redis_client import connect, redact_url
+from livestats_shared.redis_client import UNAVAILABLE, connect, redact_url
 from livestats_shared.sessions import SessionStore
+from livestats_shared.visibility import backfill_visibility
+from redis.asyncio import Redis
 
 from . import analysis, api, apidocs, estimation, ingest, pages, session, sse, ws
 from .config import GatewayConfig
+from .fairness import PerPrincipal
 from .fanout.hub import Hub
 from .fanout.index import RunIndex
 from .finite import validation_error
@@ -26,6 +30,8 @@ from .stalls import StallMonitor
 from .state import State
 
 log = logging.getLogger("livestats.gateway")
+BACKFILL_TIMEOUT_S = 10.0
+_BACKFILL_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, TimeoutError)
 
 
 def create_app(config: GatewayConfig) -> FastAPI:
@@ -36,6 +42,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         async with AsyncExitStack() as stack:
             redis = connect(config.redis_url, "livestats.gateway", busy_loop=True)
             stack.push_async_callback(redis.aclose)
+            await _backfill(redis)
             publisher = await stack.enter_async_context(Publisher(redis, producer=None))
             counts = GatewayMetrics()
             hub = await stack.enter_async_context(Hub(config, redis, counts.fanout))
@@ -56,6 +63,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
                 tokens=tokens,
                 sessions=sessions,
                 streams=ConnectionLimiter(config.max_streams_per_principal),
+                replays=PerPrincipal(config.replays_per_principal),
+                lists=PerPrincipal(config.lists_per_principal),
                 metrics=counts,
                 prices=prices,
             )
@@ -85,6 +94,19 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(apidocs.router)
     pages.mount_assets(app)
     return app
+
+
+async def _backfill(redis: Redis) -> None:
+    """Runs recorded before per-principal indexes existed become visible in their owners' lists."""
+    try:
+        # Bounded: a gateway whose Redis is away still starts (and answers /readyz 503).
+        async with asyncio.timeout(BACKFILL_TIMEOUT_S):
+            indexed = await backfill_visibility(redis)
+    except _BACKFILL_ERRORS as exc:  # the next start tries again; lists miss older runs meanwhile
+        log.warning("per-principal run indexes not backfilled (%s: %s)", type(exc).__name__, exc)
+        return
+    if indexed:
+        log.info("per-principal run indexes: %d earlier runs indexed", indexed)
 
 
 def settings_tokens(config: GatewayConfig) -> list[TokenRecord]:

@@ -26,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from livestats_shared import keys
 from livestats_shared.auth import Principal, Scope, TokenStore
 from livestats_shared.control import UnknownRun
+from livestats_shared.errors import LivestatsError
 from livestats_shared.ids import RunId
 from livestats_shared.sessions import SessionStore
 from starlette.requests import HTTPConnection
@@ -45,7 +46,7 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SESSION_KEY = "\0session:"
 
 
-class AuthError(Exception):
+class AuthError(LivestatsError):
     """A request the gateway refuses: `status` is the HTTP status (401 or 403)."""
 
     def __init__(self, status: int, message: str) -> None:

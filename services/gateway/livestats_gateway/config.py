@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 from livestats_shared import keys
 from livestats_shared.fpf_env import EnvPatterns
+from livestats_shared.quota import Quota, QuotaOverride
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DESCRIPTORS_RESERVED = 100  # kept for Redis connections, files and logs when no cap is set
 
 
 class GatewayConfig(BaseSettings):
@@ -48,17 +52,42 @@ class GatewayConfig(BaseSettings):
         validation_alias=AliasChoices("LIVESTATS_GATEWAY_SPEC_ENV_ALLOW", "LIVESTATS_SPEC_ENV_ALLOW"),
     )
 
+    # -- quotas (docs/scheduling.md) ------------------------------------------------------------
+    # JSON in the environment: LIVESTATS_GATEWAY_QUOTA='{"concurrent_runs": 4, ...}' and
+    # LIVESTATS_GATEWAY_QUOTA_OVERRIDES='{"alice": {"queued_runs": 500}}'. 0 = no limit.
+    quota: Quota = Field(
+        default_factory=lambda: Quota(
+            concurrent_runs=8, queued_runs=200, submissions_per_minute=120, max_concurrency=64, max_calls=10_000
+        ),
+        description="Every principal's quota unless overridden.",
+    )
+    quota_overrides: dict[str, QuotaOverride] = Field(
+        default_factory=dict, description="Per principal: the fields that differ from `quota`."
+    )
+
+    # -- connections (docs/connections.md) -----------------------------------------------------
+    header_timeout_s: float = Field(10.0, gt=0, description="A request's headers must arrive within this.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request's body must arrive within this.")
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle time between requests on one connection.")
+    max_connections: int | None = Field(
+        None,
+        ge=10,
+        description="Open connections; at the cap a new one closes the oldest idle one. "
+        "None: the process's descriptor limit less `DESCRIPTORS_RESERVED`.",
+    )
+    replays_per_principal: int = Field(4, ge=1, description="History replays one principal runs at once.")
+    lists_per_principal: int = Field(2, ge=1, description="`GET /api/runs` one principal runs at once.")
+
     # -- fan-out -------------------------------------------------------------------------------
     read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")
     read_block_ms: int = Field(5_000, ge=10, description="Longest XREAD block; adding a stream wakes it.")
-    # 2 ms: p99 6-7 ms at 1,000 events/s to 100 clients (5 ms: 11), as many deliveries/s to
-    # 1,000 clients, and less CPU than 1 ms (README, Benchmarks). It only delays events that
-    # arrive during the pause.
+    # 2 ms: a lower latency p99 than 5 ms, as many deliveries to 1,000 clients, and less CPU
+    # than 1 ms (commit 2d1b378; bench/results). It only delays events that arrive during the pause.
     fanout_linger_ms: float = Field(
         2.0, ge=0, le=100, description="Pause after each read with events, so the next read batches more."
     )
-    # 250: a 100,000-event replay took 0.33 s, 2,000: 0.55 s (redis-py reads a large reply in
-    # 64 KB pieces, and the client waits for whole pages); README, Benchmarks.
+    # 250: a large replay reaches the client sooner than with pages of 2,000 (redis-py reads a
+    # large reply in 64 KB pieces, and the client waits for whole pages): commit 82e2962, bench/results.
     replay_page: int = Field(250, ge=10, description="XRANGE page size when replaying history.")
     frame_max_events: int = Field(500, ge=1, description="Most events in one replayed frame.")
     client_queue_bytes: int = Field(8 << 20, ge=64 << 10, description="Per-client send queue; beyond it: 4008.")
@@ -88,4 +117,18 @@ class GatewayConfig(BaseSettings):
     # The strata the operator wants covered by estimation samples (estimation.DeclaredStrata, JSON).
     estimation_strata: str | None = Field(None, description='e.g. {"category": ["implementation", "testing"]}')
     ingest_max_events: int = Field(1_000, ge=1, description="Most events in one POST /api/runs/{id}/events.")
+    ingest_max_skew_s: float = Field(
+        900.0, gt=0, description="An ingested event's `ts` must be within this many seconds of the gateway's clock."
+    )
     shutdown_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open streams get to close.")
+
+    def quota_for(self, principal: str) -> Quota:
+        override = self.quota_overrides.get(principal)
+        return self.quota if override is None else override.over(self.quota)
+
+    def connection_cap(self) -> int:
+        """`max_connections`, or what the descriptor limit leaves after Redis, files and logs."""
+        if self.max_connections is not None:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(10, soft - DESCRIPTORS_RESERVED)

@@ -2,14 +2,18 @@
 
 A run opened with `POST /api/runs` and `"external": true` has no worker; whoever drives it (a
 shell orchestrator with curl, `livestats watch`) sends its events here. Each event is checked
-against the shared contract (`events.DATA_MODELS`) before anything is written, so a batch is
-accepted whole or refused whole with every fault named (422, `loc` = body, events, index, data,
-field). The publish script assigns `seq`; the producer sends only `type`, `data` and optionally `ts`.
+against the shared contract (`events.DATA_MODELS`, ranges included; `ts` within
+`ingest_max_skew_s` of the gateway's clock), then the batch goes to the publish script as one
+chunk, which checks it against the run's lifecycle (the same state machine as a worker's
+events) and writes all of it or none. A batch is accepted whole or refused whole: 422 names
+every invalid field (`loc` = body, events, index, data, field), 409 names the first event out
+of order and what was expected. The publish script assigns `seq`; the producer sends only
+`type`, `data` and optionally `ts`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import math
 import time
 from typing import Any
 
@@ -18,9 +22,9 @@ from fastapi.exceptions import RequestValidationError
 from livestats_shared import keys
 from livestats_shared.control import TERMINAL, UnknownRun
 from livestats_shared.errors import RunStateConflict
-from livestats_shared.events import DATA_MODELS, EventData, EventType
+from livestats_shared.events import DATA_MODELS, MAX_SAFE_INT, EventData, EventType
 from livestats_shared.ids import RunId
-from livestats_shared.publish import Published
+from livestats_shared.publish import EventRefused, RefusalCode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
@@ -43,7 +47,13 @@ class IngestEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: EventType
     data: dict[str, Any] = Field(default_factory=dict, description="The payload of this event type.")
-    ts: int | None = Field(None, ge=0, description="Epoch milliseconds; default: when the gateway receives it.")
+    ts: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SAFE_INT,
+        description="Epoch milliseconds, within `ingest_max_skew_s` of the gateway's clock; default: when the "
+        "gateway receives it.",
+    )
 
 
 class IngestBatch(BaseModel):
@@ -66,51 +76,69 @@ class Ingested(BaseModel):
         **MALFORMED_BODY,
         **AUTH_RESPONSES,
         **NOT_FOUND,
-        409: {"model": ErrorBody, "description": "The run is not external, or has finished."},
+        409: {
+            "model": ErrorBody,
+            "description": "The run is not external or has finished, or an event is out of order for the run's "
+            "lifecycle (the detail names its index and what was expected). Nothing of the batch is written.",
+        },
         413: {"model": ErrorBody, "description": f"Over {INGEST_MAX_BYTES} bytes or `ingest_max_events` events."},
         **UNAVAILABLE_RESPONSE,
     },
 )
 async def ingest(run_id: ValidRunId, batch: IngestBatch, principal: Submitter, request: Request) -> Ingested:
-    """Publish a batch of events of an external run, in order (needs the `submit` scope and a run
-    the caller may see). Every event is validated first: one invalid event refuses the whole
-    batch (422 naming `events`, its index and the field). A 503 (Redis away) may leave part of
-    the batch to be written when Redis returns."""
+    """Publish a batch of events of an external run, in order, all or nothing (needs the
+    `submit` scope and a run the caller may see). One invalid event refuses the whole batch (422
+    naming `events`, its index and the field); one out of order for the run's lifecycle refuses
+    it too (409 naming its index). Nothing of a refused batch is written."""
     await check_run_visible(request, principal, run_id)
     state = app_state(request)
-    limit = state["config"].ingest_max_events
-    if len(batch.events) > limit:
-        raise HTTPException(413, f"batch has {len(batch.events)} events; at most {limit} per request")
-    payloads = _validated(batch)
-    await _check_open(state["redis"], run_id)
-    publisher = state["publisher"]
+    config = state["config"]
+    if len(batch.events) > config.ingest_max_events:
+        raise HTTPException(
+            413, f"batch has {len(batch.events)} events; at most {config.ingest_max_events} per request"
+        )
     now = int(time.time() * 1000)
-    # Each event is guarded (the script refuses it once the run has finished, atomically with
-    # the write), so a finish that races this batch (another request, the stall monitor) cuts
-    # it cleanly. Tasks start in creation order, so the events enter the outbox in batch order;
-    # the drain writes them in one pipeline.
-    writes = [
-        asyncio.ensure_future(publisher.publish(run_id, data, guard=_OPEN, ts=now if event.ts is None else event.ts))
-        for event, data in zip(batch.events, payloads, strict=True)
-    ]
-    results = await asyncio.gather(*writes, return_exceptions=True)
-    written = [r for r in results if isinstance(r, Published)]
-    for r in results:
-        if isinstance(r, RunStateConflict):
-            raise HTTPException(
-                409, f"run {run_id} finished ({r.status}) during this batch: {len(written)} of {len(results)} written"
-            )
-        if isinstance(r, BaseException):
-            raise r
-    return Ingested(run_id=run_id, accepted=len(written), last_seq=written[-1].seq, last_id=written[-1].id)
+    payloads = _validated(batch, now, int(config.ingest_max_skew_s * 1000))
+    await _check_open(state["redis"], run_id)
+    stamps = [now if event.ts is None else event.ts for event in batch.events]
+    try:
+        # Guarded: a finish that races this batch (another request, the stall monitor) refuses it
+        # whole, atomically with the write.
+        written = await state["publisher"].publish_all(run_id, payloads, guard=_OPEN, ts=stamps)
+    except RunStateConflict as conflict:
+        raise HTTPException(409, f"run {run_id} is {conflict.status}; it takes no more events") from conflict
+    except EventRefused as refused:
+        raise _refusal(batch, refused) from refused
+    return Ingested(run_id=run_id, accepted=len(payloads), last_seq=written.last_seq, last_id=written.last_id)
 
 
-def _validated(batch: IngestBatch) -> list[EventData]:
+def _refusal(batch: IngestBatch, refused: EventRefused) -> Exception:
+    """The publish script's refusal as an answer: 422 for a number out of range, else 409."""
+    where = ("body", "events", refused.index)
+    if refused.code is RefusalCode.RANGE:
+        event = batch.events[refused.index]
+        return RequestValidationError([_error(where, event.type, refused.message, "value_error.range")])
+    return HTTPException(
+        409,
+        f"event {refused.index} ({refused.event_type}) refused: {refused.message}. Nothing of the batch was written.",
+    )
+
+
+def _validated(batch: IngestBatch, now_ms: int, skew_ms: int) -> list[EventData]:
     errors: list[dict[str, Any]] = []
     payloads: list[EventData] = []
     last = len(batch.events) - 1
     for i, event in enumerate(batch.events):
         where = ("body", "events", i)
+        if event.ts is not None and abs(event.ts - now_ms) > skew_ms:
+            errors.append(
+                _error(
+                    (*where, "ts"),
+                    event.ts,
+                    f"ts is {(event.ts - now_ms) / 1000:+.0f} s from the gateway's clock; at most "
+                    f"{skew_ms / 1000:g} s either way (a clock far off would hide or fake a stall)",
+                )
+            )
         if event.type in _NOT_INGESTED:
             errors.append(_error((*where, "type"), event.type, "run.queued is written by POST /api/runs"))
             continue
@@ -127,7 +155,19 @@ def _validated(batch: IngestBatch) -> list[EventData]:
 
 
 def _error(loc: tuple[str | int, ...], value: object, message: str, kind: str = "value_error") -> dict[str, Any]:
-    return {"type": kind, "loc": loc, "msg": message, "input": value}
+    return {"type": kind, "loc": loc, "msg": message, "input": _renderable(value)}
+
+
+def _renderable(value: object) -> object:
+    """`value` as JSON can carry it back: NaN and Infinity (json.loads reads them) as text, or the
+    422 that names them would fail to render (a 500)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _renderable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_renderable(v) for v in value]
+    return value
 
 
 async def _check_open(redis: Redis, run_id: RunId) -> None:

@@ -11,8 +11,10 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from livestats_shared.errors import LivestatsError
 
-class TooManyConnections(Exception):
+
+class TooManyConnections(LivestatsError):
     def __init__(self, principal: str, limit: int) -> None:
         super().__init__(f"{principal} already holds {limit} open streams on this gateway; close one first")
 

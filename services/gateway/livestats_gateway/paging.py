@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from livestats_shared import keys
@@ -57,11 +57,17 @@ class IndexPosition:
 
 
 async def read_run_page(
-    redis: Redis, *, limit: int, keep: Callable[[dict[str, str]], bool] | None, after: IndexPosition | None
+    redis: Redis,
+    *,
+    limit: int,
+    keep: Callable[[dict[str, str]], bool] | None,
+    after: IndexPosition | None,
+    indexes: Sequence[str] = (keys.RUNS_INDEX,),
 ) -> tuple[list[RunSnapshot], IndexPosition | None]:
     """Up to `limit` runs older than `after`, newest first, whose stats hash `keep` accepts (all
     if None), and where the next page starts (None at the end of the index). Index entries whose
-    stats hash has expired, or that are not run ids, are skipped."""
+    stats hash has expired, or that are not run ids, are skipped. `indexes`: the run index, or
+    the per-owner and per-team indexes a principal may see (merged, each run once)."""
     runs: list[RunSnapshot] = []
     position = after
     examined = 0
@@ -69,7 +75,7 @@ async def read_run_page(
         want = limit - len(runs)
         # One entry more than needed tells a full last page from a page with runs after it.
         count = want + 1 if keep is None else min(max(want + 1, FILTER_BATCH), SCAN_BUDGET - examined)
-        rows, at_end = await _index_rows(redis, position, count)
+        rows, at_end = await _merged_rows(redis, indexes, position, count)
         for (member, score), stats in zip(rows, await _stats_hashes(redis, rows), strict=True):
             if len(runs) == limit:
                 return runs, position
@@ -84,20 +90,31 @@ async def read_run_page(
             return runs, position
 
 
-async def _index_rows(redis: Redis, after: IndexPosition | None, count: int) -> tuple[list[Row], bool]:
+async def _merged_rows(
+    redis: Redis, indexes: Sequence[str], after: IndexPosition | None, count: int
+) -> tuple[list[Row], bool]:
+    """`_index_rows` over several indexes: newest first, a run in two of them once."""
+    if len(indexes) == 1:
+        return await _index_rows(redis, indexes[0], after, count)
+    parts = [await _index_rows(redis, key, after, count) for key in indexes]
+    merged = sorted(
+        {m: (m, s) for rows, _ in parts for m, s in rows}.values(), key=lambda r: (r[1], r[0]), reverse=True
+    )
+    return merged[:count], len(merged) <= count and all(at_end for _, at_end in parts)
+
+
+async def _index_rows(redis: Redis, key: str, after: IndexPosition | None, count: int) -> tuple[list[Row], bool]:
     """Up to `count` index entries after `after`, newest first, and whether the index ends there."""
     if after is None:
-        rows: list[Row] = await redis.zrevrangebyscore(
-            keys.RUNS_INDEX, "+inf", "-inf", start=0, num=count, withscores=True
-        )
+        rows: list[Row] = await redis.zrevrangebyscore(key, "+inf", "-inf", start=0, num=count, withscores=True)
         return rows, len(rows) < count
     async with redis.pipeline(transaction=False) as pipe:
         # The cursor's own millisecond, in index order, minus the entries already paged past. A
         # millisecond holds a handful of runs at most, so it is read whole. (A run added to that
         # millisecond after the page was read could shift it by one: runs are scored by their
         # creation time, so it would have to be created within the same millisecond.)
-        pipe.zrevrangebyscore(keys.RUNS_INDEX, after.score, after.score)
-        pipe.zrevrangebyscore(keys.RUNS_INDEX, f"({after.score!r}", "-inf", start=0, num=count, withscores=True)
+        pipe.zrevrangebyscore(key, after.score, after.score)
+        pipe.zrevrangebyscore(key, f"({after.score!r}", "-inf", start=0, num=count, withscores=True)
         ties, older = await pipe.execute()
     rows = [(m, after.score) for m in ties[after.skip :]] + older
     return rows[:count], len(rows) <= count and len(older) < count

@@ -55,8 +55,8 @@ class EventPage(BaseModel):
 class Cancelled(BaseModel):
     run_id: str
     status: str = Field(
-        description="`cancelled` (it was queued), `cancelling` (its worker is stopping it), "
-        "or the terminal status the run already had."
+        description="`cancelled` (it was queued or running: its end is written at once and its worker is told to "
+        "kill its calls), or the terminal status the run already had (`stalled` stays `stalled`)."
     )
 
 
@@ -67,3 +67,24 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
     reason: str | None = None
+
+
+class QueueInfo(BaseModel):
+    """Where a queued run waits and why (docs/scheduling.md)."""
+
+    state: Literal["pending", "dispatched"] = Field(
+        description="pending: in its principal's queue; dispatched: holds a slot, a worker starts it next."
+    )
+    position: int | None = Field(description="1 = the principal's next run; null once dispatched.")
+    reason: str = Field(description="Why it waits, for people: e.g. `3rd in your queue`.")
+    running: int = Field(description="The principal's runs holding worker slots.")
+    concurrent_limit: int = Field(description="The principal's concurrent-run quota (0 = none).")
+    worker_slots: int = Field(description="Slots advertised by live workers.")
+    worker_slots_busy: int = Field(description="Slots held by dispatched runs.")
+    principals_waiting: int = Field(description="Principals with runs waiting (each takes turns).")
+
+
+class RunView(RunSnapshot):
+    """The run's snapshot; `queue` is set while it is queued."""
+
+    queue: QueueInfo | None = None

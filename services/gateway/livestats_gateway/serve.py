@@ -14,6 +14,7 @@ import sys
 from types import FrameType
 
 import uvicorn
+from livestats_shared.errors import LivestatsError
 
 from .config import GatewayConfig
 from .server import uvicorn_config
@@ -25,7 +26,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the worker's f
 EXIT_STARTUP_FAILED = 1
 
 
-class _Stopped(Exception):
+class _Stopped(LivestatsError):
     """A stop signal arrived after (or before) uvicorn's own handling of it."""
 
 

@@ -8,15 +8,22 @@ import uvicorn
 
 from .app import create_app
 from .config import GatewayConfig
+from .connguard import ConnectionGuard
 from .logs import install_redaction
 
 
 def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn.Config:
+    guard = ConnectionGuard(config.header_timeout_s, config.body_timeout_s, config.connection_cap())
     settings = uvicorn.Config(
         create_app(config),
         host=config.host,
         port=config.port,
         log_level=log_level,
+        # httptools with header/body timeouts and a connection cap (connguard.py).
+        http=guard.protocol_class(),
+        timeout_keep_alive=config.keep_alive_s,  # type: ignore[arg-type]  # used as a float
+        # No `limit_concurrency`: at its limit uvicorn answers 503 to every request, /healthz and
+        # authenticated users included; the guard's cap closes idle connections instead.
         # Protocol pings find dead peers; the application heartbeat tells clients the time.
         ws_ping_interval=config.ws_ping_interval_s,
         ws_ping_timeout=config.ws_ping_timeout_s,
@@ -24,9 +31,9 @@ def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn
         # protocol layer (1009) before it is buffered.
         ws_max_size=max(config.client_message_max_bytes, 1024) * 4,
         # Named, not "auto": of uvicorn's implementations this one holds an idle connection in the
-        # least memory that passes the tests (1,000 idle sockets: 38 KB each; legacy websockets
-        # 45.5 KB; wsproto 36.3 KB but ~7% more CPU per delivered event, and its scope hides the
-        # Sec-WebSocket-Protocol header that browsers send their token in).
+        # least memory that passes the tests (wsproto takes a little less but more CPU per
+        # delivered event, and its scope hides the Sec-WebSocket-Protocol header that browsers
+        # send their token in). Figures: commit 97d824e; bench/results, "RSS KB per idle connection".
         ws="websockets-sansio",
         ws_per_message_deflate=config.ws_compression,
         timeout_graceful_shutdown=math.ceil(config.shutdown_grace_s),

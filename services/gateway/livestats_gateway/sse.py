@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from .auth import Reader, credential_of
+from .fairness import PerPrincipal
 from .fanout.hub import Hub
 from .fanout.join import join
 from .fanout.stats import FanoutStats
@@ -67,7 +69,7 @@ async def run_stream(
     # With its token, so that revoking it ends the stream (recheck.py), as it closes a WebSocket.
     sub = Subscriber(SSE, state["config"].client_queue_bytes, credential.token)
     return StreamingResponse(
-        _events(state["hub"], state["metrics"].fanout, sub, rid, resume, streams, principal.name),
+        _events(state["hub"], state["metrics"].fanout, sub, rid, resume, streams, principal.name, state["replays"]),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -81,20 +83,26 @@ async def _events(
     since: str | None,
     streams: ConnectionLimiter,
     principal: str,
+    replays: PerPrincipal,
 ) -> AsyncIterator[bytes]:
     # The limit was checked before the 200; a burst of parallel requests can pass that check
     # together, so the slot taken here may go a few over, never unbounded.
     with streams.hold(principal, strict=False):
-        async for chunk in _event_chunks(hub, stats, sub, run_id, since):
+        async for chunk in _event_chunks(hub, stats, sub, run_id, since, replays.hold(principal)):
             yield chunk
 
 
 async def _event_chunks(
-    hub: Hub, stats: FanoutStats, sub: Subscriber, run_id: str, since: str | None
+    hub: Hub,
+    stats: FanoutStats,
+    sub: Subscriber,
+    run_id: str,
+    since: str | None,
+    turn: AbstractAsyncContextManager[None],
 ) -> AsyncIterator[bytes]:
     yield b"retry: %d\n\n" % _RETRY_MS
     with hub.connection(sub):
-        joiner = asyncio.create_task(_join_or_close(hub, sub, run_id, since), name="sse-join")
+        joiner = asyncio.create_task(_join_or_close(hub, sub, run_id, since, turn), name="sse-join")
         try:
             while True:
                 try:
@@ -110,10 +118,14 @@ async def _event_chunks(
             await asyncio.gather(joiner, return_exceptions=True)
 
 
-async def _join_or_close(hub: Hub, sub: Subscriber, run_id: str, since: str | None) -> None:
-    """Join; if that fails, close the subscription with a code the stream reports."""
+async def _join_or_close(
+    hub: Hub, sub: Subscriber, run_id: str, since: str | None, turn: AbstractAsyncContextManager[None]
+) -> None:
+    """Join in the principal's turn (fairness.py); if that fails, close the subscription with a
+    code the stream reports."""
     try:
-        await join(hub, sub, run_id, since)
+        async with turn:
+            await join(hub, sub, run_id, since)
     except SubscriberClosed:
         return  # closed while replaying (slow client, shutdown): the stream reports it
     except Exception as exc:  # noqa: BLE001 - every failure ends the stream with its code (opening.py)

@@ -4,8 +4,11 @@ sending heartbeats, and the gateway finishes its runs as `stalled`.
 Every `stall_check_interval_s` the gateway holding the leader lease reads the active runs
 (`keys.RUNS_ACTIVE`) and their stats in one pipeline. A run still `running` whose last heartbeat
 (or its start, before the first) is older than two of its heartbeat intervals plus
-`stall_margin_s` gets `run.finished` (stalled, heartbeats_stopped), published with guard
-`running`. The lease keeps the scan on one gateway; the guard makes the mark exact even when two
+`stall_margin_s` is closed `stalled` (heartbeats_stopped) by `closing.close_run`: the gateway
+takes the run from its worker (a new owner epoch: whatever the worker writes later is refused,
+and it stops when it learns so) and writes the closing chunk itself (each call in flight
+`call.failed` cancelled, each open phase `stalled`, `run.finished`), guarded by `running`. The
+lease keeps the scan on one gateway; the epoch and the guard make the mark exact even when two
 gateways overlap, or when the worker finishes the run at that very moment.
 """
 
@@ -18,10 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from livestats_shared import keys
-from livestats_shared.errors import InvalidRunId, PublishError, RunStateConflict
-from livestats_shared.events import Outcome, RunFinished
+from livestats_shared.closing import close_run
+from livestats_shared.errors import InvalidRunId, PublishError
+from livestats_shared.events import Outcome
 from livestats_shared.ids import validate_run_id
-from livestats_shared.publish import Publisher
+from livestats_shared.publish import EventRefused, Publisher
 from livestats_shared.redis_client import UNAVAILABLE
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -38,6 +42,8 @@ _COMMAND_TIMEOUT_S = 5.0
 _BACKOFF_MAX_S = 30.0
 # An outage (warning), or an error reply (error, logged with the reply): either way, try again.
 _REDIS_TROUBLE: tuple[type[Exception], ...] = (*UNAVAILABLE, RedisError)
+# A stall mark not written this time (the next scan tries again).
+_MARK_NOT_WRITTEN: tuple[type[Exception], ...] = (PublishError, EventRefused, TimeoutError, *_REDIS_TROUBLE)
 
 
 @dataclass(frozen=True)
@@ -182,22 +188,30 @@ class StallMonitor:
         return (now_ms - run.last_sign_ms) / 1000
 
     async def _mark(self, run_id: str, silent_s: float, worker: str) -> None:
-        finished = RunFinished(
-            outcome=Outcome.STALLED,
-            reason="heartbeats_stopped",
-            detail=f"no heartbeat for {silent_s:.1f} s (worker {worker})",
-        )
+        detail = f"no heartbeat for {silent_s:.1f} s (worker {worker})"
+        note = f"run marked stalled ({detail}); its worker is fenced out and kills this call when it resumes"
         try:
-            await self.publisher.publish(run_id, finished, guard=("running",))
-        except RunStateConflict as conflict:
-            # Another gateway marked it first, or its worker finished it meanwhile.
-            log.debug("run %s not marked stalled: it is %s now", run_id, conflict.status)
-            return
-        except PublishError as exc:
+            # Bounded: the client has no socket timeout (publish_all has its own bound).
+            async with asyncio.timeout(3 * _COMMAND_TIMEOUT_S):
+                status, wrote = await close_run(
+                    self.redis,
+                    self.publisher,
+                    run_id,
+                    Outcome.STALLED,
+                    "heartbeats_stopped",
+                    detail,
+                    allowed=("running",),
+                    note=note,
+                )
+        except _MARK_NOT_WRITTEN as exc:
             log.warning("run %s looks stalled but the mark was not written (%s); next check retries", run_id, exc)
             return
+        if not wrote:
+            # Another gateway marked it first, or its worker finished it meanwhile.
+            log.debug("run %s not marked stalled: it is %s now", run_id, status)
+            return
         self.stalled_marked += 1
-        log.warning("run %s stalled: %s", run_id, finished.detail)
+        log.warning("run %s stalled: %s", run_id, detail)
 
 
 def _now_ms() -> int:

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from .config import GatewayConfig
+from .fairness import PerPrincipal
 from .limits import ConnectionLimiter
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ class State(TypedDict):
     tokens: TokenStore  # who is asking (auth.py)
     sessions: SessionStore  # browser sessions behind the cookie (session.py)
     streams: ConnectionLimiter  # open WebSockets/SSE per principal
+    replays: PerPrincipal  # history replays running at once per principal
+    lists: PerPrincipal  # run list queries running at once per principal
     metrics: GatewayMetrics  # this process's registry, served at /metrics
     prices: PriceTable  # the operator's price table (GET /api/prices)
 

@@ -1,5 +1,5 @@
 """WebSocket endpoints: `/ws/runs/{run_id}` (one run, history then live) and `/ws/runs`
-(the run index, live). Protocol and close codes: README, "WebSocket protocol"."""
+(the run index, live). Protocol and close codes: docs/api.md, "WebSocket protocol"."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ log = logging.getLogger("livestats.gateway.ws")
 
 
 # Plain Starlette routes, not FastAPI's: FastAPI's WebSocket route solves dependencies and holds
-# two exit stacks for the whole life of every socket (7 KB per idle connection, measured).
+# two exit stacks for the whole life of every socket (memory per idle connection: commit 97d824e).
 async def run_socket(websocket: WebSocket) -> None:
     """`/ws/runs/{run_id}?since=<stream id>`: the run's history after `since`, then live."""
     state = app_state(websocket)
@@ -48,7 +48,9 @@ async def _visible_join(
     websocket: WebSocket, principal: Principal, sub: Subscriber, run_id: str, since: str | None
 ) -> None:
     rid = validate_run_id(run_id)  # before any Redis command
-    await join_visible(websocket, principal, app_state(websocket)["hub"], sub, rid, since)
+    state = app_state(websocket)
+    async with state["replays"].hold(principal.name):  # fairness.py: a principal's replays take turns
+        await join_visible(websocket, principal, state["hub"], sub, rid, since)
 
 
 async def index_socket(websocket: WebSocket) -> None:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from arq.worker import Worker, func
+from arq.worker import func
 from livestats_shared import keys
+from livestats_shared.errors import LivestatsError
 from livestats_shared.events import Outcome, RunFinished
 from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import UNAVAILABLE, connect
+from livestats_shared.sched import Scheduler
 from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -21,6 +24,7 @@ from redis.exceptions import WatchError
 
 from .arq_pool import create_named_pool
 from .calls import env_refused_here
+from .compat import HookedWorker
 from .config import WorkerConfig
 from .metrics import WorkerMetrics
 from .run import RunExecution
@@ -35,6 +39,7 @@ class WorkerState:
     redis: Redis  # arq's pool, for cancel-flag checks
     publisher: Publisher  # its own client and connection pool
     metrics: WorkerMetrics
+    scheduler: Scheduler  # on arq's pool: slots advertised and released
 
 
 def state_of(ctx: dict[str, Any]) -> WorkerState:
@@ -45,6 +50,22 @@ async def execute_run(ctx: dict[str, Any], run_id: str, spec_json: str) -> str:
     """The arq job: execute one run. The job id is the run id."""
     state = state_of(ctx)
     run_id = validate_run_id(run_id)
+    try:
+        return await _execute(state, run_id, spec_json)
+    finally:
+        # Shielded: a cancelled job (timeout, abort, shutdown) still frees its slot for the next.
+        await asyncio.shield(_release_slot(state, run_id))
+
+
+async def _release_slot(state: WorkerState, run_id: str) -> None:
+    try:
+        await state.scheduler.release(run_id)
+    except UNAVAILABLE as exc:
+        # The slot's hold deadline frees it instead (keys.SCHED_HOLD_GRACE_S past the run's timeout).
+        log.warning("run %s: slot not released (%s); it frees at its hold deadline", run_id, exc)
+
+
+async def _execute(state: WorkerState, run_id: str, spec_json: str) -> str:
     try:
         spec = RunSpec.model_validate_json(spec_json)
     except ValidationError as exc:
@@ -71,11 +92,11 @@ async def execute_run(ctx: dict[str, Any], run_id: str, spec_json: str) -> str:
 _POLL_OUTAGE: tuple[type[Exception], ...] = (*UNAVAILABLE, WatchError)
 
 
-class WorkerStopping(Exception):
+class WorkerStopping(LivestatsError):
     """Raised inside arq's poll loop to end it cleanly on shutdown."""
 
 
-class ResilientWorker(Worker):
+class ResilientWorker(HookedWorker):
     """arq's poll loop lets a connection error end the worker; ours waits for Redis to return.
 
     Running jobs are unaffected either way (their events wait in the publisher's outbox); this
@@ -100,11 +121,11 @@ class ResilientWorker(Worker):
         cancelling arq inside a pipeline leaves a connection checked out."""
         self._stop_polling = True
 
-    async def _poll_iteration(self) -> None:
+    async def poll_once(self, poll: Callable[[], Awaitable[None]]) -> None:
         if self._stop_polling:
             raise WorkerStopping
         try:
-            await super()._poll_iteration()
+            await poll()
         except _POLL_OUTAGE as exc:
             if self._redis_down_since is None:
                 self._redis_down_since = time.monotonic()
@@ -124,6 +145,23 @@ def _metrics_loop_ended(task: asyncio.Task[None]) -> None:
         log.error("worker metrics loop stopped: heartbeat and queue depth no longer update", exc_info=task.exception())
 
 
+def _advertising_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("slot advertisement stopped: this worker gets no new runs", exc_info=task.exception())
+
+
+async def advertise_forever(scheduler: Scheduler, config: WorkerConfig) -> None:
+    """Offer this worker's slots to the scheduler every heartbeat, until cancelled. The offer
+    outlives a few missed heartbeats; a worker that dies stops being counted after that."""
+    ttl_s = config.heartbeat_interval_s * keys.SCHED_WORKER_TTL_INTERVALS
+    while True:
+        try:
+            await scheduler.advertise(config.worker_name, config.max_runs, ttl_s)
+        except UNAVAILABLE as exc:
+            log.warning("slots not advertised (%s); retrying next heartbeat", exc)
+        await asyncio.sleep(config.heartbeat_interval_s)
+
+
 def create_worker(
     config: WorkerConfig, *, handle_signals: bool = True, metrics: WorkerMetrics | None = None
 ) -> ResilientWorker:
@@ -134,11 +172,17 @@ def create_worker(
     async def on_startup(ctx: dict[str, Any]) -> None:
         client = connect(config.redis_url, "livestats.worker")
         publisher = Publisher(client, capacity=config.outbox_capacity)
-        ctx[_STATE] = WorkerState(config=config, redis=ctx["redis"], publisher=await publisher.start(), metrics=counts)
+        scheduler = Scheduler(ctx["redis"], config.queue_name)
+        ctx[_STATE] = WorkerState(
+            config=config, redis=ctx["redis"], publisher=await publisher.start(), metrics=counts, scheduler=scheduler
+        )
         tick = counts.tick_forever(ctx["redis"], config.queue_name, config.heartbeat_interval_s)
         task = asyncio.create_task(tick, name="worker-metrics")
         task.add_done_callback(_metrics_loop_ended)
         ticking.append(task)
+        offer = asyncio.create_task(advertise_forever(scheduler, config), name="worker-slots")
+        offer.add_done_callback(_advertising_ended)
+        ticking.append(offer)
         log.info("worker %s ready on queue %s", config.worker_name, config.queue_name)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -147,6 +191,10 @@ def create_worker(
         await asyncio.gather(*ticking, return_exceptions=True)  # a failure was logged when it happened
         state = ctx.get(_STATE)
         if isinstance(state, WorkerState):
+            try:
+                await state.scheduler.advertise(config.worker_name, 0, 0)
+            except UNAVAILABLE as exc:
+                log.warning("slots not withdrawn (%s); they expire with the advertisement", exc)
             await state.publisher.close(config.flush_timeout_s)
             await state.publisher.redis.aclose()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,8 @@ class CallContext:
     labels: CallLabels  # this phase's metric labels
     prices: PriceTable  # the operator's price table: each attempt is priced when it ends
     reported_tokens: int | None = None  # sum of the usage the phase's answers reported, if any
+    # Awaited before each attempt starts a process: raises if the run is no longer this worker's.
+    before_attempt: Callable[[], Awaitable[None]] | None = None
     redactor: Redactor = field(init=False)  # cuts the secrets of base_env out of excerpts
 
     def __post_init__(self) -> None:
@@ -111,6 +113,8 @@ async def run_call(ctx: CallContext, index: int) -> bool:
 
 async def _attempt(ctx: CallContext, index: int, attempt: int, prompt_file: Path) -> tuple[bool, FailureReason | None]:
     """One attempt and its events. Returns (succeeded, reason to retry for, or None if done)."""
+    if ctx.before_attempt is not None:
+        await ctx.before_attempt()
     phase = ctx.phase
     marker = call_marker(ctx.run_id, phase.name, index, attempt)
     env = {**ctx.base_env, "FPF_CALL": str(index), "FPF_ATTEMPT": str(attempt), CALL_MARKER: marker}

@@ -40,8 +40,8 @@ async def _serve(config: WorkerConfig, stop: asyncio.Event, metrics: WorkerMetri
 
 
 async def _shutdown(worker: ResilientWorker, main: asyncio.Task[None], grace_s: float) -> None:
-    worker.allow_pick_jobs = False
-    running = [t for t in worker.tasks.values() if not t.done()]
+    worker.stop_picking_jobs()
+    running = [t for t in worker.jobs_in_flight() if not t.done()]
     if running:
         log.info("stopping: waiting up to %.0f s for %d running runs", grace_s, len(running))
         _, still = await asyncio.wait(running, timeout=grace_s) if grace_s > 0 else (set(), set(running))
@@ -51,12 +51,10 @@ async def _shutdown(worker: ResilientWorker, main: asyncio.Task[None], grace_s: 
     _, polling = await asyncio.wait({main}, timeout=_POLL_STOP_S)
     if polling:  # stuck in a command (e.g. Redis is away): cancel after all
         main.cancel()
-    for result in await asyncio.gather(main, *worker.tasks.values(), return_exceptions=True):
+    for result in await asyncio.gather(main, *worker.jobs_in_flight(), return_exceptions=True):
         if isinstance(result, Exception) and not isinstance(result, WorkerStopping):
             log.error("worker task ended with an error during shutdown", exc_info=result)
-    # arq's close() gathers its job tasks without return_exceptions; they are all done here.
-    worker.tasks.clear()
-    await worker.close()
+    await worker.close_after_jobs_ended()
     log.info("worker stopped")
 
 

@@ -5,10 +5,32 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import OutboxFull
 from ..stats import Delta
+
+if TYPE_CHECKING:
+    from .gate import EventRefused
+
+
+class Written(NamedTuple):
+    """What the script answered for an awaited group: first seq, last stream id, owner epoch."""
+
+    first_seq: int
+    last_id: str
+    epoch: str
+
+
+@dataclass(eq=False)
+class Waiter:
+    """Someone awaiting a group of events published together (all of it is written, or none)."""
+
+    future: asyncio.Future[Written]
+    deadline: float  # loop time after which the publish gives up
+    size: int  # events in the group
 
 
 @dataclass(eq=False)
@@ -20,8 +42,15 @@ class PendingEvent:
     delta: Delta
     pseq: int  # producer sequence: lets the script drop a chunk we resend after an outage
     guard: str = ""  # statuses the run must be in ('' = any)
-    future: asyncio.Future[tuple[int, str]] | None = None  # set for awaited publishes
-    deadline: float = float("inf")  # loop time after which an awaited publish gives up
+    waiter: Waiter | None = None  # set for awaited publishes (shared by the group's events)
+    check: bytes = b""  # what the script's state machine reads of it (gate.check_of)
+    fence: str = ""  # the owner epoch the producer holds ('' = unfenced)
+    on_refused: Callable[[EventRefused], None] | None = None  # fire-and-forget: told of a refusal
+    alone: bool = field(default=False)  # resent in a chunk of its own (a range refusal in its chunk)
+
+    @property
+    def deadline(self) -> float:
+        return float("inf") if self.waiter is None else self.waiter.deadline
 
 
 class Outbox:
@@ -40,17 +69,22 @@ class Outbox:
     def put(self, item: PendingEvent) -> PendingEvent:
         """Append `item` with its producer sequence, assigned under the same lock as the append,
         so producer order equals queue order whichever thread calls."""
+        self.put_all((item,))
+        return item
+
+    def put_all(self, items: Sequence[PendingEvent]) -> None:
+        """Append `items` together (no other thread's event between them), or none of them."""
         with self._lock:
-            if len(self._items) >= self.capacity:
-                self.refused += 1
+            if len(self._items) + len(items) > self.capacity:
+                self.refused += len(items)
                 raise OutboxFull(
-                    f"outbox full ({self.capacity} events waiting for Redis); event refused, "
+                    f"outbox full ({self.capacity} events waiting for Redis); {len(items)} event(s) refused, "
                     f"{self.refused} refused so far"
                 )
-            self._seq += 1
-            item.pseq = self._seq
-            self._items.append(item)
-            return item
+            for item in items:
+                self._seq += 1
+                item.pseq = self._seq
+                self._items.append(item)
 
     def peek_batch(self, limit: int) -> list[PendingEvent]:
         """The oldest `limit` items, left in place until `commit` removes them."""

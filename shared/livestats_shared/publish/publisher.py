@@ -5,11 +5,17 @@ one run's events and writes each chunk with a single EVALSHA (assign seq, apply 
 stats delta, XADD each event: atomically).
 Two ways in:
 
-* `await publish(...)`: waits for the write and returns (seq, stream id). Raises PublishError
-  if Redis stays unavailable past the timeout, RunStateConflict if a guard refused it.
+* `await publish(...)`: waits for the write and returns (seq, stream id, owner epoch). Raises
+  PublishError if Redis stays unavailable past the timeout, RunStateConflict if a guard refused
+  it, EventRefused if it breaks the contract (gate.py). `await publish_all(...)` does the same
+  for several events of one run: all of them are written, or none.
 * `emit(...)`: fire-and-forget from any thread. The event waits in the bounded outbox until
   Redis takes it, across outages; a full outbox raises OutboxFull to the caller. Nothing is
-  dropped silently.
+  dropped silently: an event the script refuses goes to the producer's `on_refused` (the
+  rest of its chunk is still written, in order).
+
+Every chunk passes the script's gate (publish.lua): the lifecycle order, the owner's fence and
+the counters' range are checked before anything is written.
 
 Chunks resent after a connection error are recognised by the script from the producer
 sequence, so an outage neither loses nor doubles an event.
@@ -26,6 +32,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any, NamedTuple
 
@@ -36,6 +43,7 @@ from redis.exceptions import NoScriptError
 from .. import keys
 from ..errors import PublishError, RunStateConflict
 from ..events import (
+    MAX_SAFE_INT,
     SCHEMA_VERSION,
     EventData,
     PhaseFinished,
@@ -47,8 +55,10 @@ from ..events import (
 from ..ids import validate_run_id
 from ..redis_client import UNAVAILABLE
 from ..stats import delta_for
+from ..visibility import index_visibility
 from .chunks import Chunk, cut
-from .outbox import Outbox, PendingEvent
+from .gate import EventRefused, RefusalCode, check_of
+from .outbox import Outbox, PendingEvent, Waiter, Written
 
 log = logging.getLogger("livestats.publisher")
 
@@ -62,6 +72,17 @@ _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
 class Published(NamedTuple):
     seq: int
     id: str
+    epoch: str = ""  # the run's owner epoch after the write (run.started: the producer's fence)
+
+
+class PublishedAll(NamedTuple):
+    first_seq: int
+    last_seq: int
+    last_id: str
+    epoch: str = ""
+
+
+OnRefused = Callable[[EventRefused], None]
 
 
 def _now_ms() -> int:
@@ -92,6 +113,7 @@ class Publisher:
         self.published = 0  # events written
         self.duplicates = 0  # re-sent events the script recognised
         self.failed = 0  # events Redis rejected outright (never retried)
+        self.refused = 0  # events the script's gate refused (they break the contract)
         self.outages = 0  # times Redis became unavailable
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -141,9 +163,22 @@ class Publisher:
 
     # -- producing ---------------------------------------------------------------------------
 
-    def emit(self, run_id: str, data: EventData, *, ts: int | None = None) -> None:
-        """Queue an event without waiting. Thread-safe. Raises OutboxFull, never drops silently."""
-        self._put(run_id, data, ts, guard="", future=None, deadline=float("inf"))
+    def emit(
+        self,
+        run_id: str,
+        data: EventData,
+        *,
+        ts: int | None = None,
+        fence: str = "",
+        on_refused: OnRefused | None = None,
+    ) -> None:
+        """Queue an event without waiting. Thread-safe. Raises OutboxFull, never drops silently.
+        `fence`: the owner epoch the producer holds (from its run.started). `on_refused` is
+        called on the publisher's loop if the gate refuses the event; without it the refusal is
+        logged as an error."""
+        item = self._item(run_id, data, ts, fence=fence)
+        item.on_refused = on_refused
+        self._put([item])
 
     async def publish(
         self,
@@ -153,34 +188,76 @@ class Publisher:
         guard: tuple[str, ...] = (),
         ts: int | None = None,
         timeout_s: float | None = None,
+        fence: str = "",
     ) -> Published:
         """Write one event and wait for it. `guard` lists the statuses the run must be in
-        (NO_RUN for "must not exist"); otherwise RunStateConflict and nothing is written."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[int, str]] = loop.create_future()
-        deadline = loop.time() + (timeout_s if timeout_s is not None else self.publish_timeout_s)
-        self._put(run_id, data, ts, guard=" ".join(guard), future=future, deadline=deadline)
-        seq, entry_id = await future
-        return Published(seq, entry_id)
+        (NO_RUN for "must not exist"); otherwise RunStateConflict and nothing is written.
+        EventRefused if the gate refuses it."""
+        written = await self.publish_all(run_id, [data], guard=guard, ts=ts, timeout_s=timeout_s, fence=fence)
+        return Published(written.first_seq, written.last_id, written.epoch)
 
-    def _put(
+    async def publish_all(
+        self,
+        run_id: str,
+        events: Sequence[EventData],
+        *,
+        guard: tuple[str, ...] = (),
+        ts: int | Sequence[int | None] | None = None,
+        timeout_s: float | None = None,
+        fence: str = "",
+    ) -> PublishedAll:
+        """Write `events` of one run in one atomic step and wait: all of them, or none (the
+        first event the gate refuses raises EventRefused with its index). `ts`: one for all, or
+        one per event."""
+        if not events:
+            raise ValueError("publish_all needs at least one event")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Written] = loop.create_future()
+        deadline = loop.time() + (timeout_s if timeout_s is not None else self.publish_timeout_s)
+        stamps = list(ts) if isinstance(ts, Sequence) else [ts] * len(events)
+        waiter = Waiter(future, deadline, len(events))
+        items = [
+            self._item(run_id, data, stamp, fence=fence, guard=" ".join(guard), waiter=waiter)
+            for data, stamp in zip(events, stamps, strict=True)
+        ]
+        self._put(items)
+        first_seq, last_id, epoch = await future
+        return PublishedAll(first_seq, first_seq + len(items) - 1, last_id, epoch)
+
+    def _item(
         self,
         run_id: str,
         data: EventData,
         ts: int | None,
         *,
-        guard: str,
-        future: asyncio.Future[tuple[int, str]] | None,
-        deadline: float,
-    ) -> None:
+        fence: str,
+        guard: str = "",
+        waiter: Waiter | None = None,
+    ) -> PendingEvent:
         if self._loop is None or self._closed:
             raise PublishError("publisher not running: start it first, and do not use it after close()")
         validate_run_id(run_id)
         ts = _now_ms() if ts is None else ts
-        delta = delta_for(data, ts)
+        if not 0 <= ts <= MAX_SAFE_INT:
+            raise ValueError(f"ts {ts} is not epoch milliseconds in [0, 2^53-1]")
         payload = data.model_dump_json().encode()  # once, in the producer's thread
         # pseq is assigned by the outbox, under its lock
-        self.outbox.put(PendingEvent(run_id, data.TYPE, ts, payload, delta, 0, guard, future, deadline))
+        return PendingEvent(
+            run_id,
+            data.TYPE,
+            ts,
+            payload,
+            delta_for(data, ts),
+            0,
+            guard=guard,
+            waiter=waiter,
+            check=check_of(data),
+            fence=fence,
+        )
+
+    def _put(self, items: list[PendingEvent]) -> None:
+        assert self._loop is not None  # _item checked it
+        self.outbox.put_all(items)
         if threading.get_ident() == self._loop_thread:
             self._wake.set()
         else:
@@ -253,72 +330,97 @@ class Publisher:
 
     async def _settle_all(self, chunks: list[Chunk], results: list[Any], index_pipe: Pipeline) -> None:
         index_writes = 0
-        verdicts: list[tuple[Chunk, int, int, str]] = []
+        verdicts: list[tuple[Chunk, list[Any]]] = []
         rejected: list[tuple[Chunk, Exception]] = []
         for chunk, result in zip(chunks, results, strict=True):
             if isinstance(result, Exception):
                 rejected.append((chunk, result))
                 continue
-            status, seq, info = int(result[0]), int(result[1]), result[2]
-            text = info.decode() if isinstance(info, bytes) else str(info)
+            reply = [r.decode() if isinstance(r, bytes) else r for r in result]
+            status, seq = int(reply[0]), int(reply[1])
             if status in (0, 1):
                 for offset, item in enumerate(chunk.items):
                     if item.type in _LIFECYCLE:
                         self._index(index_pipe, item, seq + offset if status == 1 else seq)
                         index_writes += 1
-            verdicts.append((chunk, status, seq, text))
+            verdicts.append((chunk, reply))
         if index_writes:
             await index_pipe.execute()
         # Only now are these events done: an outage before this point resends all of them.
-        self.outbox.remove([i for c in chunks for i in c.items])
+        # Events of a deferred chunk, and those of a refused one that were not at fault, stay
+        # in the outbox, in order, for the next round.
+        keep: set[int] = set()
+        for chunk, reply in verdicts:
+            keep.update(id(i) for i in self._kept(chunk, reply))
+        self.outbox.remove([i for c in chunks for i in c.items if id(i) not in keep])
         for chunk, exc in rejected:
             self._reject(chunk.items, exc)
-        for chunk, status, seq, text in verdicts:
-            self._settle(chunk, status, seq, text)
+        for chunk, reply in verdicts:
+            self._settle(chunk, reply, keep)
 
-    async def _run_scripts(self, chunks: list[Chunk]) -> list[Any]:
-        head = [self.producer, str(self.stream_maxlen), str(self.retention_s)]
-        # `async with`: a pipeline interrupted by cancellation still returns its connection.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for chunk in chunks:
-                run_id = chunk.run_id
-                args = [*head, run_id, str(SCHEMA_VERSION), *chunk.script_args()]
-                pipe.evalsha(SCRIPT_SHA, 2, keys.run_events(run_id), keys.run_stats(run_id), *args)  # type: ignore[arg-type]
-            return list(await pipe.execute(raise_on_error=False))
+    @staticmethod
+    def _kept(chunk: Chunk, reply: list[Any]) -> list[PendingEvent]:
+        """The chunk's events to publish again in the next round (none were written)."""
+        status, items = int(reply[0]), chunk.items
+        if status == -3:
+            return items
+        if status != -2 or items[0].waiter is not None:  # an awaited group is all or nothing
+            return []
+        index, code = int(reply[1]), RefusalCode(reply[2])
+        if index < 0:  # a counter out of range, event unknown: each event alone finds it
+            if len(items) == 1:
+                return []
+            for item in items:
+                item.alone = True
+            return items
+        if code in (RefusalCode.FINISHED, RefusalCode.FENCED):
+            return items[:index]  # and nothing after it can be written either
+        return items[:index] + items[index + 1 :]
 
-    def _index(self, pipe: Pipeline, item: PendingEvent, seq: int) -> None:
-        """Mirror lifecycle changes into the run index (a separate slot: not in the script)."""
-        if item.type == "run.queued":
-            pipe.zadd(keys.RUNS_INDEX, {item.run_id: item.ts}, nx=True)
-            pipe.zremrangebyscore(keys.RUNS_INDEX, "-inf", item.ts - self.retention_s * 1000)
-        elif item.type == "run.started":
-            pipe.zadd(keys.RUNS_ACTIVE, {item.run_id: item.ts})
-        elif item.type == "run.finished":
-            pipe.zrem(keys.RUNS_ACTIVE, item.run_id)
-        status = item.delta.set.get("status", "")
-        fields: dict[str, str | int] = {"run_id": item.run_id, "type": item.type, "seq": seq, "ts": item.ts}
-        if status:
-            fields["status"] = status
-        if "current_phase" in item.delta.set:
-            fields["phase"] = item.delta.set["current_phase"]
-        pipe.xadd(keys.RUNS_FEED, fields, maxlen=keys.RUNS_FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
-
-    def _settle(self, chunk: Chunk, status: int, seq: int, info: str) -> None:
-        n = len(chunk.items)
+    def _settle(self, chunk: Chunk, reply: list[Any], kept: set[int]) -> None:
+        status, n, first = int(reply[0]), len(chunk.items), chunk.items[0]
         if status == 1:
             self.published += n
         elif status == 0:
             self.duplicates += n
-        item = chunk.items[0]
-        fut = item.future  # only single-event chunks carry one
+        waiter = first.waiter  # an awaited group is always a chunk by itself
         if status == -1:
-            conflict = RunStateConflict(item.run_id, None if info == NO_RUN else info)
-            if fut is None:
-                log.error("event %s for run %s refused: %s", item.type, item.run_id, conflict)
-            elif not fut.done():
-                fut.set_exception(conflict)
-        elif fut is not None and not fut.done():
-            fut.set_result((seq, info))
+            info = str(reply[2])
+            conflict = RunStateConflict(first.run_id, None if info == NO_RUN else info)
+            if waiter is None:
+                log.error("event %s for run %s refused: %s", first.type, first.run_id, conflict)
+            elif not waiter.future.done():
+                waiter.future.set_exception(conflict)
+        elif status == -2:
+            index, code, message = int(reply[1]), RefusalCode(reply[2]), str(reply[3])
+            self._refused(chunk, index, code, message, kept)
+        elif status in (0, 1) and waiter is not None and not waiter.future.done():
+            epoch = str(reply[3]) if len(reply) > 3 else ""
+            waiter.future.set_result(Written(int(reply[1]), str(reply[2]), epoch))
+
+    def _refused(self, chunk: Chunk, index: int, code: RefusalCode, message: str, kept: set[int]) -> None:
+        """Tell the producers of the refused events: the awaiter, or each event's on_refused."""
+        items = chunk.items
+        waiter = items[0].waiter
+        if waiter is not None:
+            self.refused += len(items)
+            at = max(index, 0)
+            if not waiter.future.done():
+                waiter.future.set_exception(EventRefused(chunk.run_id, items[at].type, at, code, message))
+            return
+        for item in items:
+            if id(item) in kept:
+                continue
+            self.refused += 1
+            refusal = EventRefused(item.run_id, item.type, 0, code, message)
+            if item.on_refused is None:
+                log.error("%s", refusal)
+                continue
+            try:
+                item.on_refused(refusal)
+            except Exception:
+                # The producer's handler failed: the drain must go on for every other run.
+                log.exception("on_refused handler for run %s failed on %s", item.run_id, refusal)
 
     def _reject(self, items: list[PendingEvent], exc: Exception) -> None:
         """Redis refused the write itself (not an outage): retrying cannot help."""
@@ -331,12 +433,12 @@ class Publisher:
             exc,
         )
         for item in items:
-            if item.future is not None and not item.future.done():
-                item.future.set_exception(PublishError(f"Redis rejected the event: {exc}"))
+            if item.waiter is not None and not item.waiter.future.done():
+                item.waiter.future.set_exception(PublishError(f"Redis rejected the event: {exc}"))
 
     def _expire_waiters(self, chunks: list[Chunk], exc: BaseException) -> list[Chunk]:
         """Awaited publishes past their deadline fail now; fire-and-forget events keep waiting.
-        Returns the in-flight chunks that remain (an awaited event is always a chunk alone)."""
+        Returns the in-flight chunks that remain (an awaited group is always a chunk alone)."""
         assert self._loop is not None
         now = self._loop.time()
         expired = [i for i in self.outbox.peek_batch(len(self.outbox)) if i.deadline <= now]
@@ -344,8 +446,8 @@ class Publisher:
             return chunks
         self.outbox.remove(expired)
         for item in expired:
-            if item.future is not None and not item.future.done():
-                item.future.set_exception(
+            if item.waiter is not None and not item.waiter.future.done():
+                item.waiter.future.set_exception(
                     PublishError(
                         f"Redis unavailable ({type(exc).__name__}: {exc}); {item.type} for run "
                         f"{item.run_id} may not have been written"
@@ -353,3 +455,32 @@ class Publisher:
                 )
         gone = {id(i) for i in expired}
         return [c for c in chunks if id(c.items[0]) not in gone]
+
+    async def _run_scripts(self, chunks: list[Chunk]) -> list[Any]:
+        head = [self.producer, str(self.stream_maxlen), str(self.retention_s)]
+        # `async with`: a pipeline interrupted by cancellation still returns its connection.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for chunk in chunks:
+                run_id = chunk.run_id
+                args = [*head, run_id, str(SCHEMA_VERSION), *chunk.script_args()]
+                run_keys = (keys.run_events(run_id), keys.run_stats(run_id), keys.run_lifecycle(run_id))
+                pipe.evalsha(SCRIPT_SHA, 3, *run_keys, *args)  # type: ignore[arg-type]
+            return list(await pipe.execute(raise_on_error=False))
+
+    def _index(self, pipe: Pipeline, item: PendingEvent, seq: int) -> None:
+        """Mirror lifecycle changes into the run index (a separate slot: not in the script)."""
+        if item.type == "run.queued":
+            pipe.zadd(keys.RUNS_INDEX, {item.run_id: item.ts}, nx=True)
+            pipe.zremrangebyscore(keys.RUNS_INDEX, "-inf", item.ts - self.retention_s * 1000)
+            index_visibility(pipe, item.run_id, item.ts, item.delta.set, self.retention_s)
+        elif item.type == "run.started":
+            pipe.zadd(keys.RUNS_ACTIVE, {item.run_id: item.ts})
+        elif item.type == "run.finished":
+            pipe.zrem(keys.RUNS_ACTIVE, item.run_id)
+        status = item.delta.set.get("status", "")
+        fields: dict[str, str | int] = {"run_id": item.run_id, "type": item.type, "seq": seq, "ts": item.ts}
+        if status:
+            fields["status"] = status
+        if "current_phase" in item.delta.set:
+            fields["phase"] = item.delta.set["current_phase"]
+        pipe.xadd(keys.RUNS_FEED, fields, maxlen=keys.RUNS_FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]

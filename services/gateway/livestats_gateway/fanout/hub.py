@@ -205,7 +205,7 @@ class Hub:
                 # Let the next few events gather in Redis: one frame per client for several
                 # events instead of one each, which is what saturates a busy gateway's CPU.
                 # A fixed pause costs a quiet stream nothing (its next event comes after the
-                # pause is over); scaling it with the last read's size did worse (see README).
+                # pause is over); scaling it with the last read's size did worse (commit 2d1b378).
                 await asyncio.sleep(self._linger_s)
 
     async def _deliver(self, channel: Channel, entries: list[RawEntry]) -> None:

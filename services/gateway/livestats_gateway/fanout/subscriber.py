@@ -7,10 +7,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from livestats_shared.errors import LivestatsError
+
 from .wire import Batch, CloseCode, Deliverable, Format, Frame
 
 
-class SubscriberClosed(Exception):
+class SubscriberClosed(LivestatsError):
     """The gateway ended this subscription (slow client, shutdown); send `code` and close."""
 
     def __init__(self, code: CloseCode, reason: str) -> None:

@@ -13,9 +13,10 @@ from enum import IntEnum
 from typing import Any, NamedTuple, Protocol
 
 import orjson
-from livestats_shared.errors import InvalidEvent
+from livestats_shared.errors import InvalidEvent, LivestatsError
 from livestats_shared.events import DATA_MODELS
-from redis.asyncio import Redis
+
+from ..compat import raw_stream_replies as raw_stream_replies  # re-exported: redis-py internals live in compat
 
 PROTOCOL_VERSION = 1
 _STREAM_ID = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
@@ -41,7 +42,7 @@ class CloseCode(IntEnum):
     TOO_MANY_STREAMS = 4429  # the principal holds max_streams_per_principal streams on this gateway
 
 
-class InvalidStreamId(ValueError):
+class InvalidStreamId(LivestatsError, ValueError):
     pass
 
 
@@ -74,18 +75,6 @@ _ENVELOPE = b'{"v":%b,"type":"%b","run_id":"%b","seq":%b,"ts":%b,"data":%b,"id":
 
 
 RawEntry = tuple[bytes, list[bytes]]  # (id, [field, value, ...]) as Redis sends it
-
-
-def raw_stream_replies(client: Redis) -> Redis:
-    """Make `client` return stream entries as Redis sends them. redis-py's own parsing turns
-    each entry into a dict in Python, which measured as half the cost of a replay."""
-    for command in ("XRANGE", "XREVRANGE", "XREAD"):
-        client.set_response_callback(command, _unparsed)
-    return client
-
-
-def _unparsed(response: Any, **options: Any) -> Any:
-    return response
 
 
 def entry_fields(flat: list[bytes]) -> dict[bytes, bytes]:

@@ -1,3 +1,4 @@
+// @ts-check
 // The run page's charts, drawn with uPlot (vendored: static/vendor). Events are folded into
 // small aggregates as they arrive; the charts redraw from those at most twice a second.
 
@@ -129,7 +130,7 @@ export class Charts {
     // From the first event to the last: nothing is drawn for time that has not happened yet.
     const first = Math.min(...seconds);
     const last = Math.max(...seconds);
-    const width = BUCKET_STEPS_S.find((w) => (last - first + 1) / w <= MAX_BUCKETS) ?? BUCKET_STEPS_S.at(-1);
+    const width = BUCKET_STEPS_S.find((w) => (last - first + 1) / w <= MAX_BUCKETS) ?? BUCKET_STEPS_S[BUCKET_STEPS_S.length - 1];
     const start = first - (first % width);
     const n = Math.floor((last - start) / width) + 1;
     const xs = Array.from({ length: n }, (_, i) => start + i * width);
@@ -148,5 +149,5 @@ function percentiles(values) {
   if (!values.length) return "no finished attempts yet";
   const sorted = Float64Array.from(values).sort();
   const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))].toFixed(2);
-  return `p50 ${at(0.5)} s · p95 ${at(0.95)} s · max ${sorted.at(-1).toFixed(2)} s · ${sorted.length} attempts`;
+  return `p50 ${at(0.5)} s · p95 ${at(0.95)} s · max ${sorted[sorted.length - 1].toFixed(2)} s · ${sorted.length} attempts`;
 }

@@ -1,20 +1,24 @@
+// @ts-check
 // A WebSocket that reconnects: exponential backoff with full jitter, resume from the last event
 // id (`since`), and a watchdog for half-open connections (the gateway sends a heartbeat frame
 // every few seconds, so silence means the connection is dead even if the browser has not noticed).
+
+import { CloseCode, PageCloseCode } from "./protocol.js";
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 15_000;
 const SILENCE_MS = 20_000;
 
-// Close codes after which reconnecting cannot help (README, "WebSocket protocol").
+// Close codes after which reconnecting cannot help (docs/api.md, "WebSocket protocol").
+/** @type {Record<number, string>} */
 export const FATAL_CLOSES = {
-  1003: "the page sent a binary message",
-  1009: "the page sent an oversized message",
-  4400: "invalid resume position",
-  4401: "not logged in, or the token was revoked",
-  4403: "forbidden (origin or scope)",
-  4404: "not found",
-  4422: "invalid run id",
+  [CloseCode.UNSUPPORTED_DATA]: "the page sent a binary message",
+  [CloseCode.MESSAGE_TOO_BIG]: "the page sent an oversized message",
+  [CloseCode.BAD_REQUEST]: "invalid resume position",
+  [CloseCode.UNAUTHORIZED]: "not logged in, or the token was revoked",
+  [CloseCode.FORBIDDEN]: "forbidden (origin or scope)",
+  [CloseCode.NOT_FOUND]: "not found",
+  [CloseCode.INVALID_RUN_ID]: "invalid run id",
 };
 
 /** The server's clock minus ours (ms), from the timestamps the gateway sends: run ages and
@@ -39,10 +43,13 @@ export class LiveSocket {
     this.path = path;
     this.handlers = handlers;
     this.attempt = 0;
+    /** @type {WebSocket | null} */
     this.ws = null;
     this.stopped = false;
-    this.retryTimer = null;
-    this.watchdog = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.retryTimer = undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.watchdog = undefined;
   }
 
   start() {
@@ -55,7 +62,7 @@ export class LiveSocket {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.watchdog);
-    if (this.ws) this.ws.close(1000, "page closed");
+    if (this.ws) this.ws.close(PageCloseCode.NORMAL, "page closed");
   }
 
   url() {
@@ -105,20 +112,20 @@ export class LiveSocket {
     clearTimeout(this.watchdog);
     this.watchdog = setTimeout(() => {
       console.warn("livestats: no frame for", SILENCE_MS, "ms; reconnecting");
-      this.ws?.close(4000, "silent");
-      this.scheduleRetry({ code: 4000, reason: "no frames" });
+      this.ws?.close(PageCloseCode.SILENT, "silent");
+      this.scheduleRetry({ code: PageCloseCode.SILENT, reason: "no frames" });
     }, SILENCE_MS);
   }
 
   scheduleRetry(event) {
-    if (this.stopped || this.retryTimer !== null) return;
+    if (this.stopped || this.retryTimer !== undefined) return;
     this.ws = null;
     this.attempt += 1;
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.attempt - 1));
     const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2); // jitter: many tabs do not reconnect in step
     this.handlers.onState("reconnecting", { attempt: this.attempt, delayMs: delay, code: event.code, reason: event.reason });
     this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
+      this.retryTimer = undefined;
       this.connect();
     }, delay);
   }

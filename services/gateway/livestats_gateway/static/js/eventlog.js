@@ -1,3 +1,4 @@
+// @ts-check
 // The event log: every event is kept as one short row (a few dozen bytes), and only the rows in
 // view are in the DOM, so 100,000 events scroll as smoothly as 100. It follows the newest event
 // while scrolled to the bottom and stays put while the reader looks at older ones.
@@ -55,7 +56,7 @@ export class EventLog {
 
   setErrorsOnly(on) {
     this.errorsOnly = on;
-    this.view = on ? this.rows.flatMap((r, i) => (isTrouble(r.type) ? [i] : [])) : null;
+    this.view = on ? this.rows.flatMap((r, i) => (isTrouble(r.type) ? [i] : [])) : [];
     this.schedule();
   }
 

@@ -1,3 +1,4 @@
+// @ts-check
 // The run snapshot as a fold of its events: the browser's copy of shared/livestats_shared/stats.py
 // `delta_for`, applied to the snapshot shape the API returns (RunSnapshot). A snapshot already
 // counts every event up to its `seq`; `applyEvent` must only see events after that.
@@ -135,7 +136,7 @@ export function applyEvent(snap, ev) {
     case "call.failed": {
       const phase = phaseOf(snap, d.phase);
       snap.failed_attempts += 1;
-      snap.in_flight -= 1;
+      if (d.started !== false) snap.in_flight -= 1; // false: given up before the attempt started
       if (d.final) {
         snap.calls_done += 1;
         snap.calls_given_up += 1;

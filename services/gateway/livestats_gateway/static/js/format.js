@@ -1,3 +1,4 @@
+// @ts-check
 // Small, pure formatting helpers shared by the pages.
 
 export function el(tag, attrs = {}, ...children) {

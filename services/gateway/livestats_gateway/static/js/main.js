@@ -1,12 +1,15 @@
+// @ts-check
 // The app shell: who is logged in (else a login form), then the page the path names.
 import { el } from "./format.js";
+import { CloseCode } from "./protocol.js";
 import { showRuns } from "./runs.js";
 import { showRun } from "./run.js";
+import { logIn } from "./session.js";
 import { showCompare } from "./compare.js";
 
-const view = document.getElementById("view");
-const banner = document.querySelector("[data-testid=conn-banner]");
-const connState = document.querySelector("[data-testid=conn-state]");
+const view = /** @type {HTMLElement} */ (document.getElementById("view"));
+const banner = /** @type {HTMLElement} */ (document.querySelector("[data-testid=conn-banner]"));
+const connState = /** @type {HTMLElement} */ (document.querySelector("[data-testid=conn-state]"));
 
 /** Connection state for the header and the banner; pages call it through their sockets. */
 export function showConnection(state, detail = {}) {
@@ -16,7 +19,7 @@ export function showConnection(state, detail = {}) {
     const wait = detail.delayMs !== undefined ? ` in ${(detail.delayMs / 1000).toFixed(1)} s` : "";
     banner.textContent = `Reconnecting… (attempt ${detail.attempt ?? 1}${wait}; the page resumes where it left off)`;
     banner.hidden = false;
-  } else if (state === "closed" && detail.code === 4401) {
+  } else if (state === "closed" && detail.code === CloseCode.UNAUTHORIZED) {
     banner.textContent = "Your session ended (token revoked or expired). Log in again.";
     banner.hidden = false;
   } else {
@@ -30,16 +33,11 @@ function loginForm(message) {
   const form = el("form", {}, input, el("button", { type: "submit", "data-testid": "login-button", text: "Log in" }));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const answer = await fetch("/api/session", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ token: input.value.trim() }),
-    });
-    if (answer.ok) {
+    const refused = await logIn(input.value.trim());
+    if (refused === null) {
       location.reload();
     } else {
-      const body = await answer.json().catch(() => ({ detail: answer.statusText }));
-      note.textContent = `Login refused: ${body.detail}`;
+      note.textContent = `Login refused: ${refused}`;
       note.className = "error";
     }
   });
@@ -58,8 +56,8 @@ async function main() {
     return;
   }
   const me = await answer.json();
-  document.querySelector("[data-testid=whoami]").textContent = me.principal;
-  const logout = document.getElementById("logout");
+  /** @type {HTMLElement} */ (document.querySelector("[data-testid=whoami]")).textContent = me.principal;
+  const logout = /** @type {HTMLElement} */ (document.getElementById("logout"));
   logout.hidden = false;
   logout.addEventListener("click", async () => {
     await fetch("/api/session", { method: "DELETE" });

@@ -1,3 +1,4 @@
+// @ts-check
 // The run page: `/ws/runs/{id}` sends `hello` (the snapshot at join), the history, `live`, then
 // live events. Counters are the snapshot plus the events after its `seq`; the log and the charts
 // take every event once, by stream id. A reconnect resumes with `since` = the last id taken, so
@@ -10,6 +11,7 @@ import { EventLog } from "./eventlog.js";
 import { applyEvent, emptySnapshot, isTerminal } from "./fold.js";
 import { duration, el, outcomeText, ownerLabel, runElapsed, runRemaining } from "./format.js";
 import { renderPhases } from "./phases.js";
+import { CloseCode } from "./protocol.js";
 import { COUNTERS, layout } from "./runlayout.js";
 
 const FRESH_GREEN_S = 5;
@@ -60,7 +62,7 @@ export function showRun(view, runId, me, showConnection) {
     onState(state, detail = {}) {
       showConnection(state, detail);
       if (state === "closed") {
-        const notFound = detail.code === 4404 || detail.code === 4422;
+        const notFound = detail.code === CloseCode.NOT_FOUND || detail.code === CloseCode.INVALID_RUN_ID;
         ui.error.textContent = notFound ? `Run ${runId} not found (or not yours to see).` : `Connection closed: ${detail.reason} (${detail.code}).`;
         ui.error.hidden = false;
         ui.body.hidden = notFound;
@@ -139,10 +141,39 @@ export function showRun(view, runId, me, showConnection) {
     // A finished run has nothing to cancel: no button at all. Readers never get one.
     ui.cancel.hidden = isTerminal(snap.status) || !me.scopes.some((s) => s === "submit" || s === "admin");
     ui.cancel.disabled = cancelling;
+    watchQueue();
     renderPhases(ui.phases, snap);
     renderError(ui.lastError, snap.last_error, callDialog);
     charts.update(snap);
     tick();
+  }
+
+  // A queued run's place and why it waits (`queue` of GET /api/runs/{id}), re-read every 2 s
+  // while it is queued: the scheduler's turns are not events of the run.
+  let queueWatched = false;
+  function watchQueue() {
+    if (snap.status !== "queued") {
+      ui.queueNote.hidden = true;
+      return;
+    }
+    if (queueWatched) return;
+    queueWatched = true;
+    (async function poll() {
+      if (!snap || snap.status !== "queued") {
+        queueWatched = false;
+        ui.queueNote.hidden = true;
+        return;
+      }
+      try {
+        const answer = await fetch(`/api/runs/${encodeURIComponent(runId)}`);
+        const queue = answer.ok ? (await answer.json()).queue : null;
+        ui.queueNote.textContent = queue ? `waiting: ${queue.reason}` : "";
+        ui.queueNote.hidden = !queue || snap.status !== "queued";
+      } catch (err) {
+        console.warn("queue position not read", err);
+      }
+      setTimeout(poll, 2000);
+    })();
   }
 
   // Ages and clocks move without events.

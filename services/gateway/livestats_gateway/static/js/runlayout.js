@@ -25,6 +25,7 @@ export function layout(view, runId, log, callDialog) {
     owner: el("span", { class: "muted", "data-testid": "run-owner" }),
     cancel: el("button", { type: "button", class: "danger", "data-testid": "cancel-button", text: "Cancel run", hidden: true }),
     cancelNote: el("span", { class: "muted" }),
+    queueNote: el("span", { class: "muted", "data-testid": "queue-note", hidden: true }),
     error: el("p", { class: "error", "data-testid": "run-error", hidden: true }),
     phase: el("dd", { "data-testid": "current-phase", text: "—" }),
     call: el("dd", { "data-testid": "current-call", class: "mono", text: "—" }),
@@ -50,7 +51,7 @@ export function layout(view, runId, log, callDialog) {
     el("menu", {}, ui.abort, ui.confirm));
   const panel = (title, ...children) => el("section", { class: "panel" }, el("h2", { text: title }), ...children);
   ui.body = el("div", {},
-    el("div", { class: "runhead" }, ui.title, ui.status, ui.owner, el("span", { class: "spacer" }), ui.cancelNote, ui.cancel),
+    el("div", { class: "runhead" }, ui.title, ui.status, ui.owner, ui.queueNote, el("span", { class: "spacer" }), ui.cancelNote, ui.cancel),
     ui.reason,
     counterRow,
     ui.lastError,

@@ -1,3 +1,4 @@
+// @ts-check
 // The runs page: `/ws/runs` sends the newest runs (`index`), then each change (`runs`); per run
 // the summary with the highest `seq` wins, so a late or repeated update never rolls a row back.
 // Older runs come page by page from GET /api/runs (its cursor), when the reader scrolls to the
@@ -76,7 +77,7 @@ export function showRuns(view, me, showConnection) {
       }
     } catch (err) {
       console.error("livestats: loading older runs failed", err);
-      moreNote.textContent = `Loading older runs failed: ${err.message}`;
+      moreNote.textContent = `Loading older runs failed: ${err instanceof Error ? err.message : String(err)}`;
     } finally {
       loading = false;
       more.disabled = false;
@@ -88,7 +89,7 @@ export function showRuns(view, me, showConnection) {
   // render too, so a screen the first runs do not fill is filled).
   let moreInView = false;
   new IntersectionObserver((entries) => {
-    moreInView = entries.at(-1).isIntersecting;
+    moreInView = entries.some((e) => e.isIntersecting);
     if (moreInView && runs.size) loadOlder();
   }).observe(more);
 
@@ -117,7 +118,7 @@ export function showRuns(view, me, showConnection) {
   setInterval(() => prune().catch((err) => console.error("livestats: checking for expired runs failed", err)), PRUNE_MS);
 
   function cellOf(field, ...content) {
-    const title = COLUMNS.find(([f]) => f === field)[1];
+    const title = COLUMNS.find(([f]) => f === field)?.[1] ?? field;
     return el("td", { "data-field": field, "data-label": title }, ...content);
   }
 

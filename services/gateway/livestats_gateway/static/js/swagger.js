@@ -1,7 +1,7 @@
 // /docs: Swagger UI on this gateway's OpenAPI document (apidocs.py). A classic script, not a
 // module: swagger-ui-bundle.js defines the global SwaggerUIBundle.
 (() => {
-  const root = document.getElementById("swagger-ui");
+  const root = /** @type {HTMLElement} */ (document.getElementById("swagger-ui"));
   window.ui = SwaggerUIBundle({
     url: root.dataset.openapi,
     domNode: root,

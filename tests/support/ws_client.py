@@ -89,23 +89,59 @@ class RunWatcher:
                     await asyncio.sleep(0.05)  # gateway restarting: try again
 
 
-async def publish_run(publisher, run_id: str, n: int, *, per_tick: int = 200, tick_s: float = 0.01) -> None:
-    """Publish a run of exactly `n` events (queued, calls, finished), `per_tick` at a time."""
-    from livestats_shared.events import CallStarted, CallSucceeded, Outcome, PhasePlan, RunFinished, RunQueued
+async def open_run(publisher, run_id: str, calls: int = 1, phase: str = "p") -> None:
+    """Queue and start a run (2 events): the gate takes its calls and heartbeats from then on."""
+    from livestats_shared.events import PhasePlan, RunQueued, RunStarted
 
-    calls = (n - 2) // 2
+    plan = RunQueued(name="open", planned_calls=calls, phases=[PhasePlan(name=phase, calls=calls)], timeout_s=60)
+    await publisher.publish(run_id, plan)
+    await publisher.publish(
+        run_id, RunStarted(worker="w", timeout_s=60, deadline_ts=0, retry_budget=0, heartbeat_s=3600)
+    )
+
+
+def beat():
+    """An event any running run takes, as often as wanted (the gate keeps no state for it)."""
+    from livestats_shared.events import Heartbeat
+
+    return Heartbeat(elapsed_s=1, remaining_s=1, in_flight=0, pids=[])
+
+
+async def publish_run(
+    publisher, run_id: str, n: int, *, per_tick: int = 200, tick_s: float = 0.01, finish: bool = True
+) -> None:
+    """Publish a run of exactly `n` events (queued, started, calls, a heartbeat if one slot is
+    left, finished; without `finish`, a heartbeat instead), `per_tick` at a time."""
+    from livestats_shared.events import (
+        CallStarted,
+        CallSucceeded,
+        Heartbeat,
+        Outcome,
+        PhasePlan,
+        RunFinished,
+        RunQueued,
+        RunStarted,
+    )
+
+    calls = (n - 3) // 2
     await publisher.publish(
         run_id,
         RunQueued(name="load", planned_calls=calls, phases=[PhasePlan(name="generate", calls=calls)], timeout_s=60),
     )
-    sent = 1
+    await publisher.publish(
+        run_id, RunStarted(worker="w", timeout_s=60, deadline_ts=0, retry_budget=0, heartbeat_s=3600)
+    )
+    sent = 2
     while sent < n - 1:
         for _ in range(min(per_tick, n - 1 - sent)):
-            call = (sent - 1) // 2
-            if sent % 2:
+            call = (sent - 2) // 2
+            if call >= calls:  # an odd slot left: every call started has ended
+                publisher.emit(run_id, Heartbeat(elapsed_s=0, remaining_s=0, in_flight=0, pids=[]))
+            elif sent % 2 == 0:
                 publisher.emit(run_id, CallStarted(phase="generate", call=call, attempt=1))
             else:
                 publisher.emit(run_id, CallSucceeded(phase="generate", call=call, attempt=1, duration_s=0.1, bytes=400))
             sent += 1
         await asyncio.sleep(tick_s)
-    await publisher.publish(run_id, RunFinished(outcome=Outcome.SUCCEEDED, reason="completed"))
+    last = RunFinished(outcome=Outcome.SUCCEEDED, reason="completed") if finish else beat()
+    await publisher.publish(run_id, last)

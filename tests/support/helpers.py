@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 
 from livestats_shared import keys
 from livestats_shared.events import Event
 from livestats_shared.history import read_events
+
+# `livestats tail`'s progress line: calls done/planned, ok.
+TAIL_COUNTERS = re.compile(r"calls (\d+)/(\d+) done, ok (\d+)")
 
 
 async def wait_for_event(redis, run_id: str, event_type: str, timeout_s: float = 30.0, *, count: int = 1) -> Event:
@@ -44,6 +48,15 @@ async def wait_finished(redis, run_id: str, timeout_s: float = 30.0) -> Event:
 async def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.05) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)
+
+
+async def eventually(check, timeout_s: float = 30.0, interval_s: float = 0.05) -> None:
+    """Poll the async predicate `check` until it holds (a generous bound, not a measurement)."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(interval_s)

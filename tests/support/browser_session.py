@@ -14,7 +14,7 @@ from pathlib import Path
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, ViewportSize
 from playwright.async_api import Error as PlaywrightError
 
-SCREENSHOTS = Path(__file__).parent / "screenshots"  # gitignored
+SCREENSHOTS = Path(__file__).parents[1] / "browser" / "screenshots"  # gitignored
 VIEWPORT = ViewportSize(width=1280, height=900)
 
 

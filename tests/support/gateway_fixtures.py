@@ -94,7 +94,7 @@ class GatewayHandle:
     def app_state(self) -> dict:
         """The lifespan state of the running app (for white-box checks such as queue sizes)."""
         assert self.server is not None
-        return self.server.lifespan.state  # type: ignore[attr-defined]
+        return self.server.lifespan.state
 
 
 @pytest.fixture

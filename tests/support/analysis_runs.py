@@ -9,6 +9,7 @@ from livestats_shared.events import (
     PhasePlan,
     PhaseStarted,
     RunQueued,
+    RunStarted,
     TokenUsage,
 )
 from livestats_shared.ids import new_run_id
@@ -33,6 +34,8 @@ async def publish_run(
     publisher.emit(
         run_id, RunQueued(name=f"run {tag}", planned_calls=calls, phases=[plan], timeout_s=60, owner=owner, tags=[tag])
     )
+    # The gate takes calls after run.started; a long heartbeat_s keeps the stall monitor away.
+    publisher.emit(run_id, RunStarted(worker="w", timeout_s=60, deadline_ts=0, retry_budget=0, heartbeat_s=3600))
     publisher.emit(
         run_id,
         PhaseStarted(

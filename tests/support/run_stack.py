@@ -35,6 +35,9 @@ class Stack:
         answer = await self.http.get(f"/api/runs/{run_id}")
         answer.raise_for_status()
         snap: dict[str, Any] = answer.json()
+        # `queue` is the scheduler's view of a queued run (docs/scheduling.md), not folded from
+        # its events: the snapshot proper is the rest.
+        snap.pop("queue")
         return snap
 
     async def principal(self, token: str) -> str:
