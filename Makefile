@@ -28,7 +28,7 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 
 ## run: embedded server + worker + gateway + a demo run shown live (Ctrl-C stops everything)
 run: $(RUNTIME_STAMP)
-	$(BIN)/livestats up
+	$(BIN)/livestats up $(ARGS)
 
 ## prometheus: `make run` plus a local Prometheus scraping it, with the alert rules (Debian's `prometheus`)
 prometheus: $(RUNTIME_STAMP)

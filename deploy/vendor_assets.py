@@ -3,7 +3,8 @@
     python deploy/vendor_assets.py [--check]
 
 Reads every VENDOR.json under services/gateway/livestats_gateway/static/vendor (the dashboard's
-charts; the API docs pages' Swagger UI and ReDoc), downloads each named package version with
+charts; the API docs pages' Swagger UI and ReDoc) and tests/browser/vendor (axe-core, for the
+browser tests' accessibility scan; never served), downloads each named package version with
 `npm pack`, verifies the tarball against the recorded `integrity` (the registry's SHA-512), and
 writes each listed file next to its VENDOR.json, verified against its recorded sha256. `--check`
 compares instead of writing and exits 1 on any difference. Needs Node's npm; nothing else.
@@ -20,12 +21,15 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-VENDOR = Path(__file__).resolve().parent.parent / "services/gateway/livestats_gateway/static/vendor"
+ROOT = Path(__file__).resolve().parent.parent
+VENDOR = ROOT / "services/gateway/livestats_gateway/static/vendor"
+TEST_VENDOR = ROOT / "tests/browser/vendor"
 
 
 def main(argv: list[str]) -> int:
     check = argv == ["--check"]
-    return max(vendor(path, check) for path in sorted(VENDOR.rglob("VENDOR.json")))
+    manifests = sorted(VENDOR.rglob("VENDOR.json")) + sorted(TEST_VENDOR.rglob("VENDOR.json"))
+    return max(vendor(path, check) for path in manifests)
 
 
 def vendor(manifest_path: Path, check: bool) -> int:

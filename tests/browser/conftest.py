@@ -56,8 +56,14 @@ def run_ids() -> Iterator[list[str]]:
 
 
 @pytest.fixture
-async def stack(run_ids, start_gateway, start_worker) -> AsyncIterator[Stack]:
-    gateway: GatewayHandle = start_gateway()
+def gateway_overrides() -> dict[str, object]:
+    """GatewayConfig fields a test sets differently (parametrize this fixture to change them)."""
+    return {}
+
+
+@pytest.fixture
+async def stack(run_ids, start_gateway, start_worker, gateway_overrides) -> AsyncIterator[Stack]:
+    gateway: GatewayHandle = start_gateway(**gateway_overrides)
     await start_worker(heartbeat_interval_s=0.5)
     async with gateway.client() as http:
         yield Stack(gateway, http, run_ids)

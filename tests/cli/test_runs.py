@@ -36,9 +36,10 @@ async def test_runs_lists_the_newest_first_filtered_by_status(redis, redis_url, 
     assert [r["run_id"] for r in json.loads(out)] == [ids[1]]
 
     code, out, _ = await livestats(redis_url, queue_name, "runs", "--status", "queued")
-    rows = [line.split() for line in out.splitlines()]
+    header, *rows = [line.split() for line in out.splitlines()]
+    assert header[:2] == ["RUN", "STATUS"]
     assert [row[0] for row in rows] == [external, ids[2], ids[0]]
-    assert [row[1] for row in rows] == ["queued"] * 3 and rows[0][-1] == "external"
+    assert [row[1] for row in rows] == ["queued"] * 3 and rows[0][-1] == "[external]"
 
 
 async def test_runs_refuses_a_bad_limit_with_exit_code_2(redis_url, queue_name):

@@ -262,6 +262,93 @@ def test_a_second_up_on_the_same_data_dir_is_refused_clearly(start_up, tmp_path)
     assert first.poll() is None  # the first one is unaffected
 
 
+def _shutdown_steps(log: Path) -> list[str]:
+    """The shutdown lines of up.log, without their timestamps, in order."""
+    steps = ("stopping...", "gateway stopped", "session token", "worker stopped", "server stopped", "stopped.")
+    lines = [ln.split(" ", 1)[1] for ln in log.read_text().splitlines() if " " in ln]
+    return [ln for ln in lines if ln.startswith(steps)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+def test_up_piped_into_tee_stops_in_order_on_a_signal_to_its_process_group(tmp_path, sig):
+    """`make run 2>&1 | tee log`, then Ctrl-C: the terminal signals the whole foreground process
+    group, so tee dies too and `up`'s stdout becomes a broken pipe in the middle of its shutdown."""
+    marker = uuid.uuid4().hex
+    port = free_port()
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(SLOW))
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LIVESTATS_REDIS_URL")}
+    env = {k: v for k, v in env.items() if not k.startswith("LIVESTATS_GATEWAY_")}
+    env.update(
+        LIVESTATS_DATA_DIR=str(tmp_path / "run"),
+        LIVESTATS_EMBEDDED_PORT=str(port),
+        LIVESTATS_GATEWAY_PORT=str(free_port()),
+        LS_TEST_MARKER=marker,
+        PYTHONUNBUFFERED="1",
+    )
+    teed = tmp_path / "tee.log"
+    command = f"{sys.executable} -m livestats_cli up --spec {spec_file} 2>&1 | tee {teed}"
+    # Its own session and process group, as a terminal's foreground job is.
+    shell = subprocess.Popen(["sh", "-c", command], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while "phase generate:" not in (teed.read_text() if teed.exists() else ""):
+            assert time.monotonic() < deadline, teed.read_text() if teed.exists() else "no output"
+            time.sleep(0.1)
+        assert len(pids_with_env("LS_TEST_MARKER", marker)) >= 4  # up, server, worker, gateway (+ tee, sh)
+        os.killpg(shell.pid, sig)
+        deadline = time.monotonic() + 60
+        while pids_with_env("LS_TEST_MARKER", marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pids_with_env("LS_TEST_MARKER", marker) == [], "processes left after the shutdown"
+    finally:
+        kill_all_with_env("LS_TEST_MARKER", marker)
+        shell.wait(timeout=30)
+
+    steps = _shutdown_steps(tmp_path / "run" / "up.log")
+    assert [s.split(" (")[0] for s in steps] == [
+        "stopping...",
+        "gateway stopped",
+        f"session token {steps[2].split()[2]} revoked",
+        "worker stopped",
+        "server stopped",
+        "stopped.",
+    ], steps
+    # The worker ended its run `cancelled` before the server went, and the token is gone for good.
+    password = (tmp_path / "run" / "redis-password").read_text().strip()
+    with EmbeddedServer(tmp_path / "run" / "valkey", port, password=password) as server:
+
+        async def read() -> tuple[dict, list]:
+            client = connect(server.url, "livestats.tests")
+            try:
+                run_ids = [r.decode() for r in await client.zrange(keys.RUNS_INDEX, 0, -1)]
+                tokens = await cast(Awaitable[dict[bytes, bytes]], client.hgetall(keys.AUTH_TOKENS))
+                return tokens, await read_events(client, run_ids[0])
+            finally:
+                await client.aclose()
+
+        tokens, events = asyncio.run(read())
+    assert tokens == {}
+    assert events[-1].type == "run.finished"
+    assert events[-1].payload().outcome.value == "cancelled"
+
+
+def test_the_printed_events_recipe_names_the_server_when_it_is_not_on_its_usual_port(start_up):
+    proc, _marker, port = start_up(TINY)
+    lines = _read_until(proc, "stack is up")
+    recipe = next(ln for ln in lines if "livestats events" in ln and "--follow" in ln)
+    assert f"@127.0.0.1:{port}/0" in recipe and "redis-password" in recipe, recipe
+    assert any("make run ARGS=--demo-failing" in ln for ln in lines), lines
+    run_id = next(ln.split()[1] for ln in lines if ln.startswith("run ") and "submitted" in ln)
+    # The recipe works as printed (pasted into a shell without LIVESTATS_ variables).
+    command = recipe.split("#")[0].replace(".venv/bin/livestats", str(Path(sys.executable).parent / "livestats"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTATS_") and k != "REDIS_URL"}
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["type"] == "run.finished", result.stdout[-500:]
+    assert run_id in recipe
+
+
 def test_up_protects_its_server_with_a_password_and_its_token_with_a_short_renewed_expiry(start_up, tmp_path):
     ttl_s = 3  # LOCAL_TOKEN_TTL_S is 15 minutes; the mechanism is the same
     proc, marker, port = start_up(TINY, "--no-demo", env={"LIVESTATS_LOCAL_TOKEN_TTL_S": str(ttl_s)})

@@ -114,3 +114,35 @@ async def test_a_token_the_gateway_refuses_stops_watch_with_exit_code_1(start_ga
         code = await watch.proc.wait()
     assert code == 1
     assert "401" in (await watch.proc.stderr.read()).decode()
+
+
+async def test_a_restarted_watch_publishes_nothing_again_and_a_failed_phase_ends_failed(start_gateway, redis, tmp_path):
+    gateway = start_gateway()
+    async with gateway.client() as http:
+        run_id = (await http.post("/api/runs", json=EXTERNAL)).json()["run_id"]
+    status = tmp_path / "current-phase.json"
+    write(status, json.dumps({"phase": "plan", "status": "running", "calls": 2}))
+    watch = await start_watch(gateway, str(status), "--run", run_id)
+    try:
+        await watch.until("published phase.started plan")
+        write(status, json.dumps({"phase": "plan", "status": "failed"}))
+        await watch.until("published phase.finished plan")
+    finally:
+        assert await watch.stop() == 0, watch.notes
+    before = [e for e in await read_events(redis, run_id) if e.type.startswith("phase.")]
+    assert [(e.type, e.data.get("state")) for e in before] == [("phase.started", None), ("phase.finished", "failed")]
+    assert before[-1].data["given_up"] == 1
+
+    again = await start_watch(gateway, str(status), "--run", run_id)  # the same file, read anew
+    try:
+        await again.until("unchanged: phase plan failed")
+        write(status, json.dumps({"phase": "build", "status": "running", "calls": 1}))
+        await again.until("published phase.started build")
+    finally:
+        assert await again.stop() == 0, again.notes
+    after = [e for e in await read_events(redis, run_id) if e.type.startswith("phase.")]
+    assert after[: len(before)] == before
+    assert [(e.type, e.data["phase"]) for e in after[len(before) :]] == [("phase.started", "build")]
+    async with gateway.client() as http:
+        phases = {p["name"]: p for p in (await http.get(f"/api/runs/{run_id}")).json()["phases"]}
+    assert phases["plan"]["state"] == "failed"

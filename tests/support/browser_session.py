@@ -39,9 +39,9 @@ class BrowserSession:
         self.problems: list[PageProblem] = []
         self.allowed: list[tuple[re.Pattern[str], re.Pattern[str]]] = []  # (text, source) patterns
 
-    async def new_context(self) -> BrowserContext:
+    async def new_context(self, viewport: ViewportSize = VIEWPORT) -> BrowserContext:
         """A fresh context (own cookies: a user of its own) on the gateway, every page watched."""
-        context = await self.browser.new_context(base_url=self.base_url, viewport=VIEWPORT)
+        context = await self.browser.new_context(base_url=self.base_url, viewport=viewport)
         context.on("page", self._watch)
         self.contexts.append(context)
         return context

@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 
 from .config import CliConfig
 from .exit_codes import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK
+from .progress import Progress
 
 FORMAT = "livestats.export"
 VERSION = 1  # of the file layout; each event carries its own schema version `v`
@@ -45,18 +46,33 @@ def add_parser(sub: Any) -> None:  # argparse's _SubParsersAction is private
     s.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     s.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     s.add_argument("--estimation", action="store_true", help="write one estimation sample per line instead")
+    s.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
+
+
+# Where a run's events come from: Redis (here) or a gateway's history pages (remote.py); each as
+# its JSON envelope with its stream `id`. Entries that are not events go to the callback.
+EventSource = Callable[[RunId, Callable[[InvalidEvent], None]], AsyncIterator[dict[str, Any]]]
+SnapshotSource = Callable[[RunId], Awaitable[RunSnapshot | None]]
 
 
 async def run(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
+    async def events(rid: RunId, on_invalid: Callable[[InvalidEvent], None]) -> AsyncIterator[dict[str, Any]]:
+        async for event in iter_events(redis, rid, on_invalid=on_invalid):
+            yield event.model_dump(mode="json")
+
+    return await export(lambda rid: read_snapshot(redis, rid), events, args)
+
+
+async def export(snapshot_of: SnapshotSource, events_of: EventSource, args: argparse.Namespace) -> int:
     run_ids = list(dict.fromkeys(validate_run_id(r) for r in args.run_ids))  # each run once
     snapshots: list[RunSnapshot] = []
     for rid in run_ids:
-        snap = await read_snapshot(redis, rid)
+        snap = await snapshot_of(rid)
         if snap is None:
             raise UnknownRun(rid)
         snapshots.append(snap)
     try:
-        return await _export(redis, run_ids, snapshots, args)
+        return await _export(events_of, run_ids, snapshots, args)
     except CannotWrite as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -66,8 +82,11 @@ class CannotWrite(LivestatsError):
     pass
 
 
-async def _export(redis: Redis, run_ids: list[RunId], snapshots: list[RunSnapshot], args: argparse.Namespace) -> int:
+async def _export(
+    events_of: EventSource, run_ids: list[RunId], snapshots: list[RunSnapshot], args: argparse.Namespace
+) -> int:
     skipped: list[InvalidEvent] = []
+    progress = Progress("exported", sum(s.seq for s in snapshots), forced=args.progress)
     with _output(args.output) as out:
         if args.estimation:
             for snap in snapshots:
@@ -83,8 +102,10 @@ async def _export(redis: Redis, run_ids: list[RunId], snapshots: list[RunSnapsho
             }
             out.write(orjson.dumps(header) + b"\n")
             for rid in run_ids:
-                async for event in iter_events(redis, rid, on_invalid=skipped.append):
-                    out.write(orjson.dumps(event.model_dump(mode="json")) + b"\n")
+                async for event in events_of(rid, skipped.append):
+                    out.write(orjson.dumps(event) + b"\n")
+                    progress.advance()
+            progress.finish()
     for exc in skipped:
         print(f"warning: left out a stream entry that is not a livestats event: {exc}", file=sys.stderr)
     return EXIT_ERROR if skipped else EXIT_OK

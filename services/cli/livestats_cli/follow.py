@@ -16,6 +16,8 @@ from livestats_shared.history import OnInvalid, decode_entry
 from livestats_shared.stats import RunSnapshot, apply, delta_for
 from redis.asyncio import Redis
 
+from .terminal import safe
+
 
 def report_invalid(exc: InvalidEvent) -> None:
     print(f"warning: skipped a malformed stream entry: {exc}", file=sys.stderr)
@@ -66,6 +68,13 @@ class ProgressView:
             self._last_print = now
             self._progress()
 
+    def close(self) -> None:
+        """End the progress line a terminal shows in place: the shell's prompt starts on a new line."""
+        if self.tty and self._last_line:
+            self.out.write("\n")
+            self.out.flush()
+            self._last_line = ""
+
     def snapshot(self) -> RunSnapshot:
         return RunSnapshot.from_hash(self.run_id, self.stats)
 
@@ -73,19 +82,21 @@ class ProgressView:
         d = event.data
         match event.type:
             case "run.started":
-                return f"run started on {d['worker']} (timeout {d['timeout_s']:g} s, retry budget {d['retry_budget']})"
+                worker = safe(d["worker"])
+                return f"run started on {worker} (timeout {d['timeout_s']:g} s, retry budget {d['retry_budget']})"
             case "phase.started":
-                return f"phase {d['phase']}: {d['calls']} calls, {d['concurrency']} at a time"
+                return f"phase {safe(d['phase'])}: {d['calls']} calls, {d['concurrency']} at a time"
             case "phase.finished":
                 given_up = d.get("given_up", d.get("failed", 0))  # v1 events named it `failed`
-                done = f"phase {d['phase']} done: {d['succeeded']} ok, {given_up} given up in {d['duration_s']:.1f} s"
+                phase = safe(d["phase"])
+                done = f"phase {phase} done: {d['succeeded']} ok, {given_up} given up in {d['duration_s']:.1f} s"
                 return done + self._estimate(d["phase"])
             case "call.failed":
                 final = "gave up" if d["final"] else "will retry"
-                where = f"{d['phase']}#{d['call']} attempt {d['attempt']}"
-                return f"  {where} failed: {d['reason']} ({final}) {d['excerpt'][:60]}"
+                where = f"{safe(d['phase'])}#{d['call']} attempt {d['attempt']}"
+                return f"  {where} failed: {d['reason']} ({final}) {safe(d['excerpt'][:60])}"
             case "run.finished":
-                return f"run finished: {d['outcome']} ({d['reason']}) {d.get('detail', '')}"
+                return f"run finished: {d['outcome']} ({safe(d['reason'])}) {safe(d.get('detail', ''))}"
         return None
 
     def _estimate(self, phase: str) -> str:
@@ -103,7 +114,7 @@ class ProgressView:
         filled = int(bar_width * done / s.planned_calls) if s.planned_calls else 0
         bar = "#" * filled + "." * (bar_width - filled)
         line = (
-            f"[{bar}] {done}/{s.planned_calls} {s.current_phase or '-'} | ok {s.successful_calls} "
+            f"[{bar}] {done}/{s.planned_calls} {safe(s.current_phase or '-')} | ok {s.successful_calls} "
             f"failed attempts {s.failed_attempts} given up {s.calls_given_up} retries {s.retries} "
             f"in flight {s.in_flight} | tokens {s.total_tokens:,}"
         )

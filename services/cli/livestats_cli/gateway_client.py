@@ -16,6 +16,11 @@ DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 _STREAM_READ_TIMEOUT_S = 30.0
 
 
+def page_url(config: Any, run_id: str) -> str:
+    """The run's page on the dashboard: on the gateway the command used, else the default one."""
+    return f"{(config.gateway_url or DEFAULT_GATEWAY).rstrip('/')}/runs/{run_id}"
+
+
 class GatewayError(LivestatsError):
     """The gateway refused a request (`status` set) or could not be reached (`status` None)."""
 

@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 from livestats_shared.auth import InvalidTokenFile
@@ -31,24 +32,36 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from . import analysis, export, remote, replay, report, runs, tail, tokens, watch
+from . import analysis, export, remote, replay, report, runs, status_view, tail, tokens, watch
 from .config import CliConfig
-from .exit_codes import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
+from .exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
 from .follow import ProgressView, follow, report_invalid
-from .gateway_client import GatewayClient, GatewayError
+from .gateway_client import GatewayClient, GatewayError, page_url
 from .up import demo_spec, up
 
 _UNREACHABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, PublishError)
 Handler = Callable[[Redis, CliConfig, argparse.Namespace], Awaitable[int]]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one readable line on stderr and exit code 2 (argparse's usage block
+    would bury the one line that matters)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="livestats", description="Real-time telemetry for LLM pipeline runs.")
+    # Typed as the base class (the command modules take any parser); its subparsers are _Parser too.
+    p: argparse.ArgumentParser = _Parser(prog="livestats", description="Real-time telemetry for LLM pipeline runs.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("up", help="start server (embedded unless REDIS_URL), worker and a demo run")
     s.add_argument("--no-demo", action="store_true", help="start the stack without submitting the demo run")
     s.add_argument("--spec", help="submit this run spec instead of the bundled demo")
+    s.add_argument(
+        "--demo-failing", action="store_true", help="submit a demo run that fails (its retry budget runs out)"
+    )
     s.add_argument("--exit-after-run", action="store_true", help="stop everything once the submitted run ends")
     s.add_argument(
         "--prometheus", action="store_true", help="also run Prometheus (the `prometheus` binary) scraping the stack"
@@ -99,6 +112,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except BrokenPipeError:
+        # `livestats export ID | head -1`: the reader has what it wanted. Quiet, with the
+        # shell's code for "killed by SIGPIPE"; stdout goes to /dev/null so that Python's own
+        # flush at exit does not complain about the closed pipe either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        sys.exit(EXIT_BROKEN_PIPE)
+
+
+def _main(argv: list[str] | None) -> None:
     args = _parser().parse_args(argv)
     flags = {"redis_url": "redis_url", "gateway_url": "gateway", "token": "token"}
     config = CliConfig(**{k: getattr(args, a) for k, a in flags.items() if getattr(args, a, None) is not None})
@@ -112,10 +138,16 @@ def main(argv: list[str] | None = None) -> None:
                 if args.no_demo
                 else RunSpec.model_validate_json(Path(args.spec).read_text())
                 if args.spec
-                else demo_spec()
+                else demo_spec(failing=args.demo_failing)
             )
+        except UnicodeDecodeError as exc:
+            print(
+                f"error: spec {args.spec} is not UTF-8 text: byte {exc.start} is {exc.object[exc.start]:#04x}",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_BAD_INPUT)
         except (OSError, ValidationError) as exc:
-            print(f"error: cannot use spec {args.spec}: {exc}", file=sys.stderr)
+            print(f"error: cannot use spec {args.spec}: {_one_line(exc)}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         sys.exit(asyncio.run(up(config, spec=spec, exit_after_run=args.exit_after_run, prometheus=args.prometheus)))
     if args.command == "watch":
@@ -135,9 +167,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(asyncio.run(_report_through_gateway(config, args)))
     if args.command == "submit":
         try:
-            args.spec_text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+            raw = sys.stdin.buffer.read() if args.spec == "-" else Path(args.spec).read_bytes()
+            args.spec_text = raw.decode("utf-8")
         except OSError as exc:
             print(f"error: cannot read spec: {exc}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        except UnicodeDecodeError as exc:
+            where = "stdin" if args.spec == "-" else args.spec
+            print(f"error: spec {where} is not UTF-8 text: byte {exc.start} is {raw[exc.start]:#04x}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        if args.run_id is not None and config.gateway_url is not None:
+            # The gateway names every run it creates; a chosen id would be silently dropped.
+            print("error: --run-id cannot be used with a gateway, which chooses the run id itself", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
     if config.gateway_url is not None and args.command in remote.COMMANDS:
         sys.exit(asyncio.run(remote.run(config, args)))
@@ -177,8 +218,10 @@ async def _with_redis(
     try:
         return await handler(redis, config, args)
     except (InvalidRunId, ValidationError, SpecEnvRefused, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        raise  # our reader went away (an OSError, but not Redis's): main() ends quietly
     except UnknownRun as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -189,17 +232,26 @@ async def _with_redis(
         await redis.aclose()
 
 
+def _one_line(exc: Exception) -> str:
+    """An error as one line: a ValidationError names each field at fault, without its URL."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+    return " ".join(str(exc).split())
+
+
 async def _submit(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     spec = RunSpec.model_validate_json(args.spec_text)
     check_spec_env(spec.phases, config.spec_env_allow)  # the operator's rule, as the gateway applies it
     async with Publisher(redis) as publisher:
         run_id = await submit_run(redis, publisher, spec, run_id=args.run_id, queue_name=config.queue_name)
-    print(orjson.dumps({"run_id": run_id}).decode() if args.json else f"submitted run {run_id}")
+    page = page_url(config, run_id)
+    print(orjson.dumps({"run_id": run_id, "page": page}).decode() if args.json else f"submitted run {run_id}\n  {page}")
     if not args.wait:
         return EXIT_OK
     view = ProgressView(run_id, sys.stderr if args.json else sys.stdout)
     async for event in follow(redis, run_id):
         view.update(event)
+    view.close()
     outcome = view.snapshot().outcome
     if args.json:
         print(view.snapshot().model_dump_json())
@@ -210,22 +262,11 @@ async def _status(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
     snap = await read_snapshot(redis, validate_run_id(args.run_id))
     if snap is None:
         raise UnknownRun(args.run_id)
-    if args.json:
-        print(snap.model_dump_json())
-    else:
-        print(f"{snap.run_id} {snap.name!r}: {snap.status}" + (f" ({snap.reason})" if snap.reason else ""))
-        place = await Scheduler(redis, config.queue_name).place(snap.run_id) if snap.status == "queued" else None
+    status_view.show(snap, as_json=args.json)
+    if not args.json and snap.status == "queued":
+        place = await Scheduler(redis, config.queue_name).place(snap.run_id)
         if place is not None:
             print(f"  waiting: {place.reason}")
-        print(
-            f"  calls {snap.calls_done}/{snap.planned_calls} done, ok {snap.successful_calls}, "
-            f"failed attempts {snap.failed_attempts}, given up {snap.calls_given_up}, retries {snap.retries}, "
-            f"in flight {snap.in_flight}"
-        )
-        for ph in snap.phases:
-            print(f"  {ph.name}: {ph.done}/{ph.planned} ({ph.given_up} given up)")
-        if snap.last_error:
-            print(f"  last error: {snap.last_error['reason']} {snap.last_error['excerpt'][:80]}")
     return EXIT_OK
 
 

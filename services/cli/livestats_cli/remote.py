@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from livestats_shared.ids import validate_run_id
+from livestats_shared.errors import InvalidEvent
+from livestats_shared.ids import RunId, validate_run_id
 from livestats_shared.stats import RunSnapshot
 
-from . import runs
+from . import export, runs, status_view
 from .config import CliConfig
 from .exit_codes import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
 from .gateway_client import GatewayClient, GatewayError
 from .tail_remote import tail_remote
 
-COMMANDS = frozenset({"submit", "cancel", "runs", "tail"})
+COMMANDS = frozenset({"submit", "cancel", "runs", "tail", "status", "events", "export"})
+_EVENTS_PAGE = 1000  # events per GET /api/runs/{id}/events
 
 
 async def run(config: CliConfig, args: argparse.Namespace) -> int:
@@ -30,6 +33,13 @@ async def run(config: CliConfig, args: argparse.Namespace) -> int:
                 return await _cancel(gateway, args)
             if args.command == "runs":
                 return await _runs(gateway, args)
+            if args.command == "status":
+                status_view.show(await _snapshot(gateway, validate_run_id(args.run_id)), as_json=args.json)
+                return EXIT_OK
+            if args.command == "events":
+                return await _events(gateway, args)
+            if args.command == "export":
+                return await export.export(lambda rid: _snapshot(gateway, rid), _event_pages(gateway), args)
             lines = max(1, args.lines)
             return await tail_remote(gateway, validate_run_id(args.run_id), lines=lines, interval=args.interval)
         except GatewayError as exc:
@@ -51,7 +61,9 @@ async def _submit(gateway: GatewayClient, args: argparse.Namespace) -> int:
     headers = {"content-type": "application/json"}
     answer = await gateway.call("POST", "/api/runs", content=args.spec_text.encode(), headers=headers)
     run_id = answer["run_id"]
-    print(orjson.dumps({"run_id": run_id}).decode() if args.json else f"submitted run {run_id}", flush=True)
+    page = f"{gateway.url}/runs/{run_id}"
+    print(orjson.dumps({"run_id": run_id, "page": page}).decode() if args.json else f"submitted run {run_id}\n  {page}")
+    sys.stdout.flush()
     if not args.wait:
         return EXIT_OK
     code = await tail_remote(gateway, run_id, lines=5, interval=None)
@@ -77,3 +89,59 @@ async def _runs(gateway: GatewayClient, args: argparse.Namespace) -> int:
         params["cursor"] = page["next"]
     runs.show(found[: args.limit], as_json=args.json)
     return EXIT_OK
+
+
+async def _snapshot(gateway: GatewayClient, run_id: RunId) -> RunSnapshot:
+    return RunSnapshot.model_validate(await gateway.call("GET", f"/api/runs/{run_id}"))
+
+
+def _event_pages(gateway: GatewayClient) -> export.EventSource:
+    """A run's history from the gateway's pages, oldest first (what is there when asked)."""
+
+    async def events(run_id: RunId, on_invalid: Callable[[InvalidEvent], None]) -> AsyncIterator[dict[str, Any]]:
+        after: str | None = None
+        while True:
+            params = {"limit": _EVENTS_PAGE, **({"after": after} if after else {})}
+            page = await gateway.call("GET", f"/api/runs/{run_id}/events", params=params)
+            if page["skipped"]:
+                on_invalid(InvalidEvent(f"{page['skipped']} stream entries of {run_id} that are not events"))
+            for event in page["events"]:
+                yield event
+            if page["next"] is None or not page["events"]:
+                return
+            after = page["next"]
+
+    return events
+
+
+async def _events(gateway: GatewayClient, args: argparse.Namespace) -> int:
+    run_id = validate_run_id(args.run_id)
+    out = sys.stdout.buffer
+    if not args.follow:
+        async for event in _event_pages(gateway)(run_id, _warn):
+            if args.after == "0-0" or _after(event["id"], args.after):
+                out.write(orjson.dumps(event) + b"\n")
+        out.flush()
+        return EXIT_OK
+    # Live: the gateway's Server-Sent Events (history first, then live) until run.finished.
+    since = None if args.after == "0-0" else args.after
+    async for message in gateway.stream(run_id, since):
+        if message.id is None:
+            continue  # hello, live, heartbeat: the link's own business
+        out.write(orjson.dumps(message.data) + b"\n")
+        out.flush()
+        if message.kind == "run.finished":
+            break
+    return EXIT_OK
+
+
+def _after(stream_id: str, after: str) -> bool:
+    def key(sid: str) -> tuple[int, int]:
+        ms, _, n = sid.partition("-")
+        return int(ms), int(n or 0)
+
+    return key(stream_id) > key(after)
+
+
+def _warn(exc: InvalidEvent) -> None:
+    print(f"warning: {exc}", file=sys.stderr)

@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 from .config import CliConfig
 from .exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from .export import FORMAT, VERSION
+from .progress import Progress
 
 FLUSH_TIMEOUT_S = 60.0  # longest wait for the publisher to write what is queued
 # An instant replay waits for the publisher every this many queued events: a run's stream holds
@@ -57,6 +58,7 @@ def add_parser(sub: Any) -> None:  # argparse's _SubParsersAction is private
     pace.add_argument("--speed", type=_speed, default=1.0, help="time factor (2 = twice as fast; default 1)")
     pace.add_argument("--instant", action="store_true", help="publish every event at once")
     s.add_argument("--json", action="store_true", help="print each new run as a JSON line")
+    s.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
 
 
 def _speed(text: str) -> float:
@@ -81,8 +83,11 @@ async def run(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
         line = orjson.dumps({"run_id": new, "replay_of": original}).decode()
         print(line if args.json else f"replaying run {original} as {new}", flush=True)
 
+    progress = Progress("replayed", sum(len(e) for e in runs.values()), forced=args.progress)
     async with Publisher(redis) as publisher:
-        await replay(publisher, runs, speed=None if args.instant else args.speed, on_start=started)
+        speed = None if args.instant else args.speed
+        await replay(publisher, runs, speed=speed, on_start=started, on_event=progress.advance)
+    progress.finish()
     if not args.json:
         print(f"replayed {sum(len(e) for e in runs.values())} events of {len(runs)} runs")
     return EXIT_OK
@@ -139,7 +144,12 @@ def _json(number: int, line: bytes) -> dict[str, Any]:
 
 
 async def replay(
-    publisher: Publisher, runs: dict[str, list[Event]], *, speed: float | None, on_start: OnStart
+    publisher: Publisher,
+    runs: dict[str, list[Event]],
+    *,
+    speed: float | None,
+    on_start: OnStart,
+    on_event: Callable[[], None] | None = None,
 ) -> dict[str, str]:
     """Publish `runs` again under new ids (returned, by original id). `speed` None: at once."""
     new_ids: dict[str, str] = {original: new_run_id() for original in runs}
@@ -164,6 +174,8 @@ async def replay(
             publisher.emit(new_id, data, ts=now_ms)
             if len(publisher.outbox) >= BACKLOG_EVENTS:
                 await _flush(publisher)
+        if on_event is not None:
+            on_event()  # queued for publishing (the last flush below waits for all of them)
     await _flush(publisher)
     return new_ids
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -15,6 +16,7 @@ from redis.asyncio import Redis
 
 from .config import CliConfig
 from .exit_codes import EXIT_OK
+from .terminal import safe
 
 _PAGE = 200  # index entries read per round trip
 
@@ -24,12 +26,15 @@ STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled"
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("runs", help="the latest runs, newest first")
     s.add_argument("--status", action="append", choices=STATUSES, help="only runs in this status (repeatable)")
-    s.add_argument("--limit", type=_positive, default=20, help="at most this many runs (default 20)")
+    s.add_argument("--limit", type=positive, default=20, help="at most this many runs (default 20)")
     s.add_argument("--json", action="store_true", help="a JSON array of snapshots")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
@@ -72,12 +77,45 @@ async def run(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+COLUMNS = ("RUN", "STATUS", "STARTED (UTC)", "DURATION", "CALLS", "GIVEN UP", "OWNER", "NAME")
+
+
 def show(runs: list[RunSnapshot], *, as_json: bool) -> None:
     if as_json:
         sys.stdout.buffer.write(orjson.dumps([r.model_dump(mode="json") for r in runs]) + b"\n")
         sys.stdout.flush()
         return
-    for r in runs:
-        created = datetime.fromtimestamp(r.created_ts / 1000, UTC).strftime("%F %T") if r.created_ts else "-"
-        kind = " external" if r.external else ""
-        print(f"{r.run_id:<26} {r.status:<10} {created}  {r.calls_done:>6}/{r.planned_calls:<6} {r.name}{kind}")
+    rows = [COLUMNS, *(_row(r) for r in runs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+def _row(r: RunSnapshot) -> tuple[str, ...]:
+    started = r.started_ts or r.created_ts
+    when = datetime.fromtimestamp(started / 1000, UTC).strftime("%F %T") if started else "-"
+    status = r.status + (f" ({safe(r.reason)})" if r.reason and r.status != "succeeded" else "")
+    name = safe(r.name) + (" [external]" if r.external else "")
+    return (
+        r.run_id, status, when, _duration(r), f"{r.calls_done}/{r.planned_calls}", str(r.calls_given_up),
+        safe(r.owner or "operator"), name,
+    )  # fmt: skip
+
+
+def _duration(r: RunSnapshot) -> str:
+    """The run's elapsed time: as it ended, or so far (from its start, on this machine's clock)."""
+    if r.elapsed_s is not None and r.finished_ts is not None:
+        seconds = r.elapsed_s
+    elif r.started_ts is not None:
+        end = r.finished_ts or time.time() * 1000
+        seconds = max(0.0, (end - r.started_ts) / 1000)
+    else:
+        return "-"
+    s = int(seconds)
+    return (
+        f"{s // 3600}h{s % 3600 // 60:02d}m"
+        if s >= 3600
+        else f"{s // 60}m{s % 60:02d}s"
+        if s >= 60
+        else f"{seconds:.1f}s"
+    )

@@ -69,16 +69,48 @@ class PhaseTracker:
     last: PhaseStatus | None = None
     indices: dict[str, int] = field(default_factory=dict)  # phase -> index, in order of appearance
     started_at: dict[str, float] = field(default_factory=dict)  # phase -> monotonic time seen started
+    # phase -> its state in the run as published (`running`, or a final state); seeded from the
+    # run's snapshot when watch starts, so a restarted watch does not publish the same step again.
+    states: dict[str, str] = field(default_factory=dict)
+
+    def seed(self, phase_states: dict[str, str | None], now: float) -> None:
+        """What the run already shows (its snapshot's phases), before the first read of the file."""
+        for name, state in phase_states.items():
+            if state is not None:
+                self.states[name] = state
+                self.indices.setdefault(name, len(self.indices))
+                if state == "running":
+                    self.started_at.setdefault(name, now)
+
+    def events_for(self, status: PhaseStatus, now: float) -> list[PhaseStarted | PhaseFinished]:
+        """The events `status` calls for: none when the run already shows it. A phase first seen
+        finished is started first, so that the run declares it before it ends."""
+        if status == self.last:
+            return []
+        known = self.states.get(status.phase)
+        if status.state == "started":
+            return [] if known == "running" else [self._started(status)]
+        if known is not None and known != "running":
+            return []  # already ended in the run: a restarted watch reads the same file again
+        ended = self._finished(status, now)
+        return [ended] if known == "running" else [self._started(status), ended]
 
     def event_for(self, status: PhaseStatus, now: float) -> PhaseStarted | PhaseFinished | None:
-        """The event `status` calls for, or None when it is what was last published."""
-        if status == self.last:
-            return None
-        index = status.index if status.index is not None else self.indices.get(status.phase, len(self.indices))
-        if status.state == "started":
-            return PhaseStarted(
-                phase=status.phase, index=index, calls=status.calls or 0, concurrency=status.concurrency or 1
-            )
+        """The last of `events_for` (what the status says now), or None."""
+        events = self.events_for(status, now)
+        return events[-1] if events else None
+
+    def _index(self, status: PhaseStatus) -> int:
+        return status.index if status.index is not None else self.indices.get(status.phase, len(self.indices))
+
+    def _started(self, status: PhaseStatus) -> PhaseStarted:
+        calls = status.calls if status.calls is not None else (status.succeeded or 0) + (status.failed or 0)
+        return PhaseStarted(
+            phase=status.phase, index=self._index(status), calls=calls, concurrency=status.concurrency or 1
+        )
+
+    def _finished(self, status: PhaseStatus, now: float) -> PhaseFinished:
+        index = self._index(status)
         failed_status = status.status.strip().lower() in FAILED
         since = self.started_at.get(status.phase)
         duration = status.duration_s if status.duration_s is not None else (now - since if since is not None else 0.0)
@@ -89,10 +121,16 @@ class PhaseTracker:
             # A phase reported failed with no counts still shows as a failure.
             given_up=status.failed if status.failed is not None else int(failed_status),
             duration_s=round(duration, 3),
+            # The phase's final state: `failed` when the orchestrator says so, whatever the counts.
+            state="failed" if failed_status else "finished",
         )
 
-    def published(self, status: PhaseStatus, event: PhaseStarted | PhaseFinished, now: float) -> None:
+    def published(self, status: PhaseStatus, events: list[PhaseStarted | PhaseFinished], now: float) -> None:
         self.last = status
-        self.indices.setdefault(status.phase, event.index)
-        if isinstance(event, PhaseStarted):
-            self.started_at.setdefault(status.phase, now)
+        for event in events:
+            self.indices.setdefault(status.phase, event.index)
+            if isinstance(event, PhaseStarted):
+                self.started_at.setdefault(status.phase, now)
+                self.states[status.phase] = "running"
+            else:
+                self.states[status.phase] = event.state

@@ -15,6 +15,8 @@ from typing import TextIO
 from livestats_shared.events import Event
 from livestats_shared.stats import RunSnapshot, apply, delta_for
 
+from .terminal import safe
+
 _BAR = 24  # characters per progress bar
 
 
@@ -89,7 +91,7 @@ class TailView:
         """A message outside the view (connection lost, resumed)."""
         self.recent.append(f"-- {text}")
         if not self.tty:
-            self.out.write(f"-- {text}\n")
+            self.out.write(f"-- {safe(text)}\n")
             self.out.flush()
         self.render(force=True)
 
@@ -128,7 +130,7 @@ class TailView:
 
     def lines(self) -> list[str]:
         s = self.snapshot()
-        head = f"run {s.run_id} {s.name!r}: {s.status}"
+        head = f"run {s.run_id} '{safe(s.name)}': {s.status}"
         if s.outcome and s.reason:
             head += f" ({s.reason})"
         if s.worker:
@@ -138,7 +140,7 @@ class TailView:
         for p in s.phases:
             marker = ">" if p.name == s.current_phase and s.finished_ts is None else " "
             failed = f", {p.given_up} given up" if p.given_up else ""
-            out.append(f"{marker} {p.name:<{width}} {bar(p.done, p.planned)} {p.done}/{p.planned}{failed}")
+            out.append(f"{marker} {safe(p.name):<{width}} {bar(p.done, p.planned)} {p.done}/{p.planned}{failed}")
         out.append("last events:")
         out.extend(f"  {line}" for line in self.recent)
         return out

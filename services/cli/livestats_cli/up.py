@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from . import children, local_prometheus
 from .config import CliConfig
+from .console import Console
 from .embedded import EmbeddedServer, free_port, port_in_use
 from .follow import ProgressView, follow
 from .local_auth import (
@@ -43,11 +44,17 @@ LOCAL_PRINCIPAL = "local-admin"  # owns the demo run and the session's login tok
 _GATEWAY_STOP_S = 15.0  # its own grace for open streams is 5 s by default
 
 
-def demo_spec() -> RunSpec:
-    return RunSpec.model_validate_json((files("livestats_cli") / "demo.json").read_text())
+def demo_spec(*, failing: bool = False) -> RunSpec:
+    """The bundled demo: it succeeds, with retries that recover its failures; `failing` is the
+    same run with a failure rate that spends its retry budget (`make run ARGS=--demo-failing`)."""
+    name = "demo-failing.json" if failing else "demo.json"
+    return RunSpec.model_validate_json((files("livestats_cli") / name).read_text())
 
 
 async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, prometheus: bool = False) -> int:
+    # `make run | tee log` then Ctrl-C: tee dies with the same SIGINT, and the next print would
+    # raise BrokenPipeError in the middle of the shutdown. Lines go to up.log as well.
+    out = Console(config.data_dir / "up.log")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # SIGHUP: the terminal went away; stop as cleanly as for Ctrl-C.
@@ -63,13 +70,13 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, p
     try:
         if config.redis_url:
             url = config.redis_url
-            print(f"using Redis at {redact_url(url)}")
+            out.say(f"using Redis at {redact_url(url)}")
         else:
             if not _lock_data_dir(config.data_dir):
-                print(
+                out.say(
                     f"error: another `livestats up` is using {config.data_dir}; stop it first, or set "
                     "LIVESTATS_DATA_DIR to another directory",
-                    file=sys.stderr,
+                    err=True,
                 )
                 return 2
             port = config.embedded_port if not port_in_use(config.embedded_port) else free_port()
@@ -77,7 +84,7 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, p
             server = EmbeddedServer(config.data_dir / "valkey", port, password=password)
             server.start()  # in this (main) thread: see EmbeddedServer.start
             url = server.url
-            print(
+            out.say(
                 f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on, "
                 f"password in {password_path(config.data_dir)})"
             )
@@ -89,17 +96,17 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, p
         metrics_port = os.environ.get("LIVESTATS_METRICS_PORT") or str(free_port())
         worker_env = {**env, "LIVESTATS_METRICS_PORT": metrics_port}
         worker = children.spawn([sys.executable, "-m", "livestats_worker"], worker_log, worker_env)
-        print(f"worker pid {worker.pid} (log: {worker_log}), metrics at http://127.0.0.1:{metrics_port}/metrics")
+        out.say(f"worker pid {worker.pid} (log: {worker_log}), metrics at http://127.0.0.1:{metrics_port}/metrics")
 
         gateway_log = config.data_dir / "gateway.log"
         gateway, gateway_url = _spawn_gateway(config, env, url, gateway_log)
         failure = await children.wait_healthy(gateway, f"{gateway_url}/healthz", _GATEWAY_START_S, stop)
         if failure is not None:
-            print(f"error: the gateway {failure}; see {gateway_log}", file=sys.stderr)
+            out.say(f"error: the gateway {failure}; see {gateway_log}", err=True)
             return 1
         if stop.is_set():
             return 0
-        print(f"gateway on {gateway_url}, API docs at {gateway_url}/docs (log: {gateway_log})")
+        out.say(f"gateway on {gateway_url}, API docs at {gateway_url}/docs (log: {gateway_log})")
         if prometheus:
             prometheus_proc = await _start_prometheus(config, gateway_url, metrics_port, stop)
             if prometheus_proc is None:
@@ -109,30 +116,42 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, p
         renewer = asyncio.create_task(keep_renewing(url, record, config.local_token_ttl_s), name="token-renewal")
         renewer.add_done_callback(renewal_stopped)
         # The token goes in the URL's fragment, which browsers never send: no server log sees it.
-        print(f"\ndashboard: open {gateway_url}/login#token={token}   # logs this browser in (local admin)")
-        print(f"  curl -H 'Authorization: Bearer {token}' {gateway_url}/api/runs")
+        out.say(
+            f"\ndashboard: open {gateway_url}/login#token={token}   # logs this browser in (local admin)", secret=True
+        )
+        out.say(f"  curl -H 'Authorization: Bearer {token}' {gateway_url}/api/runs", secret=True)
 
         if spec is not None:
-            outcome = await _run_and_show(url, gateway_url, config, spec, stop)
+            outcome = await _run_and_show(url, gateway_url, config, spec, stop, out)
             if exit_after_run or stop.is_set():
                 return 0 if outcome in ("succeeded", None) else 1
-        print("\nstack is up. Submit runs with `livestats submit SPEC.json`; Ctrl-C stops everything.")
+        out.say("\nstack is up. Submit runs with `livestats submit SPEC.json`; Ctrl-C stops everything.")
         return await _supervise(stop, (worker, "worker", worker_log), (gateway, "gateway", gateway_log))
+    except BrokenPipeError:
+        out.lost_stdout()  # whoever read our output is gone: stop everything, as for Ctrl-C
+        return 0 if stop.is_set() else 1
     finally:
-        print("\nstopping...", flush=True)
+        # In this order: clients are closed while Redis is there, the worker's last events are
+        # flushed to a running server, and the server writes its data last.
+        out.say("\nstopping...")
         if prometheus_proc is not None:
             await asyncio.to_thread(children.stop, prometheus_proc, "prometheus", 10.0)
         if gateway is not None:
             await asyncio.to_thread(children.stop, gateway, "gateway", _GATEWAY_STOP_S)
+            out.say(f"gateway stopped (exit status {gateway.returncode})")
         if renewer is not None:
             renewer.cancel()
         if token_id is not None:
             await revoke_local_token(url, token_id)
+            out.say(f"session token {token_id} revoked")
         if worker is not None:
             await asyncio.to_thread(children.stop, worker, "worker", 20.0)
+            out.say(f"worker stopped (exit status {worker.returncode})")
         if server is not None:
             await asyncio.to_thread(server.stop)
-        print("stopped.")
+            out.say("server stopped")
+        out.say("stopped.")
+        out.close()
 
 
 async def _supervise(stop: asyncio.Event, *procs: tuple[subprocess.Popen[bytes], str, Path]) -> int:
@@ -185,7 +204,7 @@ def _spawn_gateway(config: CliConfig, env: dict[str, str], url: str, log: Path) 
 
 
 async def _run_and_show(
-    url: str, gateway_url: str, config: CliConfig, spec: RunSpec, stop: asyncio.Event
+    url: str, gateway_url: str, config: CliConfig, spec: RunSpec, stop: asyncio.Event, out: Console
 ) -> str | None:
     redis = connect(url, "livestats.cli")
     try:
@@ -194,13 +213,28 @@ async def _run_and_show(
         port = url.rsplit(":", 1)[-1].split("/")[0]
         # The password as REDISCLI_AUTH, read from its file: never on a command line (`ps`).
         auth = f'REDISCLI_AUTH="$(cat {password_path(config.data_dir)})" ' if config.redis_url is None else ""
-        print(f"\nrun {run_id} ({spec.name}) submitted. Watch it from another terminal too:")
         stream = f"'livestats:run:{{{run_id}}}:events'"
-        print(f"  {auth}redis-cli -p {port} XRANGE {stream} - +                  # everything so far")
-        print(f"  {auth}redis-cli -p {port} XREAD BLOCK 0 STREAMS {stream} '$'   # wait for the next event")
-        print(f"  .venv/bin/livestats events {run_id} --follow             # a live tail, as NDJSON")
+        # Another terminal's CLI uses REDIS_URL if the user set one (then so did we); the embedded
+        # server is named with the port it actually got and its password file (never the password).
+        cli_auth = (
+            f'LIVESTATS_REDIS_URL="redis://:$(cat {password_path(config.data_dir)})@127.0.0.1:{port}/0" '
+            if config.redis_url is None
+            else ""
+        )
         ws_url = gateway_url.replace("http://", "ws://", 1)
-        print(f"  {ws_url}/ws/runs/{run_id}   # the same events from the gateway, over WebSocket\n")
+        out.say(
+            "\n".join(
+                (
+                    f"\nrun {run_id} ({spec.name}) submitted. Watch it from another terminal too:",
+                    f"  {gateway_url}/runs/{run_id}   # its page (after opening the dashboard link above)",
+                    f"  {auth}redis-cli -p {port} XRANGE {stream} - +                  # everything so far",
+                    f"  {auth}redis-cli -p {port} XREAD BLOCK 0 STREAMS {stream} '$'   # wait for the next event",
+                    f"  {cli_auth}.venv/bin/livestats events {run_id} --follow   # a live tail, as NDJSON",
+                    f"  {ws_url}/ws/runs/{run_id}   # the same events from the gateway, over WebSocket",
+                    "  (the demo succeeds, with retries; for one that fails: make run ARGS=--demo-failing)\n",
+                )
+            )
+        )
         view = ProgressView(run_id)
         watcher = asyncio.create_task(_watch(redis, run_id, view))
         stopper = asyncio.create_task(stop.wait())

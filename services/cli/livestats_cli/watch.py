@@ -37,8 +37,29 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s = sub.add_parser("watch", help="publish an orchestrator's JSON status file as phase events (external runs)")
     s.add_argument("path", help="the status file, e.g. current-phase.json (need not exist yet)")
     s.add_argument("--run", required=True, dest="run_id", help="the external run (POST /api/runs with external)")
-    s.add_argument("--debounce-ms", type=int, default=200, help="group changes over this long (default 200)")
+    s.add_argument(
+        "--debounce-ms",
+        type=_debounce,
+        default=200,
+        help=f"group changes over this long, {DEBOUNCE_MS[0]} to {DEBOUNCE_MS[1]} ms (default 200)",
+    )
     s.add_argument("--json", action="store_true", help="print each published event as a JSON line")
+
+
+# Below 10 ms the watcher's loop would wake almost continuously (a core spent on nothing);
+# above a minute a change would wait longer than anyone watching expects.
+DEBOUNCE_MS = (10, 60_000)
+
+
+def _debounce(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds: {text!r}") from None
+    low, high = DEBOUNCE_MS
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {low} to {high} ms, got {value}")
+    return value
 
 
 async def run(config: CliConfig, args: argparse.Namespace) -> int:
@@ -57,6 +78,7 @@ async def run(config: CliConfig, args: argparse.Namespace) -> int:
     async with GatewayClient(config.gateway_url, config.token) as gateway:
         watcher = _Watcher(gateway, run_id, path, emit_json=args.json)
         try:
+            await watcher.seed()
             changes = awatch(
                 path.parent,
                 watch_filter=lambda _change, changed: Path(changed) == path,
@@ -118,14 +140,14 @@ class _Watcher:
             _note(f"malformed status file {self.path.name}, not published: {exc}")
             return
         now = time.monotonic()
-        event = self.tracker.event_for(status, now)
-        if event is None:
+        events = self.tracker.events_for(status, now)
+        if not events:
             _note(f"unchanged: phase {status.phase} {status.status}, not published")
             return
-        wire = {"type": event.TYPE, "data": event.model_dump(mode="json")}
+        wires = [{"type": event.TYPE, "data": event.model_dump(mode="json")} for event in events]
         for attempt in range(1, _RETRIES + 1):
             try:
-                answer = await self.gateway.post_events(self.run_id, [wire])
+                answer = await self.gateway.post_events(self.run_id, wires)
                 break
             except GatewayError as exc:
                 if not exc.transient:
@@ -135,12 +157,29 @@ class _Watcher:
                     _note("not published; the next change of the file will be")
                     return
                 await asyncio.sleep(_RETRY_DELAY_S * attempt)
-        self.tracker.published(status, event, now)
-        _note(f"published {event.TYPE} {status.phase} (seq {answer['last_seq']})")
+        self.tracker.published(status, events, now)
+        _note(f"published {' and '.join(e.TYPE for e in events)} {status.phase} (seq {answer['last_seq']})")
         if self.emit_json:
-            line = {**wire, "run_id": self.run_id, "seq": answer["last_seq"], "id": answer["last_id"]}
-            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+            # The batch's events are numbered consecutively up to the answer's last seq.
+            first = answer["last_seq"] - len(wires) + 1
+            for n, wire in enumerate(wires):
+                line = {**wire, "run_id": self.run_id, "seq": first + n}
+                if n == len(wires) - 1:
+                    line["id"] = answer["last_id"]
+                sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
             sys.stdout.flush()
+
+    async def seed(self) -> None:
+        """Learn which phases the run already shows started or ended (a restarted watch must not
+        publish them again). An unreachable gateway is not fatal here: the file is still read."""
+        try:
+            snapshot = await self.gateway.call("GET", f"/api/runs/{self.run_id}")
+        except GatewayError as exc:
+            if not exc.transient:
+                raise
+            _note(f"cannot read the run's phases ({exc}); publishing what the file says")
+            return
+        self.tracker.seed({p["name"]: p.get("state") for p in snapshot.get("phases", [])}, time.monotonic())
 
 
 def _note(text: str) -> None:

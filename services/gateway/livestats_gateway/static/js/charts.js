@@ -6,8 +6,10 @@ const COLORS = { ok: "#1f9d55", fail: "#d64545", retry: "#d98e04", predicted: "#
 const LATENCY_EDGES_S = [0.25, 0.5, 1, 2, 5, 10, 30, 60, 120];
 // Upper bounds in seconds; the last bin holds everything slower.
 const LATENCY_LABELS = [...LATENCY_EDGES_S.map((s) => `${s}`), `${LATENCY_EDGES_S.at(-1)}+`];
-const MAX_BUCKETS = 240;
-const MIN_SPAN_S = 60;
+const MAX_BUCKETS = 120;
+// Bucket widths in seconds: the smallest that keeps the chart under MAX_BUCKETS buckets. It grows
+// with the run, in round steps, and the note under the chart always says which one is in use.
+const BUCKET_STEPS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
 const REDRAW_MS = 500;
 
 function bars(align) {
@@ -34,7 +36,7 @@ class Plot {
   }
 
   draw(data) {
-    const width = Math.max(280, this.container.clientWidth - 8);
+    const width = Math.max(200, this.container.clientWidth - 8);
     if (!this.plot) {
       // A static legend: the series names, without the per-cursor values.
       this.plot = new window.uPlot({ width, height: 200, legend: { live: false }, ...this.options }, data, this.container);
@@ -47,15 +49,16 @@ class Plot {
 
 export class Charts {
   constructor({ calls, tokens, latency }) {
+    this.callsNote = calls.note;
     this.perSecond = new Map(); // epoch second -> [succeeded, failed, retried]
     this.latencyOk = new Array(LATENCY_LABELS.length).fill(0);
     this.latencyFail = new Array(LATENCY_LABELS.length).fill(0);
     this.durations = []; // for the percentiles under the histogram
     this.latencyNote = latency.note;
-    this.calls = new Plot(calls, {
+    this.calls = new Plot(calls.box, {
       scales: { y: FROM_ZERO },
       series: [{}, ...[["succeeded", COLORS.ok], ["failed", COLORS.fail], ["retried", COLORS.retry]].map(([label, stroke]) => ({ label, stroke, width: 1.5, points: FEW_POINTS }))],
-      axes: [{}, { label: "calls / bucket", size: 50 }],
+      axes: [{}, { label: "attempts per bucket", size: 50 }],
     });
     this.tokenLabels = [];
     this.tokens = new Plot(tokens, {
@@ -121,20 +124,24 @@ export class Charts {
     const seconds = [...this.perSecond.keys()];
     if (!seconds.length) {
       this.calls.draw([[], [], [], []]);
+      this.callsNote.textContent = "no attempt has ended yet";
       return;
     }
+    // From the first event to the last: nothing is drawn for time that has not happened yet.
     const first = Math.min(...seconds);
-    // At least a minute wide: a run's first seconds are not stretched over the whole chart.
-    const last = Math.max(first + MIN_SPAN_S, ...seconds);
-    const width = Math.max(1, Math.ceil((last - first + 1) / MAX_BUCKETS)); // seconds per bucket
-    const n = Math.floor((last - first) / width) + 1;
-    const xs = Array.from({ length: n }, (_, i) => first + i * width);
+    const last = Math.max(...seconds);
+    const width = BUCKET_STEPS_S.find((w) => (last - first + 1) / w <= MAX_BUCKETS) ?? BUCKET_STEPS_S[BUCKET_STEPS_S.length - 1];
+    const start = first - (first % width);
+    const n = Math.floor((last - start) / width) + 1;
+    const xs = Array.from({ length: n }, (_, i) => start + i * width);
     const cols = [new Array(n).fill(0), new Array(n).fill(0), new Array(n).fill(0)];
     for (const [second, row] of this.perSecond) {
-      const i = Math.floor((second - first) / width);
+      const i = Math.floor((second - start) / width);
       for (let c = 0; c < 3; c++) cols[c][i] += row[c];
     }
     this.calls.draw([xs, ...cols]);
+    this.callsNote.dataset.bucketS = String(width);
+    this.callsNote.textContent = `Per ${width} s bucket: attempts that ended, by outcome, and retries scheduled. The newest bucket may be partial.`;
   }
 }
 

@@ -36,6 +36,18 @@ export class EventLog {
     this.follow = true;
     this.scheduled = false;
     this.count = 0; // distinct events received, also those dropped from the front
+    this.onCall = null; // (key) => void: a call's row was chosen
+    const choose = (event) => {
+      const key = event.target.closest?.("[data-call]")?.dataset.call;
+      if (key && this.onCall) this.onCall(key);
+    };
+    this.box.addEventListener("click", choose);
+    this.box.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        choose(event);
+      }
+    });
     this.box.addEventListener("scroll", () => {
       this.follow = this.box.scrollTop + this.box.clientHeight >= this.box.scrollHeight - ROW_PX;
       this.schedule();
@@ -51,7 +63,9 @@ export class EventLog {
   add(ev) {
     this.count += 1;
     // The time is formatted when the row is drawn: formatting 100,000 of them up front costs seconds.
-    const row = { seq: ev.seq, type: ev.type, ts: ev.ts, text: `#${ev.seq}  ${ev.type}${describe(ev)}` };
+    const d = ev.data;
+    const call = ev.type.startsWith("call.") && d.phase !== undefined ? `${d.phase}#${d.call}` : null;
+    const row = { seq: ev.seq, type: ev.type, ts: ev.ts, call, text: `#${ev.seq}  ${ev.type}${describe(ev)}` };
     this.rows.push(row);
     if (this.errorsOnly && isTrouble(row.type)) this.view.push(this.rows.length - 1);
     if (this.rows.length > MAX_ROWS) this.trim();
@@ -88,7 +102,11 @@ export class EventLog {
     const nodes = [this.spacer];
     for (let i = first; i < last; i++) {
       const row = this.rows[this.errorsOnly ? this.view[i] : i];
-      const node = el("div", { class: "row", "data-seq": String(row.seq), "data-type": row.type, text: `${clockTime(row.ts)}  ${row.text}` });
+      const node = el("div", {
+        class: "row", "data-seq": String(row.seq), "data-type": row.type, text: `${clockTime(row.ts)}  ${row.text}`,
+        // A call's row opens its attempts: focusable, and said to be a button.
+        ...(row.call ? { "data-call": row.call, role: "button", tabindex: "0" } : {}),
+      });
       node.style.top = `${i * ROW_PX}px`;
       nodes.push(node);
     }

@@ -53,3 +53,24 @@ export function runRemaining(snap, nowMs) {
 export function percent(done, planned) {
   return planned > 0 ? Math.min(100, (100 * done) / planned) : 0;
 }
+
+/** Who a run belongs to, the same words on every page: a run without an owner was submitted by
+ * an operator tool (the CLI on Redis, `make run`), which only admins see. */
+export function ownerLabel(owner) {
+  return owner ?? "operator";
+}
+
+/** "2026-12-01 04:35:12" in the reader's time zone; null -> "—". */
+export function dateTime(ms) {
+  if (ms === null || ms === undefined) return "—";
+  const d = new Date(ms);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** Why a run is where it is, in one line: the outcome's reason and detail once it ended. */
+export function outcomeText(snap) {
+  if (snap.status === "queued") return "waiting for a worker";
+  if (!snap.outcome && !snap.reason) return snap.status === "running" ? "in progress" : "";
+  return [snap.reason, snap.detail].filter(Boolean).join(": ");
+}

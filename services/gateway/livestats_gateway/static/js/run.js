@@ -3,17 +3,17 @@
 // live events. Counters are the snapshot plus the events after its `seq`; the log and the charts
 // take every event once, by stream id. A reconnect resumes with `since` = the last id taken, so
 // after any number of drops the numbers are exactly the stream's.
+import { CallDialog, CallIndex, callKey } from "./calls.js";
 import { Charts } from "./charts.js";
 import { LiveSocket, clock } from "./conn.js";
+import { Throughput, WINDOW_S } from "./eta.js";
 import { EventLog } from "./eventlog.js";
 import { applyEvent, emptySnapshot, isTerminal } from "./fold.js";
+import { duration, el, outcomeText, ownerLabel, runElapsed, runRemaining } from "./format.js";
+import { renderPhases } from "./phases.js";
 import { CloseCode } from "./protocol.js";
-import { duration, el, percent, runElapsed, runRemaining } from "./format.js";
+import { COUNTERS, layout } from "./runlayout.js";
 
-const COUNTERS = [
-  ["attempts_started", "attempts", ""], ["successful_calls", "succeeded", "ok"], ["failed_attempts", "failed attempts", "fail"],
-  ["retries", "retries", "retry"], ["in_flight", "in flight", ""], ["calls_done", "calls done", ""], ["planned_calls", "calls planned", ""],
-];
 const FRESH_GREEN_S = 5;
 const FRESH_YELLOW_S = 30;
 const RETRIES_SHOWN = 50;
@@ -34,8 +34,14 @@ export function showRun(view, runId, me, showConnection) {
   let lastEventTs = null;
   let cancelling = false;
   const log = new EventLog();
-  const ui = layout(view, runId, log);
-  const charts = new Charts({ calls: ui.chartCalls, tokens: ui.chartTokens, latency: { box: ui.chartLatency, note: ui.latencyNote } });
+  const calls = new CallIndex();
+  const callDialog = new CallDialog(calls);
+  const throughput = new Throughput();
+  const ui = layout(view, runId, log, callDialog);
+  const charts = new Charts({
+    calls: { box: ui.chartCalls, note: ui.callsNote }, tokens: ui.chartTokens, latency: { box: ui.chartLatency, note: ui.latencyNote },
+  });
+  log.onCall = (key) => callDialog.open(key);
 
   function take(ev) {
     const sid = streamId(ev.id);
@@ -44,6 +50,8 @@ export function showRun(view, runId, me, showConnection) {
     lastId = ev.id;
     lastEventTs = ev.ts;
     log.add(ev);
+    calls.add(ev);
+    throughput.add(ev);
     charts.addEvent(ev);
     if (ev.type === "call.retrying") addRetry(ui.retries, ev);
     if (ev.seq > snap.seq) applyEvent(snap, ev); // the snapshot already counts the rest
@@ -77,6 +85,8 @@ export function showRun(view, runId, me, showConnection) {
           if (frame.reason === "stream_reset") {
             log.clear();
             charts.clear();
+            calls.clear();
+            throughput.clear();
           }
           lastSid = null;
           lastId = snap.last_id;
@@ -122,14 +132,18 @@ export function showRun(view, runId, me, showConnection) {
     ui.title.textContent = snap.name || runId;
     ui.status.textContent = status;
     ui.status.dataset.status = status;
-    ui.owner.textContent = [snap.owner ?? "operator", snap.team && `team ${snap.team}`, snap.replay_of && `replay of ${snap.replay_of}`].filter(Boolean).join(" · ");
+    ui.reason.textContent = outcomeText(snap) || "\u00a0";
+    ui.reason.dataset.status = status;
+    ui.owner.textContent = [`by ${ownerLabel(snap.owner)}`, snap.team && `team ${snap.team}`, snap.replay_of && `replay of ${snap.replay_of}`].filter(Boolean).join(" · ");
     for (const [field] of COUNTERS) ui.counters[field].textContent = String(snap[field]);
     ui.phase.textContent = snap.current_phase ?? "—";
     ui.call.textContent = isTerminal(snap.status) ? "—" : snap.current_call ?? "—";
-    ui.cancel.disabled = isTerminal(snap.status) || cancelling || !me.scopes.some((s) => s === "submit" || s === "admin");
+    // A finished run has nothing to cancel: no button at all. Readers never get one.
+    ui.cancel.hidden = isTerminal(snap.status) || !me.scopes.some((s) => s === "submit" || s === "admin");
+    ui.cancel.disabled = cancelling;
     watchQueue();
     renderPhases(ui.phases, snap);
-    renderError(ui.lastError, snap.last_error);
+    renderError(ui.lastError, snap.last_error, callDialog);
     charts.update(snap);
     tick();
   }
@@ -169,6 +183,7 @@ export function showRun(view, runId, me, showConnection) {
     ui.elapsed.textContent = duration(runElapsed(snap, now));
     const ended = isTerminal(snap.status);
     ui.timeLeft.textContent = ended ? "—" : duration(runRemaining(snap, now));
+    ui.eta.textContent = ended ? "—" : etaText(throughput, snap, now);
     const sign = snap.heartbeat_ts ?? snap.started_ts ?? lastEventTs ?? snap.created_ts;
     const age = sign ? Math.max(0, (now - sign) / 1000) : null;
     let level;
@@ -185,84 +200,41 @@ export function showRun(view, runId, me, showConnection) {
   setInterval(tick, 1000);
 }
 
-function renderPhases(box, snap) {
-  box.replaceChildren(...snap.phases.map((p) => {
-    const tokens = p.predicted_tokens != null ? `${p.reported_tokens ?? p.actual_tokens} / ${p.predicted_tokens} tok` : `${p.reported_tokens ?? p.actual_tokens} tok`;
-    return el("div", { class: "phase", "data-phase": p.name, "data-done": String(p.done), "data-planned": String(p.planned), "data-state": p.state ?? "pending" },
-      el("span", { class: "name", text: p.name }),
-      el("span", { class: "bar", title: `${p.done} of ${p.planned} done, ${p.given_up} given up` },
-        el("span", { style: { width: `${percent(p.done - p.given_up, p.planned)}%`, float: "left" } }),
-        el("span", { class: "failed", style: { width: `${percent(p.given_up, p.planned)}%`, float: "left" } })),
-      el("span", { class: "muted num", text: `${p.done}/${p.planned} · ${p.state ?? "pending"}`, title: tokens }));
-  }));
+function etaText(throughput, snap, now) {
+  const rate = throughput.rate(now);
+  const eta = throughput.eta(snap, now);
+  if (eta === null) return snap.status === "running" ? `estimating (after 2 calls in ${WINDOW_S} s)` : "—";
+  return `≈ ${duration(eta)} (estimate: ${rate.toFixed(1)} calls/s, last ${WINDOW_S} s)`;
 }
 
-function renderError(box, error) {
-  box.hidden = !error;
-  if (!error) return;
+// The box keeps its room whether or not there is an error, so nothing below it moves.
+function renderError(box, error, callDialog) {
+  if (box.shown === error && box.childElementCount) return; // unchanged: keep the reader's "show all"
+  box.shown = error;
+  box.dataset.state = error ? "error" : "none";
+  box.classList.remove("expanded");
+  if (!error) {
+    box.replaceChildren(el("h2", { text: "Last error" }), el("p", { class: "muted", text: "None since the last success." }));
+    return;
+  }
+  const key = callKey(error.phase, error.call);
+  const open = el("button", { type: "button", class: "link", "data-testid": "last-error-call", text: key });
+  open.addEventListener("click", () => callDialog.open(key));
+  const excerpt = el("pre", { class: "mono", tabindex: "0", "aria-label": "error excerpt", text: error.excerpt || "(no output)" });
+  const more = el("button", { type: "button", class: "link", "data-testid": "last-error-expand", text: "show all", "aria-expanded": "false" });
+  more.addEventListener("click", () => {
+    const expanded = box.classList.toggle("expanded");
+    more.textContent = expanded ? "show less" : "show all";
+    more.setAttribute("aria-expanded", String(expanded));
+  });
   box.replaceChildren(
     el("h2", { text: "Last error" }),
-    el("div", {}, el("b", { text: error.reason }), ` in ${error.phase}#${error.call}, attempt ${error.attempt}`),
-    el("pre", { class: "mono", text: error.excerpt || "(no output)" }));
+    el("div", { class: "line" }, el("b", { text: error.reason }), " in ", open, ` attempt ${error.attempt} `, more),
+    excerpt);
 }
 
 function addRetry(list, ev) {
   const d = ev.data;
   list.prepend(el("li", { "data-seq": String(ev.seq) }, `${d.phase}#${d.call} attempt ${d.attempt} after ${d.reason}, in ${d.delay_s.toFixed(1)} s`));
   while (list.children.length > RETRIES_SHOWN) list.lastChild.remove();
-}
-
-function layout(view, runId, log) {
-  const counters = {};
-  const counterRow = el("section", { class: "counters" }, ...COUNTERS.map(([field, label, kind]) =>
-    el("div", { class: `counter ${kind}` }, (counters[field] = el("b", { "data-counter": field, text: "0" })), el("span", { text: label }))));
-  const ui = {
-    counters,
-    title: el("h1", { text: runId }),
-    status: el("span", { class: "status", "data-testid": "run-status", text: "…" }),
-    owner: el("span", { class: "muted" }),
-    cancel: el("button", { type: "button", class: "danger", "data-testid": "cancel-button", text: "Cancel run", disabled: true }),
-    cancelNote: el("span", { class: "muted" }),
-    queueNote: el("span", { class: "muted", "data-testid": "queue-note", hidden: true }),
-    error: el("p", { class: "error", "data-testid": "run-error", hidden: true }),
-    phase: el("dd", { "data-testid": "current-phase", text: "—" }),
-    call: el("dd", { "data-testid": "current-call", class: "mono", text: "—" }),
-    elapsed: el("dd", { "data-testid": "elapsed", text: "—" }),
-    timeLeft: el("dd", { "data-testid": "time-left", text: "—" }),
-    fresh: el("dd", { class: "fresh", "data-testid": "freshness", "data-level": "red", text: "—" }),
-    phases: el("div", { "data-testid": "phase-progress" }),
-    lastError: el("section", { class: "panel lasterror", "data-testid": "last-error", hidden: true }),
-    chartCalls: el("div", { class: "chart", "data-testid": "chart-calls" }),
-    chartTokens: el("div", { class: "chart", "data-testid": "chart-tokens" }),
-    chartLatency: el("div", { class: "chart", "data-testid": "chart-latency" }),
-    latencyNote: el("p", { class: "muted" }),
-    retries: el("ul", { class: "retries", "data-testid": "retries" }),
-    errorsOnly: el("input", { type: "checkbox", id: "errors-only", "data-testid": "errors-only" }),
-    confirm: el("button", { type: "button", class: "danger solid", "data-testid": "cancel-confirm", text: "Cancel the run" }),
-    abort: el("button", { type: "button", "data-testid": "cancel-abort", text: "Keep it running" }),
-  };
-  ui.dialog = el("dialog", { "data-testid": "cancel-dialog" },
-    el("h2", { text: "Cancel this run?" }),
-    el("p", { text: "Its worker kills the calls in flight and ends the run as cancelled. This cannot be undone." }),
-    el("menu", {}, ui.abort, ui.confirm));
-  const panel = (title, ...children) => el("section", { class: "panel" }, el("h2", { text: title }), ...children);
-  ui.body = el("div", {},
-    el("div", { class: "runhead" }, ui.title, ui.status, ui.owner, ui.queueNote, el("span", { class: "spacer" }), ui.cancelNote, ui.cancel),
-    counterRow,
-    ui.lastError,
-    el("div", { class: "grid" },
-      panel("Now", el("dl", { class: "facts" },
-        el("dt", { text: "freshness" }), ui.fresh, el("dt", { text: "phase" }), ui.phase, el("dt", { text: "call" }), ui.call,
-        el("dt", { text: "elapsed" }), ui.elapsed, el("dt", { text: "time left" }), ui.timeLeft,
-        el("dt", { text: "run id" }), el("dd", { class: "mono", text: runId }))),
-      panel("Phases", ui.phases),
-      panel("Retries (newest first)", ui.retries)),
-    el("div", { class: "grid" },
-      panel("Calls over time", ui.chartCalls),
-      panel("Tokens: predicted vs actual, by phase", ui.chartTokens),
-      panel("Attempt latency", ui.chartLatency, ui.latencyNote)),
-    panel("Events", el("label", { class: "muted" }, ui.errorsOnly, " failures, retries and the end only"), log.box),
-    ui.dialog);
-  view.replaceChildren(ui.error, ui.body);
-  return ui;
 }
