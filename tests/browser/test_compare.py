@@ -4,6 +4,7 @@ the estimator's calibration, over runs chosen by tag, equal to what the API answ
 from __future__ import annotations
 
 import random
+import re
 import secrets
 
 import pytest
@@ -18,9 +19,10 @@ async def test_the_compare_page_shows_models_costs_and_calibration_for_a_tag(
 ):
     tag = "t" + secrets.token_hex(4)
     rng = random.Random(3)
+    ids = []
     for i in range(10):
         out = rng.randint(200, 900)
-        await publish_run(
+        run_id = await publish_run(
             publisher,
             owner="alice",
             tag=tag,
@@ -31,6 +33,7 @@ async def test_the_compare_page_shows_models_costs_and_calibration_for_a_tag(
             category="implementation",
             complexity="medium",
         )
+        ids.append(run_id)
     token = await make_token("alice", "read")
     page = await login(await browser.new_context(), token)
     await page.goto(f"/compare?tag={tag}")
@@ -47,6 +50,11 @@ async def test_the_compare_page_shows_models_costs_and_calibration_for_a_tag(
     await expect(verdict).to_contain_text("10 samples")
     await expect(page.get_by_test_id("calibration-table")).to_contain_text("category=implementation")
     await browser.screenshot(page, "compare")
+    # The run page shows the run's cost: a priced run in dollars, an unpriced one as unknown.
+    await page.goto(f"/runs/{ids[1]}")  # model big
+    await expect(page.get_by_test_id("run-cost")).to_have_text(re.compile(r"^\$0\.0\d+$"), timeout=15_000)
+    await page.goto(f"/runs/{ids[0]}")  # model mystery: no price
+    await expect(page.get_by_test_id("run-cost")).to_have_text("unknown (2 unpriced)", timeout=15_000)
     # The filters are in the URL and the form: a second tag shows nothing.
     await page.goto(f"/compare?tag=none{tag}")
     await expect(page.get_by_test_id("compare-empty")).to_be_visible(timeout=15_000)

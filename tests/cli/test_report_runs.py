@@ -96,3 +96,16 @@ async def test_bad_choices_exit_2_with_one_line(redis_url):
     assert missing.returncode == 3, missing.stderr  # not found
     nothing = livestats("report")
     assert nothing.returncode == 2 and "--estimation" in nothing.stderr
+
+
+async def test_status_shows_the_runs_cost_and_unknown_where_unpriced(publisher, redis_url, queue_name):
+    from helpers import livestats as livestats_async
+
+    priced = await publish_run(publisher, owner="alice", tag="cost", model="big", calls=2, out_tokens=500)
+    unpriced = await publish_run(publisher, owner="alice", tag="cost", model="mystery", calls=2, out_tokens=500)
+    code, out, err = await livestats_async(redis_url, queue_name, "status", priced)
+    assert code == 0, err
+    assert "cost $0.0105" in out  # 2 x (100 in at $2.50/M + 500 out at $10/M)
+    code, out, err = await livestats_async(redis_url, queue_name, "status", unpriced)
+    assert code == 0, err
+    assert "cost unknown (2 attempts unpriced)" in out

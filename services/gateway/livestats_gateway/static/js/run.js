@@ -184,6 +184,8 @@ export function showRun(view, runId, me, showConnection) {
     const ended = isTerminal(snap.status);
     ui.timeLeft.textContent = ended ? "—" : duration(runRemaining(snap, now));
     ui.eta.textContent = ended ? "—" : etaText(throughput, snap, now);
+    ui.cost.textContent = costText(snap);
+    ui.cost.title = (snap.models ?? []).map((/** @type {any} */ m) => `${m.model}: ${costText(m)}`).join("\n");
     const sign = snap.heartbeat_ts ?? snap.started_ts ?? lastEventTs ?? snap.created_ts;
     const age = sign ? Math.max(0, (now - sign) / 1000) : null;
     let level;
@@ -208,6 +210,17 @@ function etaText(throughput, snap, now) {
 }
 
 // The box keeps its room whether or not there is an error, so nothing below it moves.
+/**
+ * A run's (or one model's) cost: unknown while an attempt's model has no price, never $0 for that.
+ * @param {{cost_nusd: number, unpriced_attempts: number}} spend
+ */
+export function costText(spend) {
+  const usd = spend.cost_nusd / 1e9;
+  const shown = usd >= 0.01 ? `$${usd.toFixed(2)}` : `$${usd.toPrecision(3)}`;
+  if (!spend.unpriced_attempts) return spend.cost_nusd ? shown : "—";
+  return `unknown (${spend.cost_nusd ? `at least ${shown}, ` : ""}${spend.unpriced_attempts} unpriced)`;
+}
+
 function renderError(box, error, callDialog) {
   if (box.shown === error && box.childElementCount) return; // unchanged: keep the reader's "show all"
   box.shown = error;
