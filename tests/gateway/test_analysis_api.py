@@ -96,3 +96,15 @@ async def test_calibration_over_runs_recovers_the_bias_and_predicts(start_gatewa
         assert p["stratum"] == "category=testing" and p["calibrated_tokens"] == round(1000 * p["factor"])
         bad = await http.get("/api/calibration", params={"by": ["colour"]})
         assert bad.status_code == 422 and "stratify" in bad.text
+
+
+async def test_a_hand_written_stream_entry_is_skipped_not_a_500(start_gateway, publisher, redis, tag):
+    from livestats_shared import keys
+
+    gateway = start_gateway(prices=PRICES)
+    run_id = await publish_run(publisher, owner="alice", tag=tag, model="big", calls=2, out_tokens=10)
+    await redis.xadd(keys.run_events(run_id), {"note": "added by hand"})
+    async with gateway.client() as http:
+        answer = await http.get("/api/compare", params={"run": run_id})
+    assert answer.status_code == 200, answer.text
+    assert [(r["model"], r["calls"]) for r in answer.json()["rows"]] == [("big", 2)]

@@ -104,10 +104,12 @@ async def test_cancel_leaves_no_helper_running_and_says_killed_once_verified(
     finished = await wait_finished(redis, run_id, 30)
 
     assert finished.data["outcome"] == "cancelled"
-    assert survivors(run_id, pids) == {}
+    # The cancel writes the end itself (issue 14's gate: a paused worker cannot delay it) and says
+    # only what it knows: the worker is told to kill; the worker then kills, and verifies.
+    await wait_until(lambda: survivors(run_id, pids) == {}, 30)
     failed = [e for e in await read_events(redis, run_id) if e.type == "call.failed"]
     assert [e.data["reason"] for e in failed] == ["cancelled"]
-    assert failed[0].data["excerpt"].endswith("its processes were killed (a re-scan found none left)")
+    assert "its worker is told to kill this call's processes" in failed[0].data["excerpt"]
 
 
 async def test_worker_sigterm_leaves_no_helper_running(

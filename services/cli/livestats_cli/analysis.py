@@ -16,9 +16,10 @@ from typing import Any
 import orjson
 from livestats_shared.calibration import DEFAULT_BY, DIMENSIONS, MIN_SAMPLES, Calibration, calibrate
 from livestats_shared.comparison import Comparison, ModelPhaseRow, compare
+from livestats_shared.errors import InvalidEvent
 from livestats_shared.estimation import EstimationReport, build_report, run_samples
 from livestats_shared.events import Event
-from livestats_shared.history import read_events, read_snapshot
+from livestats_shared.history import iter_events, read_snapshot
 from livestats_shared.ids import validate_run_id
 from livestats_shared.selection import RunFilter
 from livestats_shared.stats import RunSnapshot
@@ -73,7 +74,7 @@ async def on_redis(redis: Redis, config: CliConfig, args: argparse.Namespace) ->
     if runs is None:
         return EXIT_NOT_FOUND
     if args.models:
-        per_run: list[tuple[str, list[Event]]] = [(r.run_id, await read_events(redis, r.run_id)) for r in runs]
+        per_run: list[tuple[str, list[Event]]] = [(r.run_id, await _valid_events(redis, r.run_id)) for r in runs]
         comparison = compare(per_run, models=set(args.model) if args.model else None)
         return _show_models(comparison, len(runs), args)
     samples = [s for r in runs for s in run_samples(r)]
@@ -81,6 +82,15 @@ async def on_redis(redis: Redis, config: CliConfig, args: argparse.Namespace) ->
         complete = [s for s in samples if s.complete]
         return _show_calibration(calibrate(complete, by=_by(args), min_samples=args.min_samples), len(runs), args)
     return _show_estimation(build_report(samples, include_incomplete=args.include_incomplete), args)
+
+
+async def _valid_events(redis: Redis, run_id: str) -> list[Event]:
+    """The run's events; an entry that is not a livestats event is reported and left out."""
+
+    def skip(exc: InvalidEvent) -> None:
+        print(f"warning: run {run_id}: skipped an entry: {exc}", file=sys.stderr)
+
+    return [e async for e in iter_events(redis, run_id, on_invalid=skip)]
 
 
 async def _runs_on_redis(redis: Redis, args: argparse.Namespace) -> list[RunSnapshot] | None:

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from livestats_shared.errors import LivestatsError
+
 from . import children
 from .embedded import free_port, port_in_use
 
@@ -22,7 +24,7 @@ SCRAPE_INTERVAL = "5s"  # local use: see a run's effect in seconds, not the 15 s
 ALERT_RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "alerts.yml"
 
 
-class PrometheusNotInstalled(Exception):
+class PrometheusNotInstalled(LivestatsError):
     """No `prometheus` binary on PATH."""
 
 

@@ -7,6 +7,7 @@ stats hashes only. Same errors as the rest of the API.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -14,21 +15,23 @@ from livestats_shared.calibration import DEFAULT_BY, DIMENSIONS, MIN_SAMPLES, Ca
 from livestats_shared.calibration import calibrate as fit_calibration
 from livestats_shared.calibration import predict as calibrated
 from livestats_shared.comparison import Comparison, compare
-from livestats_shared.errors import InvalidRunId
+from livestats_shared.errors import InvalidEvent, InvalidRunId
 from livestats_shared.estimation import EstimationSample, run_samples
 from livestats_shared.events import Complexity, Event
-from livestats_shared.history import read_events
+from livestats_shared.history import iter_events
 from livestats_shared.ids import RunId, validate_run_id
 from livestats_shared.pricing import PriceVersion
 from livestats_shared.selection import RunFilter
 from livestats_shared.stats import RunSnapshot
 from pydantic import BaseModel, Field
+from redis.asyncio import Redis
 
 from .auth import Reader, check_run_visible
 from .paging import read_run_page
 from .routing import AUTH_RESPONSES, NOT_FOUND, UNAVAILABLE_RESPONSE, invalid, known_errors
 from .state import app_state
 
+log = logging.getLogger("livestats.gateway.analysis")
 router = APIRouter(dependencies=[Depends(known_errors)], tags=["analysis"])
 _RESPONSES = {**AUTH_RESPONSES, **UNAVAILABLE_RESPONSE}
 
@@ -99,9 +102,19 @@ async def compare_models(
             await check_run_visible(request, principal, run_id)
     else:
         ids = [RunId(s.run_id) for s in await _select(request, principal, run_filter, limit)]
-    per_run: list[tuple[str, list[Event]]] = [(run_id, await read_events(redis, run_id)) for run_id in ids]
+    per_run: list[tuple[str, list[Event]]] = [(run_id, await _valid_events(redis, run_id)) for run_id in ids]
     report = compare(per_run, models=set(model) if model else None)
     return ComparisonReport(**dict(report), selection=Selection(runs_examined=len(ids), filter=run_filter))
+
+
+async def _valid_events(redis: Redis, run_id: str) -> list[Event]:
+    """The run's events; an entry that is not a livestats event (someone XADDed by hand) is
+    logged and left out of the comparison rather than failing it."""
+
+    def skip(exc: InvalidEvent) -> None:
+        log.warning("compare: run %s: skipped an entry: %s", run_id, exc)
+
+    return [e async for e in iter_events(redis, run_id, on_invalid=skip)]
 
 
 def _dimensions(by: list[str] | None) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """What the WebSocket and SSE endpoints share: the run check before a stream opens, and one map
 from how a stream fails to its WebSocket close code and the HTTP status a REST call would get
-(docs/api.md, "close codes"). An SSE stream that fails after its 200 reports the close code in
+(docs/api.md, "WebSocket protocol"). An SSE stream that fails after its 200 reports the close code in
 an `error` event; one that fails before answers the status.
 """
 

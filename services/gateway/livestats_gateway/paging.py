@@ -36,7 +36,7 @@ class IndexPosition:
     """Where a page of the run index ended: after the first `skip` entries whose score (creation
     time, ms) is `score`, in the index's order (newest first; equal scores by member, descending).
     A cursor holds this and nothing else: never a run id, so paging reveals no run the caller
-    may not see (docs/api.md, "Paging")."""
+    may not see (docs/api.md, "Security: sessions, tokens, revocation")."""
 
     score: float
     skip: int

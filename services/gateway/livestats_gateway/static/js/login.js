@@ -4,6 +4,8 @@
 // the address bar, open `next` (on this origin only) or the dashboard.
 // A login link never silently replaces a session of another token: the server answers 409 and
 // this page shows who is logged in and asks (switch / stay).
+import { postSession } from "./session.js";
+
 const msg = /** @type {HTMLElement} */ (document.getElementById("msg"));
 const choice = /** @type {HTMLElement} */ (document.getElementById("choice"));
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
@@ -33,11 +35,7 @@ export function safeNext(raw, origin) {
 
 /** @param {boolean} replace */
 async function post(replace) {
-  return fetch("/api/session", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ token, replace }),
-  });
+  return postSession(/** @type {string} */ (token), replace);
 }
 
 function openNext() {
