@@ -13,12 +13,14 @@ from livestats_shared.events import (
     CallSucceeded,
     FailureReason,
     Outcome,
+    PhaseFinished,
     PhasePlan,
     PhaseStarted,
     RunFinished,
     RunQueued,
     RunStarted,
     TokenUsage,
+    phase_end_state,
 )
 from livestats_shared.ids import new_run_id
 from playwright.async_api import Page, ViewportSize
@@ -47,7 +49,7 @@ async def assert_no_horizontal_overflow(page: Page) -> None:
 
 async def publish_ended_run(publisher: Any, outcome: Outcome, reason: str, detail: str) -> str:
     """A run whose last call was cancelled mid-flight (the trap: its error is not the run's
-    reason) and whose phase was still running when it ended."""
+    reason) and whose phase the run's end closed."""
     run_id = new_run_id()
     phases = [PhasePlan(name="generate-a-rather-long-phase-name", calls=40, predicted_tokens=4_000)]
     await publisher.publish(
@@ -82,5 +84,10 @@ async def publish_ended_run(publisher: Any, outcome: Outcome, reason: str, detai
             final=True,
         ),
     )
+    # The run's end closes its open phase with the state its outcome gives (the gate requires it).
+    end = PhaseFinished(
+        phase=phases[0].name, index=0, succeeded=3, given_up=1, duration_s=2.0, state=phase_end_state(outcome)
+    )
+    publisher.emit(run_id, end)
     await publisher.publish(run_id, RunFinished(outcome=outcome, reason=reason, detail=detail))
     return run_id
