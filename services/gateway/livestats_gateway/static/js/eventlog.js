@@ -99,8 +99,23 @@ export class EventLog {
     if (this.follow) this.box.scrollTop = this.box.scrollHeight;
     const first = Math.max(0, Math.floor(this.box.scrollTop / ROW_PX) - OVERSCAN);
     const last = Math.min(total, Math.ceil((this.box.scrollTop + this.box.clientHeight) / ROW_PX) + OVERSCAN);
-    const nodes = [this.spacer];
-    for (let i = first; i < last; i++) {
+    // Rows still in view keep their node: a click (mousedown, then mouseup on the same node) or
+    // the keyboard focus on a row survives the redraws of a run that is streaming.
+    /** @type {Map<number, number>} */
+    const wanted = new Map(); // seq -> index in the current view
+    for (let i = first; i < last; i++) wanted.set(this.rows[this.errorsOnly ? this.view[i] : i].seq, i);
+    for (const node of [...this.box.children]) {
+      if (node === this.spacer) continue;
+      const element = /** @type {HTMLElement} */ (node);
+      const i = wanted.get(Number(element.dataset.seq));
+      if (i === undefined) {
+        element.remove();
+      } else {
+        element.style.top = `${i * ROW_PX}px`;
+        wanted.delete(Number(element.dataset.seq));
+      }
+    }
+    for (const i of wanted.values()) {
       const row = this.rows[this.errorsOnly ? this.view[i] : i];
       const node = el("div", {
         class: "row", "data-seq": String(row.seq), "data-type": row.type, text: `${clockTime(row.ts)}  ${row.text}`,
@@ -108,9 +123,8 @@ export class EventLog {
         ...(row.call ? { "data-call": row.call, role: "button", tabindex: "0" } : {}),
       });
       node.style.top = `${i * ROW_PX}px`;
-      nodes.push(node);
+      this.box.append(node);
     }
-    this.box.replaceChildren(...nodes);
   }
 }
 
