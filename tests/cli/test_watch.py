@@ -120,6 +120,12 @@ async def test_a_restarted_watch_publishes_nothing_again_and_a_failed_phase_ends
     gateway = start_gateway()
     async with gateway.client() as http:
         run_id = (await http.post("/api/runs", json=EXTERNAL)).json()["run_id"]
+        # The orchestrator starts its run (the gate takes phases of a running run only).
+        started = {"worker": "shell", "timeout_s": 600, "deadline_ts": 0, "retry_budget": 0, "heartbeat_s": 3600}
+        answer = await http.post(
+            f"/api/runs/{run_id}/events", json={"events": [{"type": "run.started", "data": started}]}
+        )
+        assert answer.status_code == 200, answer.text
     status = tmp_path / "current-phase.json"
     write(status, json.dumps({"phase": "plan", "status": "running", "calls": 2}))
     watch = await start_watch(gateway, str(status), "--run", run_id)
