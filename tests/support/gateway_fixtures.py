@@ -110,6 +110,7 @@ def start_gateway(redis_url: str, queue_name: str) -> Iterator[object]:
             "stall_check_interval_s": 0.2,
             "admin_token": secrets.token_urlsafe(32),
             "max_streams_per_principal": 10_000,  # load tests open many sockets as one admin
+            "replays_per_principal": 10_000,  # ... and replay them all at once (fairness has its own tests)
             **overrides,
         }
         config = GatewayConfig(port=free_port(), **settings)  # type: ignore[arg-type]

@@ -194,6 +194,7 @@ class Hub:
                 log.info("stream reader connected")
             self.connected = True
             backoff.reset()
+            self.stats.read()  # one per XREAD, whatever number of streams it answered for
             for raw_stream, entries in reply or ():
                 stream = raw_stream.decode()
                 channel = self._channels.get(stream)
@@ -234,7 +235,7 @@ class Hub:
             channel.last_seq = event.seq
             events.append(event)
         channel.position = entries[-1][0]
-        self.stats.read(len(entries))
+        self.stats.events_read += len(entries)
         self._observe_lag(entries)
         if events:
             self._fanout(channel, Batch(events))

@@ -66,9 +66,9 @@ class FanoutStats:
 
     # -- the reader ----------------------------------------------------------------------------
 
-    def read(self, entries: int) -> None:
+    def read(self) -> None:
+        """One blocking XREAD completed (its entries are counted per stream in events_read)."""
         self.reads += 1
-        self.events_read += entries
 
     def lag(self, delivery_s: float | None, reader_s: float | None) -> None:
         """Once per read batch: the oldest event's age (delivery lag), the newest one's (reader lag)."""
