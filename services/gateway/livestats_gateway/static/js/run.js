@@ -206,6 +206,8 @@ function etaText(throughput, snap, now) {
   const rate = throughput.rate(now);
   const eta = throughput.eta(snap, now);
   if (eta === null) return snap.status === "running" ? `estimating (after 2 calls in ${WINDOW_S} s)` : "—";
+  // Every planned call done, with no recent calls to give a rate: the run is finishing.
+  if (rate === null) return "any moment: every planned call is done";
   return `≈ ${duration(eta)} (estimate: ${rate.toFixed(1)} calls/s, last ${WINDOW_S} s)`;
 }
 

@@ -76,8 +76,15 @@ export function showRuns(view, me, showConnection) {
         take(page.runs);
       }
     } catch (err) {
-      console.error("livestats: loading older runs failed", err);
-      moreNote.textContent = `Loading older runs failed: ${err instanceof Error ? err.message : String(err)}`;
+      const message = err instanceof Error ? err.message : String(err);
+      if (/answered 401\b/.test(message)) {
+        // The session ended (logout, revocation, another login): no point asking again.
+        exhausted = true;
+        moreNote.textContent = "Your session ended: log in again to load older runs.";
+      } else {
+        console.error("livestats: loading older runs failed", err);
+        moreNote.textContent = `Loading older runs failed: ${message}`;
+      }
     } finally {
       loading = false;
       more.disabled = false;
