@@ -10,7 +10,9 @@ the end of its run, the cancel route, the stall monitor.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections.abc import Mapping
 
@@ -26,7 +28,7 @@ from .stats import phase_field
 log = logging.getLogger("livestats.closing")
 # A closer that loses a race (the owner wrote between its read and its write, or another closer
 # took the run) reads again; each try takes the run first, so the owner cannot keep winning.
-_TRIES = 10
+_TRIES = 30
 
 
 class CloseFailed(PublishError):
@@ -122,7 +124,11 @@ async def close_run(
     is open, write the closing chunk guarded by that epoch. Returns (status after, whether this
     call wrote the end). A run not in `allowed` is left as it is (its status is returned; None
     for no run). Raises CloseFailed if it kept losing races, PublishError if Redis is away."""
-    for _ in range(_TRIES):
+    for attempt in range(_TRIES):
+        if attempt:
+            # Two closers (cancel and stall, two gateways) each take a new epoch and fence the
+            # other out: a random pause that grows breaks the symmetry of a livelock.
+            await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 8)))
         status = await redis.hget(keys.run_stats(run_id), "status")  # type: ignore[misc]
         if status is None or status.decode() not in allowed:
             return (None if status is None else status.decode()), False
