@@ -10,7 +10,7 @@ import re
 import httpx
 import orjson
 import pytest
-from livestats_gateway.pages import STATIC_DIR
+from livestats_gateway.routes.pages import STATIC_DIR
 
 DOCS = {"/docs": ("swagger-ui", "swagger-ui-dist"), "/redoc": ("redoc", "redoc")}
 

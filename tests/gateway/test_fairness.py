@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from livestats_gateway.fairness import PerPrincipal
+from livestats_gateway.access.fairness import PerPrincipal
 
 
 async def test_a_principal_beyond_its_limit_waits_while_another_principal_goes_ahead():

@@ -74,12 +74,20 @@ def test_the_gateway_package_has_no_import_cycle():
     assert cycle is None, " -> ".join(cycle or [])
 
 
-def test_the_fanout_core_imports_no_route_and_not_the_app_state():
+def test_the_rooms_import_downwards_only():
+    """routes/ (the endpoints) sit on top: only the app assembles them. The fan-out core knows no
+    route, no access rule and not the app state; access and ops know no route."""
     graph = import_graph()
-    routes = {f"{NAME}.{m}" for m in ("api", "ws", "sse", "state", "app", "metrics", "opening")}
+    rooms = {
+        room: {m for m in graph if m.startswith(f"{NAME}.{room}.")} for room in ("routes", "access", "fanout", "ops")
+    }
+    assert all(rooms.values()), rooms  # each room holds modules
+    top = {f"{NAME}.app", f"{NAME}.state", f"{NAME}.server", f"{NAME}.serve"}
     for module, imported in graph.items():
+        if not module.startswith(f"{NAME}.routes") and module != f"{NAME}.app":
+            assert not imported & rooms["routes"], (module, imported & rooms["routes"])
         if module.startswith(f"{NAME}.fanout"):
-            assert not imported & routes, (module, imported & routes)
+            assert not imported & (rooms["access"] | top), (module, imported & (rooms["access"] | top))
 
 
 def test_the_cycle_finder_finds_a_cycle_and_passes_a_tree():

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from livestats_gateway.ingest import INGEST_MAX_BYTES
+from livestats_gateway.routes.ingest import INGEST_MAX_BYTES
 from livestats_shared import keys
 from livestats_shared.history import read_events, read_snapshot
 from livestats_shared.stats import fold

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import orjson
-from livestats_gateway.pages import STATIC_DIR
+from livestats_gateway.routes.pages import STATIC_DIR
 
 SHELL_PATHS = ("/", "/runs/01jexample0000000000000000")
 

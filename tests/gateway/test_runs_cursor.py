@@ -66,7 +66,7 @@ async def test_a_page_that_ends_on_someone_elses_runs_hands_out_no_id_of_theirs(
 ):
     """The case of issue 15: a caller who sees none of the newest runs gets a short page whose
     cursor points past them (the scan budget, 5,000 entries, made small here)."""
-    from livestats_gateway import paging
+    from livestats_gateway.routes import paging
 
     monkeypatch.setattr(paging, "SCAN_BUDGET", 4)
     monkeypatch.setattr(paging, "FILTER_BATCH", 2)

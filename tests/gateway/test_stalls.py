@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 import pytest
 from helpers import wait_finished, wait_for_event, wait_until
 from livestats_gateway.config import GatewayConfig
-from livestats_gateway.stalls import StallMonitor
+from livestats_gateway.ops.stalls import StallMonitor
 from livestats_shared import keys
 from livestats_shared.control import submit_run
 from livestats_shared.events import Heartbeat, Outcome, PhasePlan, RunFinished, RunQueued, RunStarted

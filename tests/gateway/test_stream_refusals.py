@@ -8,13 +8,16 @@ import logging
 
 import httpx
 import pytest
-from livestats_gateway.auth import AuthError
+from fastapi import HTTPException
+from livestats_gateway.access.auth import AuthError
+from livestats_gateway.access.limits import TooManyConnections
 from livestats_gateway.fanout.subscriber import SubscriberClosed
 from livestats_gateway.fanout.wire import CloseCode, InvalidStreamId
-from livestats_gateway.limits import TooManyConnections
-from livestats_gateway.opening import refusal_for
+from livestats_gateway.routes.failures import RETRY_AFTER_S
+from livestats_gateway.routes.opening import refusal_for
+from livestats_gateway.routes.routing import known_errors
 from livestats_shared.control import UnknownRun
-from livestats_shared.errors import InvalidRunId
+from livestats_shared.errors import InvalidRunId, RunStateConflict
 from livestats_shared.ids import new_run_id
 from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import connect
@@ -75,3 +78,27 @@ async def test_websocket_and_sse_refuse_the_same_requests_with_the_mapped_code_a
             assert await _ws_close_code(f"{gateway.ws}/ws{path}{query}", headers) == expected.code, path
             answer = await client.get(f"/api{path}/stream{query}", headers=headers)
             assert answer.status_code == expected.status, (path, answer.text)
+
+
+@pytest.mark.parametrize(("exc", "code", "status"), CASES, ids=lambda v: type(v).__name__)
+async def test_rest_routes_answer_the_status_the_streams_map_to(exc, code, status):
+    """One map (failures.py): a REST route that meets the failure answers the stream's status."""
+    errors = known_errors()
+    await anext(errors)
+    with pytest.raises(HTTPException) as raised:
+        await errors.athrow(exc)
+    assert raised.value.status_code == status
+    if status == 503:
+        assert raised.value.headers == {"Retry-After": str(RETRY_AFTER_S)}
+
+
+async def test_rest_routes_let_an_unknown_failure_through_and_answer_409_for_a_state_conflict():
+    errors = known_errors()
+    await anext(errors)
+    with pytest.raises(KeyError):
+        await errors.athrow(KeyError("surprise"))  # FastAPI's handler logs it and answers 500
+    errors = known_errors()
+    await anext(errors)
+    with pytest.raises(HTTPException) as raised:
+        await errors.athrow(RunStateConflict("r1", "running"))
+    assert raised.value.status_code == 409

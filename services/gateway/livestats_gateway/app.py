@@ -17,16 +17,16 @@ from livestats_shared.sessions import SessionStore
 from livestats_shared.visibility import backfill_visibility
 from redis.asyncio import Redis
 
-from . import analysis, api, apidocs, estimation, ingest, pages, session, sse, ws
+from .access.fairness import PerPrincipal
+from .access.limits import ConnectionLimiter
+from .access.recheck import TokenRecheck
 from .config import GatewayConfig
-from .fairness import PerPrincipal
 from .fanout.hub import Hub
 from .fanout.index import RunIndex
-from .finite import validation_error
-from .limits import ConnectionLimiter
-from .metrics import GatewayMetrics
-from .recheck import TokenRecheck
-from .stalls import StallMonitor
+from .ops.metrics import GatewayMetrics
+from .ops.stalls import StallMonitor
+from .routes import analysis, api, apidocs, estimation, ingest, pages, session, sse, ws
+from .routes.finite import validation_error
 from .state import State
 
 log = logging.getLogger("livestats.gateway")

@@ -6,10 +6,10 @@ import math
 
 import uvicorn
 
+from .access.connguard import ConnectionGuard
 from .app import create_app
 from .config import GatewayConfig
-from .connguard import ConnectionGuard
-from .logs import install_redaction
+from .ops.logs import install_redaction
 
 
 def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn.Config:

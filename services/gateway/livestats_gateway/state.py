@@ -11,15 +11,15 @@ from livestats_shared.sessions import SessionStore
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
+from .access.fairness import PerPrincipal
+from .access.limits import ConnectionLimiter
 from .config import GatewayConfig
-from .fairness import PerPrincipal
-from .limits import ConnectionLimiter
 
 if TYPE_CHECKING:
     from .fanout.hub import Hub
     from .fanout.index import RunIndex
-    from .metrics import GatewayMetrics
-    from .stalls import StallMonitor
+    from .ops.metrics import GatewayMetrics
+    from .ops.stalls import StallMonitor
 
 
 class State(TypedDict):

@@ -21,8 +21,8 @@ from livestats_shared.redis_client import UNAVAILABLE, connect
 from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
-from ..background import BackgroundTasks, Backoff
 from ..config import GatewayConfig
+from ..ops.background import BackgroundTasks, Backoff
 from .stats import FanoutStats
 from .subscriber import Subscriber
 from .wire import Batch, CloseCode, Frame, RawEntry, WireEvent, encode_entry, entry_fields, now_ms, raw_stream_replies

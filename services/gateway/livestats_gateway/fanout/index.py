@@ -19,8 +19,8 @@ from livestats_shared.redis_client import UNAVAILABLE, connect
 from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
-from ..background import BackgroundTasks, Backoff
 from ..config import GatewayConfig
+from ..ops.background import BackgroundTasks, Backoff
 from .hub import Hub
 from .subscriber import Subscriber
 from .wire import RunsUpdate, now_ms

@@ -31,8 +31,8 @@ from livestats_shared.ids import RunId
 from livestats_shared.sessions import SessionStore
 from starlette.requests import HTTPConnection
 
-from .config import GatewayConfig
-from .state import app_state
+from ..config import GatewayConfig
+from ..state import app_state
 
 log = logging.getLogger("livestats.gateway.auth")
 

@@ -3,25 +3,19 @@ at fault, the run-id path parameter, and the error responses the OpenAPI documen
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path
 from fastapi.exceptions import RequestValidationError
-from livestats_shared.control import UnknownRun
-from livestats_shared.errors import InvalidRunId, PublishError, RunStateConflict
+from livestats_shared.errors import InvalidRunId
 from livestats_shared.ids import RunId, validate_run_id
-from livestats_shared.redis_client import UNAVAILABLE
 
+from .failures import failure_of
 from .schemas import ErrorBody
 
-log = logging.getLogger("livestats.gateway.api")
-
-RETRY_AFTER_S = 2  # told to clients while Redis is unavailable
 # Documents validate_run_id's rule in the OpenAPI schema; validate_run_id alone decides.
 RUN_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-_UNREACHABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, PublishError)
 
 Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No such run (or not one the caller may see)."}}
@@ -35,21 +29,16 @@ AUTH_RESPONSES: Responses = {
 }
 
 
-async def known_errors() -> AsyncIterator[None]:
-    """Known failures answer with a status and a message, never a 500 with a traceback."""
+async def known_errors() -> AsyncGenerator[None, None]:
+    """Known failures answer with a status and a message (failures.py), never a 500 with a
+    traceback."""
     try:
         yield
-    except UnknownRun as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except RunStateConflict as exc:
-        raise HTTPException(409, str(exc)) from exc
-    except _UNREACHABLE as exc:
-        log.warning("answering 503, Redis unavailable: %s: %s", type(exc).__name__, exc)
-        raise HTTPException(
-            503,
-            f"Redis unavailable ({type(exc).__name__}); try again in a few seconds",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        ) from exc
+    except Exception as exc:
+        failure = failure_of(exc, "rest")
+        if failure is None:
+            raise
+        raise HTTPException(failure.status, failure.reason, headers=failure.headers or None) from exc
 
 
 def invalid(where: str, name: str, value: str, message: str) -> RequestValidationError:

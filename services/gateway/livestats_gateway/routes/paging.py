@@ -15,7 +15,7 @@ from livestats_shared.ids import RunId, validate_run_id
 from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
-from .fanout.wire import STREAM_ID_PART_MAX, format_stream_id, parse_stream_id
+from ..fanout.wire import STREAM_ID_PART_MAX, format_stream_id, parse_stream_id
 from .schemas import EventPage
 
 log = logging.getLogger("livestats.gateway.api")

@@ -26,10 +26,10 @@ from livestats_shared.stats import RunSnapshot
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from .auth import Reader, check_run_visible
+from ..access.auth import Reader, check_run_visible
+from ..state import app_state
 from .paging import read_run_page
 from .routing import AUTH_RESPONSES, NOT_FOUND, UNAVAILABLE_RESPONSE, invalid, known_errors
-from .state import app_state
 
 log = logging.getLogger("livestats.gateway.analysis")
 router = APIRouter(dependencies=[Depends(known_errors)], tags=["analysis"])

@@ -16,12 +16,12 @@ from livestats_shared.redis_client import UNAVAILABLE
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from .auth import AuthError, accepted_subprotocol, authenticate, credential_of
-from .fanout.subscriber import Subscriber, SubscriberClosed
-from .fanout.wire import WS, CloseCode, coalesce, now_ms
-from .limits import TooManyConnections
+from ..access.auth import AuthError, accepted_subprotocol, authenticate, credential_of
+from ..access.limits import TooManyConnections
+from ..fanout.subscriber import Subscriber, SubscriberClosed
+from ..fanout.wire import WS, CloseCode, coalesce, now_ms
+from ..state import app_state
 from .opening import join_visible, refusal_for
-from .state import app_state
 
 log = logging.getLogger("livestats.gateway.ws")
 

@@ -21,10 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .fanout.stats import RESET_REASONS, FanoutStats
+from ..fanout.stats import RESET_REASONS, FanoutStats
 
 if TYPE_CHECKING:
-    from .fanout.hub import Hub
+    from ..fanout.hub import Hub
     from .stalls import StallMonitor
 
 # Seconds from an event's creation (the producer's clock) to its hand-off to client queues.

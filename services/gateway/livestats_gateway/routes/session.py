@@ -20,12 +20,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from livestats_shared.auth import Principal, Scope
 from pydantic import BaseModel, Field
 
-from .auth import Reader, origin_allowed, served_over_https, session_cookie_name
+from ..access.auth import Reader, origin_allowed, served_over_https, session_cookie_name
+from ..state import app_state
 from .finite import FiniteJsonRoute
 from .pages import SHELL_HEADERS
 from .routing import AUTH_RESPONSES, MALFORMED_BODY, UNAVAILABLE_RESPONSE, known_errors
 from .schemas import ErrorBody
-from .state import app_state
 
 router = APIRouter(tags=["session"], dependencies=[Depends(known_errors)], route_class=FiniteJsonRoute)
 LOGIN_MAX_BYTES = 4_096  # a login body holds one token

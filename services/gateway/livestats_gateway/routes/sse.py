@@ -11,19 +11,19 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
-from .auth import Reader, credential_of
-from .fairness import PerPrincipal
-from .fanout.hub import Hub
-from .fanout.join import join
-from .fanout.stats import FanoutStats
-from .fanout.subscriber import Subscriber, SubscriberClosed
-from .fanout.wire import SSE, CloseCode, Frame, InvalidStreamId, parse_stream_id
-from .limits import ConnectionLimiter
+from ..access.auth import Reader, credential_of
+from ..access.fairness import PerPrincipal
+from ..access.limits import ConnectionLimiter
+from ..fanout.hub import Hub
+from ..fanout.join import join
+from ..fanout.stats import FanoutStats
+from ..fanout.subscriber import Subscriber, SubscriberClosed
+from ..fanout.wire import SSE, CloseCode, Frame, InvalidStreamId, parse_stream_id
+from ..state import app_state
 from .opening import check_run, refusal_for
 from .paging import STREAM_ID_PATTERN
 from .routing import AUTH_RESPONSES, NOT_FOUND, UNAVAILABLE_RESPONSE, ValidRunId, invalid, known_errors
 from .schemas import ErrorBody
-from .state import app_state
 
 log = logging.getLogger("livestats.gateway.sse")
 router = APIRouter(dependencies=[Depends(known_errors)])

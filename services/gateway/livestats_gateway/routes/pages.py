@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent.parent / "static"  # the package's static/, beside routes/
 ASSETS_PATH = "/static"
 # 'self' covers same-origin ws:/wss: in CSP level 3 browsers. No inline script or style.
 CSP = (

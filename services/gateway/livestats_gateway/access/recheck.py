@@ -17,11 +17,11 @@ from livestats_shared.auth import TokenStore
 from livestats_shared.redis_client import UNAVAILABLE
 from livestats_shared.sessions import SessionStore
 
+from ..fanout.hub import Hub
+from ..fanout.subscriber import Subscriber
+from ..fanout.wire import CloseCode
+from ..ops.background import BackgroundTasks
 from .auth import is_session, resolve
-from .background import BackgroundTasks
-from .fanout.hub import Hub
-from .fanout.subscriber import Subscriber
-from .fanout.wire import CloseCode
 
 log = logging.getLogger("livestats.gateway.recheck")
 _CONCURRENT_LOOKUPS = 32  # tokens looked up at once: bounds the connections a round opens

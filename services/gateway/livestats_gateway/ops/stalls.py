@@ -30,7 +30,7 @@ from livestats_shared.redis_client import UNAVAILABLE
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .config import GatewayConfig
+from ..config import GatewayConfig
 from .lease import Lease
 
 log = logging.getLogger("livestats.gateway.stalls")

@@ -17,10 +17,10 @@ from livestats_shared.estimation import DeclaredStrata, EstimationReport, Estima
 from livestats_shared.history import read_snapshot
 from pydantic import Field
 
-from .auth import Reader, check_run_visible
+from ..access.auth import Reader, check_run_visible
+from ..state import app_state
 from .paging import read_run_page
 from .routing import AUTH_RESPONSES, NOT_FOUND, UNAVAILABLE_RESPONSE, ValidRunId, known_errors
-from .state import app_state
 
 router = APIRouter(dependencies=[Depends(known_errors)], tags=["estimation"])
 

@@ -28,11 +28,11 @@ from livestats_shared.publish import EventRefused, RefusalCode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
-from .auth import Submitter, check_run_visible
+from ..access.auth import Submitter, check_run_visible
+from ..state import app_state
 from .finite import FiniteJsonRoute
 from .routing import AUTH_RESPONSES, MALFORMED_BODY, NOT_FOUND, UNAVAILABLE_RESPONSE, ValidRunId, known_errors
 from .schemas import ErrorBody
-from .state import app_state
 
 # A batch as JSON, bytes. Fixed per route (FastAPI checks it before the body is read).
 INGEST_MAX_BYTES = 1 << 20

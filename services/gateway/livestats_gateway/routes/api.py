@@ -24,15 +24,16 @@ from livestats_shared.redis_client import UNAVAILABLE
 from livestats_shared.sched import Scheduler
 from livestats_shared.spec import MAX_SPEC_BYTES, RunSpec
 
-from .auth import Reader, Submitter, check_run_visible
+from ..access.auth import Reader, Submitter, check_run_visible
+from ..ops.metrics import CONTENT_TYPE
+from ..state import app_state
+from .failures import RETRY_AFTER_S
 from .finite import FiniteJsonRoute
-from .metrics import CONTENT_TYPE
 from .paging import CURSOR_PATTERN, STREAM_ID_PATTERN, IndexPosition, exclusive_start, read_event_page, read_run_page
 from .routing import (
     AUTH_RESPONSES,
     MALFORMED_BODY,
     NOT_FOUND,
-    RETRY_AFTER_S,
     UNAVAILABLE_RESPONSE,
     ValidRunId,
     invalid,
@@ -51,7 +52,6 @@ from .schemas import (
     RunView,
     Submitted,
 )
-from .state import app_state
 
 log = logging.getLogger("livestats.gateway.api")
 

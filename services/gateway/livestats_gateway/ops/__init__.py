@@ -1,0 +1,2 @@
+"""What keeps a gateway process running and observable: background tasks, the stall monitor and
+its lease, logs, metrics."""
