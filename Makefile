@@ -9,6 +9,8 @@ BENCH_STAMP   := $(VENV)/.bench-installed
 JSCHECK       := tools/jscheck
 JSCHECK_STAMP := $(JSCHECK)/node_modules/.installed
 PYTEST_ARGS ?=
+# pytest processes for `make test` (pytest-xdist; each has its own embedded server): one per core.
+TEST_WORKERS ?= auto
 ARGS ?=
 
 .PHONY: run test stress-test lint fmt clean bench bench-quick vendor lock prometheus
@@ -36,7 +38,7 @@ prometheus: $(RUNTIME_STAMP)
 
 ## test: the whole suite against a private server on a free port
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## stress-test: `make test` three times in a row beside two CPU-bound processes, 10 minutes each at most
 stress-test: $(DEV_STAMP)

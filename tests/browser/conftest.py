@@ -70,8 +70,12 @@ async def stack(run_ids, start_gateway, start_worker, gateway_overrides) -> Asyn
 
 
 @pytest.fixture
-async def browser(request: pytest.FixtureRequest, chromium_path: str, stack: Stack) -> AsyncIterator[BrowserSession]:
-    """A fresh headless Chromium per test, pointed at the stack's gateway (closed before it stops)."""
+async def browser(
+    request: pytest.FixtureRequest, chromium_path: str, stack: Stack, make_token: object
+) -> AsyncIterator[BrowserSession]:
+    """A fresh headless Chromium per test, pointed at the stack's gateway, closed before the
+    gateway stops and before the test's tokens are revoked (`make_token` is set up first, so torn
+    down last: an open page's next request would otherwise rightly get a 401)."""
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=chromium_path, headless=True, args=["--no-sandbox"])
         session = BrowserSession(chromium, stack.gateway.http, request.node.name)
