@@ -1,5 +1,5 @@
 """The shared reader: one blocking XREAD per gateway process over every stream that has a
-subscriber, fanned out to all of them.
+subscriber (one per hash slot on a Cluster: reader.py), fanned out to all of them.
 
 Redis load does not grow with the number of viewers: a stream is read once however many
 clients watch it (channels are reference-counted by their subscribers). The reader has its own
@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Hashable
 from typing import Any
 
 from livestats_shared import keys
+from livestats_shared.cluster import cluster_of
 from livestats_shared.control import UnknownRun
 from livestats_shared.errors import InvalidEvent
 from livestats_shared.history import read_stats_hash
 from livestats_shared.redis_client import UNAVAILABLE, connect
 from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
+from redis.exceptions import AskError, MovedError
 
 from ..config import GatewayConfig
 from ..ops.background import BackgroundTasks, Backoff
+from .reader import READER_NAME, ClusterSlots, OneServer, ReadTarget, Router
 from .stats import FanoutStats
 from .subscriber import Subscriber
 from .wire import Batch, CloseCode, Frame, RawEntry, WireEvent, encode_entry, entry_fields, now_ms, raw_stream_replies
@@ -44,47 +48,78 @@ class Channel:
         self.resolved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
+class ReadGroup:
+    """The streams one blocking XREAD covers (reader.py), and the state of the read in flight."""
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.channels: dict[str, Channel] = {}  # stream -> channel, once its position is known
+        self.target: ReadTarget | None = None  # where the reads go; None until resolved
+        self.generation = 0  # bumped when a stream is added
+        self.reading_generation = 0  # generation of the XREAD in flight
+        self.in_read = False
+        self.wake = asyncio.Event()
+        self.unblocking: asyncio.Task[None] | None = None
+        self.connected = True  # False while its reads cannot reach Redis
+        self.task: asyncio.Task[None] | None = None
+
+
 class Hub:
     def __init__(self, config: GatewayConfig, redis: Redis, stats: FanoutStats | None = None) -> None:
         self.config = config
         self.stats = stats or FanoutStats()  # owned by metrics.py, which exports it
         self._linger_s = config.fanout_linger_ms / 1000
         self.redis = redis  # commands other than the blocking read
-        self._reader = raw_stream_replies(connect(config.redis_url, "livestats.gateway.reader", single_connection=True))
+        cluster = cluster_of(redis)
+        self._router: Router = (
+            OneServer(connect(config.redis_url, READER_NAME, single_connection=True), redis)
+            if cluster is None
+            else ClusterSlots(cluster)
+        )
         # Stream reads for joins (history replay, attach): unparsed replies, see wire.py.
         self._history = raw_stream_replies(connect(config.redis_url, "livestats.gateway.history", busy_loop=True))
         self._channels: dict[str, Channel] = {}
         self._attached: dict[Subscriber, Channel] = {}  # a subscriber reads one stream
         self.connections: set[Subscriber] = set()  # every open client, for heartbeats and shutdown
-        self._generation = 0  # bumped when a stream is added
-        self._reading_generation = 0  # generation of the XREAD in flight
-        self._in_read = False
-        self._reader_id: int | None = None
-        self._wake = asyncio.Event()
-        self._unblocking: asyncio.Task[None] | None = None
+        self._groups: dict[Hashable, ReadGroup] = {}
+        self._group_died = False
         self._tasks = BackgroundTasks(log, "no live events are delivered")
-        self.connected = True  # False while the reader cannot reach Redis
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Hub:
-        self._tasks.start(self._read_loop(), "hub-reader")
+        if self._router.permanent:
+            self._start_group(None)
         self._tasks.start(self._heartbeat_loop(), "hub-heartbeat")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         for sub in list(self.connections):
             sub.close(CloseCode.GOING_AWAY, "gateway shutting down")
-        if self._unblocking is not None:
-            self._unblocking.cancel()
+        groups = list(self._groups.values())
+        for group in groups:
+            for task in (group.task, group.unblocking):
+                if task is not None:
+                    task.cancel()
+        await asyncio.gather(*(g.task for g in groups if g.task is not None), return_exceptions=True)
         await self._tasks.stop()
-        await self._reader.aclose()
+        await self._router.close()
         await self._history.aclose()
 
     def alive(self) -> bool:
-        """The reader loop runs and is not failing to reach Redis (for /readyz; an idle reader
+        """The reader loops run and are not failing to reach Redis (for /readyz; an idle reader
         with no streams to read is alive)."""
-        return self._tasks.alive() and self.connected
+        return self._tasks.alive() and not self._group_died and self.connected
+
+    @property
+    def connected(self) -> bool:
+        """False while some group's reads cannot reach Redis."""
+        return all(g.connected for g in self._groups.values())
+
+    @property
+    def group_count(self) -> int:
+        """Blocking reads in flight at once: 1 on one server, the watched slots on a Cluster."""
+        return len(self._groups)
 
     @property
     def channel_count(self) -> int:
@@ -120,7 +155,7 @@ class Hub:
             channel.position = last[0][0] if last else b"0-0"
             channel.last_seq = _seq_of(last[0][1]) if last else None
             channel.resolved.set_result(None)
-            self._stream_added()
+            self._stream_added(channel)
         else:
             channel.subscribers.add(sub)
             self._attached[sub] = channel
@@ -138,20 +173,26 @@ class Hub:
     def _drop(self, channel: Channel) -> None:
         if self._channels.get(channel.stream) is channel:
             del self._channels[channel.stream]
+        group = self._groups.get(self._router.group_of(channel.stream))
+        if group is not None and group.channels.get(channel.stream) is channel:
+            del group.channels[channel.stream]
 
-    def _stream_added(self) -> None:
-        self._generation += 1
-        self._wake.set()
-        if self._in_read and (self._unblocking is None or self._unblocking.done()):
-            self._unblocking = asyncio.create_task(self._unblock(), name="hub-unblock")
-            self._unblocking.add_done_callback(self._unblock_ended)
+    def _stream_added(self, channel: Channel) -> None:
+        key = self._router.group_of(channel.stream)
+        group = self._groups.get(key) or self._start_group(key)
+        group.channels[channel.stream] = channel
+        group.generation += 1
+        group.wake.set()
+        if group.in_read and (group.unblocking is None or group.unblocking.done()):
+            group.unblocking = asyncio.create_task(self._unblock(group), name="hub-unblock")
+            group.unblocking.add_done_callback(self._unblock_ended)
 
-    async def _unblock(self) -> None:
-        """Interrupt the reader's XREAD so it picks up the new streams now. CLIENT UNBLOCK can
+    async def _unblock(self, group: ReadGroup) -> None:
+        """Interrupt the group's XREAD so it picks up the new streams now. CLIENT UNBLOCK can
         arrive before the XREAD does (then it unblocks nothing): retry until the reader is
         reading with the current streams."""
-        while self._in_read and self._reading_generation < self._generation and self._reader_id is not None:
-            if await self.redis.client_unblock(self._reader_id):
+        while group.in_read and group.reading_generation < group.generation and group.target is not None:
+            if await group.target.unblock():
                 return
             await asyncio.sleep(_UNBLOCK_RETRY_S)
 
@@ -162,42 +203,68 @@ class Hub:
 
     # -- the reader --------------------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
+    def _start_group(self, key: Hashable) -> ReadGroup:
+        group = self._groups[key] = ReadGroup(key)
+        group.task = asyncio.create_task(self._read_loop(group), name=f"hub-reader-{key}")
+        group.task.add_done_callback(self._group_ended)
+        return group
+
+    def _group_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._group_died = True  # /readyz says so
+            log.critical("%s died: no live events are delivered", task.get_name(), exc_info=task.exception())
+
+    async def _read_loop(self, group: ReadGroup) -> None:
+        try:
+            await self._read_group(group)
+        finally:
+            if self._groups.get(group.key) is group:
+                del self._groups[group.key]
+            if group.target is not None:
+                await group.target.close()
+
+    async def _read_group(self, group: ReadGroup) -> None:
         backoff = Backoff()
+        fresh = False  # after a lost connection: ask who serves the group's slot now
         while True:
-            streams = {c.stream: c.position for c in self._channels.values() if c.position is not None}
+            streams = {s: c.position for s, c in group.channels.items() if c.position is not None}
             if not streams:
-                self._wake.clear()
-                await self._wake.wait()
+                if not self._router.permanent:
+                    return  # a Cluster slot nobody watches any more: its connection closes
+                group.wake.clear()
+                await group.wake.wait()
                 continue
             try:
-                if self._reader_id is None:
-                    self._reader_id = int(await self._reader.client_id())
-                self._reading_generation = self._generation
-                self._in_read = True
+                if group.target is None:
+                    group.target = await self._router.target(group.key, next(iter(streams)), fresh=fresh)
+                target = group.target
+                await target.prepare()
+                group.reading_generation = group.generation
+                group.in_read = True
                 try:
-                    reply = await self._reader.xread(
-                        streams,  # type: ignore[arg-type]
-                        count=self.config.read_count,
-                        block=self.config.read_block_ms,
-                    )
+                    reply = await target.read(streams, self.config.read_count, self.config.read_block_ms)
                 finally:
-                    self._in_read = False
+                    group.in_read = False
+            except AskError as redirect:  # MovedError too: the slot moved, or is moving
+                await self._redirect(group, redirect)
+                continue
             except UNAVAILABLE as exc:
-                if self.connected or backoff.first_attempt:
+                if group.connected or backoff.first_attempt:
                     log.warning("stream reader lost Redis (%s); retrying", exc)
-                self.connected = False
-                self._reader_id = None  # a new connection has a new id
+                group.connected = False
+                await self._lost(group)
+                fresh = True
                 await backoff.wait()
                 continue
-            if not self.connected:
+            if not group.connected:
                 log.info("stream reader connected")
-            self.connected = True
+            group.connected = True
+            fresh = False
             backoff.reset()
             self.stats.read()  # one per XREAD, whatever number of streams it answered for
             for raw_stream, entries in reply or ():
                 stream = raw_stream.decode()
-                channel = self._channels.get(stream)
+                channel = group.channels.get(stream)
                 # Dropped (or dropped and re-added at another position) while we read: skip.
                 if channel is None or channel.position != streams[stream]:
                     continue
@@ -208,6 +275,28 @@ class Hub:
                 # A fixed pause costs a quiet stream nothing (its next event comes after the
                 # pause is over); scaling it with the last read's size did worse (commit 2d1b378).
                 await asyncio.sleep(self._linger_s)
+
+    async def _redirect(self, group: ReadGroup, redirect: AskError) -> None:
+        """Read where a Cluster said the slot now is (MOVED) or is being moved to (ASK: each read
+        there is preceded by ASKING until a MOVED settles it)."""
+        asking = not isinstance(redirect, MovedError)
+        moving = "moving" if asking else "moved"
+        log.info("stream reader: slot %s %s to %s", redirect.slot_id, moving, redirect.node_addr)
+        self.stats.redirect()
+        if group.target is not None:
+            await group.target.close()
+        group.target = None  # unblockers see no target until the new one is set
+        group.target = self._router.redirected((redirect.host, int(redirect.port)), asking=asking)
+
+    async def _lost(self, group: ReadGroup) -> None:
+        target = group.target
+        if target is None:
+            return
+        if self._router.permanent:
+            target.lost()  # one server: the same client reconnects, with another CLIENT ID
+            return
+        group.target = None  # a Cluster: ask again who serves the slot (a replica promoted?)
+        await target.close()
 
     async def _deliver(self, channel: Channel, entries: list[RawEntry]) -> None:
         events: list[WireEvent] = []
