@@ -105,7 +105,7 @@ async def request_abort(redis: Redis, job_id: str) -> None:
     await redis.zadd(abort_jobs_ss, {job_id: int(time.time() * 1000)})
 
 
-def pipeline_evalsha(pipe: Any, sha: str, keys: list[str], args: list[str]) -> None:
+def pipeline_evalsha(pipe: Any, sha: str, keys: list[str], args: list[str | bytes]) -> None:
     """Queue EVALSHA `sha` on `pipe`, a single server's or a Cluster's pipeline. redis-py 5
     blocks the Cluster pipeline's `evalsha` method (from before its router could place a script
     by its keys), yet routes the same command queued as is by its KEYS, like any keyed command:
