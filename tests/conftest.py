@@ -64,9 +64,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """The session's Cluster, shared by every `[cluster]` variant: tests may move its slots
     (it stays healthy) but never kill its nodes (`fresh_cluster` is for that)."""
-    cluster = LocalCluster(Path(tmp_path_factory.mktemp("cluster"))).start()
+    cluster = LocalCluster(Path(tmp_path_factory.mktemp("cluster")))
     try:
-        yield cluster
+        yield cluster.start()
     finally:
         cluster.stop()
 
@@ -74,9 +74,9 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
 @pytest.fixture
 def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """A Cluster of the test's own, with a short failure-detection time: for killing nodes."""
-    cluster = LocalCluster(tmp_path / "cluster", node_timeout_ms=1000).start()
+    cluster = LocalCluster(tmp_path / "cluster", node_timeout_ms=1000)
     try:
-        yield cluster
+        yield cluster.start()
     finally:
         cluster.stop()
 

@@ -6,8 +6,10 @@ CLUSTER MEET, replicas attached with CLUSTER REPLICATE. Every step waits for the
 (cluster_state:ok, each replica's link up), never for a length of time.
 
 Faults for the tests: `kill` (SIGKILL a node) then `wait_promoted` (a replica took its slots),
-`restart` (it comes back as a replica), and a slot migration in the steps an operator's
-resharding takes (`begin_migration`, `move_keys`, `finish_migration`; `migrate_slot` does all).
+`restart` (it comes back as a replica); `cut_replication` (the replica stops receiving writes,
+so the next ones exist only on the primary: what an asynchronous replica lacks when its primary
+dies) and `resume`; a slot migration in the steps an operator's resharding takes
+(`begin_migration`, `move_keys`, `finish_migration`; `migrate_slot` does all).
 The control calls are blocking: async tests run them with `asyncio.to_thread`.
 """
 
@@ -81,6 +83,14 @@ class LocalCluster:
     # -- start and stop ----------------------------------------------------------------------
 
     def start(self) -> LocalCluster:
+        try:
+            self._assemble()
+        except BaseException:
+            self.stop()  # never leave half a cluster running
+            raise
+        return self
+
+    def _assemble(self) -> None:
         for node in self.nodes:
             self._spawn(node)
         for node in self.nodes:
@@ -99,7 +109,6 @@ class LocalCluster:
         for i, node in enumerate(replicas):
             node.client().execute_command("CLUSTER REPLICATE", primaries[i % len(primaries)].node_id)
         self.wait_healthy()
-        return self
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -176,6 +185,26 @@ class LocalCluster:
         node.proc.send_signal(signal.SIGKILL)
         node.proc.wait()
         node.proc = None
+
+    def replica_of(self, primary: Node) -> Node:
+        for node in self.live():
+            if node is not primary and _role(node) == "slave" and _primary_id(node) == primary.node_id:
+                return node
+        raise AssertionError(f"{primary.address} has no live replica")
+
+    def cut_replication(self, primary: Node) -> Node:
+        """Freeze `primary`'s replica (SIGSTOP) and make the primary drop its link: writes from
+        now on reach the primary only, until `resume(replica)`. Returns the replica. Kill the
+        primary before resuming and the replica is promoted without them."""
+        replica = self.replica_of(primary)
+        assert replica.proc is not None
+        replica.proc.send_signal(signal.SIGSTOP)
+        primary.client().execute_command("CLIENT KILL", "TYPE", "replica")
+        return replica
+
+    def resume(self, node: Node) -> None:
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGCONT)
 
     def wait_promoted(self, slot: int, old: Node) -> Node:
         """Wait until a replica of `old` (killed) serves `slot` and the cluster is ok again."""
@@ -272,6 +301,14 @@ def _role(node: Node) -> str:
 
 def _link_up(node: Node) -> bool:
     return node.client().info("replication").get("master_link_status") == "up"
+
+
+def _primary_id(node: Node) -> str:
+    """The id of the primary a replica follows (CLUSTER NODES, parsed by redis-py)."""
+    for entry in node.client().execute_command("CLUSTER NODES").values():
+        if "myself" in entry["flags"]:
+            return str(entry["master_id"])
+    return ""
 
 
 def _known_ids(node: Node) -> set[str]:
