@@ -1,5 +1,5 @@
 """The shared reader: one blocking XREAD per gateway process over every stream that has a
-subscriber (one per hash slot on a Cluster: reader.py), fanned out to all of them.
+subscriber (one per hash slot on a Cluster: groups.py, reader.py), fanned out to all of them.
 
 Redis load does not grow with the number of viewers: a stream is read once however many
 clients watch it (channels are reference-counted by their subscribers). The reader has its own
@@ -22,53 +22,22 @@ from livestats_shared.history import read_stats_hash
 from livestats_shared.redis_client import UNAVAILABLE, connect
 from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
-from redis.exceptions import AskError, MovedError
 
 from ..config import GatewayConfig
-from ..ops.background import BackgroundTasks, Backoff
-from .reader import READER_NAME, ClusterSlots, OneServer, ReadTarget, Router
+from ..ops.background import BackgroundTasks
+from .groups import Channel, ReadGroup
+from .reader import READER_NAME, ClusterSlots, OneServer, Router
 from .stats import FanoutStats
 from .subscriber import Subscriber
 from .wire import Batch, CloseCode, Frame, RawEntry, WireEvent, encode_entry, entry_fields, now_ms, raw_stream_replies
 
 log = logging.getLogger("livestats.gateway.hub")
-_UNBLOCK_RETRY_S = 0.002
-
-
-class Channel:
-    """One stream and the subscribers reading it through this process."""
-
-    def __init__(self, run_id: str, stream: str) -> None:
-        self.run_id = run_id
-        self.run_id_bytes = run_id.encode()
-        self.stream = stream
-        self.subscribers: set[Subscriber] = set()
-        self.position: bytes | None = None  # last entry id read; None until resolved
-        self.last_seq: int | None = None  # for the continuity check
-        self.resolved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-
-class ReadGroup:
-    """The streams one blocking XREAD covers (reader.py), and the state of the read in flight."""
-
-    def __init__(self, key: Hashable) -> None:
-        self.key = key
-        self.channels: dict[str, Channel] = {}  # stream -> channel, once its position is known
-        self.target: ReadTarget | None = None  # where the reads go; None until resolved
-        self.generation = 0  # bumped when a stream is added
-        self.reading_generation = 0  # generation of the XREAD in flight
-        self.in_read = False
-        self.wake = asyncio.Event()
-        self.unblocking: asyncio.Task[None] | None = None
-        self.connected = True  # False while its reads cannot reach Redis
-        self.task: asyncio.Task[None] | None = None
 
 
 class Hub:
     def __init__(self, config: GatewayConfig, redis: Redis, stats: FanoutStats | None = None) -> None:
         self.config = config
         self.stats = stats or FanoutStats()  # owned by metrics.py, which exports it
-        self._linger_s = config.fanout_linger_ms / 1000
         self.redis = redis  # commands other than the blocking read
         cluster = cluster_of(redis)
         self._router: Router = (
@@ -98,9 +67,8 @@ class Hub:
             sub.close(CloseCode.GOING_AWAY, "gateway shutting down")
         groups = list(self._groups.values())
         for group in groups:
-            for task in (group.task, group.unblocking):
-                if task is not None:
-                    task.cancel()
+            if group.task is not None:
+                group.task.cancel()  # its connection closes as it ends
         await asyncio.gather(*(g.task for g in groups if g.task is not None), return_exceptions=True)
         await self._tasks.stop()
         await self._router.close()
@@ -181,30 +149,12 @@ class Hub:
         key = self._router.group_of(channel.stream)
         group = self._groups.get(key) or self._start_group(key)
         group.channels[channel.stream] = channel
-        group.generation += 1
-        group.wake.set()
-        if group.in_read and (group.unblocking is None or group.unblocking.done()):
-            group.unblocking = asyncio.create_task(self._unblock(group), name="hub-unblock")
-            group.unblocking.add_done_callback(self._unblock_ended)
-
-    async def _unblock(self, group: ReadGroup) -> None:
-        """Interrupt the group's XREAD so it picks up the new streams now. CLIENT UNBLOCK can
-        arrive before the XREAD does (then it unblocks nothing): retry until the reader is
-        reading with the current streams."""
-        while group.in_read and group.reading_generation < group.generation and group.target is not None:
-            if await group.target.unblock():
-                return
-            await asyncio.sleep(_UNBLOCK_RETRY_S)
-
-    def _unblock_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            # The reader still sees the stream when its block times out; say why it was late.
-            log.warning("could not interrupt the reader for a new stream: %r", task.exception())
+        group.stream_added()
 
     # -- the reader --------------------------------------------------------------------------
 
     def _start_group(self, key: Hashable) -> ReadGroup:
-        group = self._groups[key] = ReadGroup(key)
+        group = self._groups[key] = ReadGroup(key, self._router, self.config, self.stats, self._deliver)
         group.task = asyncio.create_task(self._read_loop(group), name=f"hub-reader-{key}")
         group.task.add_done_callback(self._group_ended)
         return group
@@ -216,87 +166,11 @@ class Hub:
 
     async def _read_loop(self, group: ReadGroup) -> None:
         try:
-            await self._read_group(group)
+            await group.run()
         finally:
             if self._groups.get(group.key) is group:
                 del self._groups[group.key]
-            if group.target is not None:
-                await group.target.close()
-
-    async def _read_group(self, group: ReadGroup) -> None:
-        backoff = Backoff()
-        fresh = False  # after a lost connection: ask who serves the group's slot now
-        while True:
-            streams = {s: c.position for s, c in group.channels.items() if c.position is not None}
-            if not streams:
-                if not self._router.permanent:
-                    return  # a Cluster slot nobody watches any more: its connection closes
-                group.wake.clear()
-                await group.wake.wait()
-                continue
-            try:
-                if group.target is None:
-                    group.target = await self._router.target(group.key, next(iter(streams)), fresh=fresh)
-                target = group.target
-                await target.prepare()
-                group.reading_generation = group.generation
-                group.in_read = True
-                try:
-                    reply = await target.read(streams, self.config.read_count, self.config.read_block_ms)
-                finally:
-                    group.in_read = False
-            except AskError as redirect:  # MovedError too: the slot moved, or is moving
-                await self._redirect(group, redirect)
-                continue
-            except UNAVAILABLE as exc:
-                if group.connected or backoff.first_attempt:
-                    log.warning("stream reader lost Redis (%s); retrying", exc)
-                group.connected = False
-                await self._lost(group)
-                fresh = True
-                await backoff.wait()
-                continue
-            if not group.connected:
-                log.info("stream reader connected")
-            group.connected = True
-            fresh = False
-            backoff.reset()
-            self.stats.read()  # one per XREAD, whatever number of streams it answered for
-            for raw_stream, entries in reply or ():
-                stream = raw_stream.decode()
-                channel = group.channels.get(stream)
-                # Dropped (or dropped and re-added at another position) while we read: skip.
-                if channel is None or channel.position != streams[stream]:
-                    continue
-                await self._deliver(channel, entries)
-            if reply and self._linger_s:
-                # Let the next few events gather in Redis: one frame per client for several
-                # events instead of one each, which is what saturates a busy gateway's CPU.
-                # A fixed pause costs a quiet stream nothing (its next event comes after the
-                # pause is over); scaling it with the last read's size did worse (commit 2d1b378).
-                await asyncio.sleep(self._linger_s)
-
-    async def _redirect(self, group: ReadGroup, redirect: AskError) -> None:
-        """Read where a Cluster said the slot now is (MOVED) or is being moved to (ASK: each read
-        there is preceded by ASKING until a MOVED settles it)."""
-        asking = not isinstance(redirect, MovedError)
-        moving = "moving" if asking else "moved"
-        log.info("stream reader: slot %s %s to %s", redirect.slot_id, moving, redirect.node_addr)
-        self.stats.redirect()
-        if group.target is not None:
-            await group.target.close()
-        group.target = None  # unblockers see no target until the new one is set
-        group.target = self._router.redirected((redirect.host, int(redirect.port)), asking=asking)
-
-    async def _lost(self, group: ReadGroup) -> None:
-        target = group.target
-        if target is None:
-            return
-        if self._router.permanent:
-            target.lost()  # one server: the same client reconnects, with another CLIENT ID
-            return
-        group.target = None  # a Cluster: ask again who serves the slot (a replica promoted?)
-        await target.close()
+            await group.close()
 
     async def _deliver(self, channel: Channel, entries: list[RawEntry]) -> None:
         events: list[WireEvent] = []
