@@ -2,6 +2,11 @@
 
 Set REDIS_URL to run the suite against another server instead (e.g. the machine's Redis 7);
 the tests that stop and restart the server are then skipped.
+
+A test marked `cluster` runs twice: `[single]` as above and `[cluster]` against a local Valkey
+Cluster (3 primaries, 3 replicas, started once per session on first use; tests/support/cluster.py):
+its `redis_url` (and so `redis`, `publisher`, `start_gateway`) is the cluster's. Such a test uses
+no arq queue: arq cannot run on a Cluster, and the queue server is configured on its own.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from cluster import LocalCluster
 from gateway_fixtures import gateway, make_token, start_gateway  # noqa: F401 -- real gateways for every test dir
 from livestats_cli.embedded import EmbeddedServer
 from livestats_shared.publish import Publisher
@@ -40,6 +46,41 @@ class ServerHandle:
         return self.embedded
 
 
+BACKENDS = ("single", "cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("cluster") and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """ "single" (the session's server) or "cluster" (a test marked `cluster`, second variant)."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """The session's Cluster, shared by every `[cluster]` variant: tests may move its slots
+    (it stays healthy) but never kill its nodes (`fresh_cluster` is for that)."""
+    cluster = LocalCluster(Path(tmp_path_factory.mktemp("cluster")))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A Cluster of the test's own, with a short failure-detection time: for killing nodes."""
+    cluster = LocalCluster(tmp_path / "cluster", node_timeout_ms=1000)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
     external = os.environ.get("REDIS_URL")
@@ -55,7 +96,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHan
 
 
 @pytest.fixture
-def redis_url(redis_server: ServerHandle) -> str:
+def redis_url(redis_server: ServerHandle, backend: str, request: pytest.FixtureRequest) -> str:
+    if backend == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
     if redis_server.embedded is not None:
         redis_server.embedded.start()  # a previous test may have left it stopped
     return redis_server.url

@@ -29,8 +29,10 @@ from typing import cast
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from . import keys
+from .cluster import atomically
 from .errors import LivestatsError
 from .ids import NAME_PATTERN
 from .redis_client import UNAVAILABLE
@@ -301,8 +303,10 @@ async def end_sessions_of(redis: Redis, tid: str) -> None:
     """Delete every browser session opened with token `tid` (see keys.auth_token_sessions)."""
     index = keys.auth_token_sessions(tid)
     members = await cast(Awaitable[set[bytes]], redis.smembers(index))
-    async with redis.pipeline(transaction=True) as pipe:
+
+    def delete(pipe: Pipeline) -> None:
         for member in members:
             pipe.delete(keys.auth_session(member.decode()))
         pipe.delete(index)
-        await pipe.execute()
+
+    await atomically(redis, index, delete)

@@ -17,8 +17,10 @@ import time
 from collections.abc import Mapping
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from . import keys
+from .cluster import atomically
 from .errors import PublishError, RunStateConflict
 from .events import CallFailed, EventData, FailureReason, Outcome, PhaseFinished, RunFinished, phase_end_state
 from .publish import Publisher
@@ -101,11 +103,13 @@ def timing(stats: Mapping[str, str], now_ms: int) -> tuple[float | None, float |
 
 
 async def read_run(redis: Redis, run_id: str) -> tuple[dict[str, str], Lifecycle]:
-    """The stats hash and the lifecycle of a run, read together."""
-    async with redis.pipeline(transaction=True) as pipe:
+    """The stats hash and the lifecycle of a run, read together (one slot: one hash tag)."""
+
+    def read(pipe: Pipeline) -> None:
         pipe.hgetall(keys.run_stats(run_id))
         pipe.hgetall(keys.run_lifecycle(run_id))
-        raw_stats, raw_life = await pipe.execute()
+
+    raw_stats, raw_life = await atomically(redis, keys.run_stats(run_id), read)
     return _text(raw_stats), Lifecycle.from_hash(_text(raw_life))
 
 

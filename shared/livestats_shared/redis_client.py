@@ -8,16 +8,34 @@ from typing import Any
 from redis.asyncio import Redis
 
 # Errors that mean "Redis is not there right now" rather than "the command was wrong".
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterError,
+    ConnectionError,
+    SlotNotCoveredError,
+    TimeoutError,
+    TryAgainError,
+)
 
+from .cluster import connect_cluster, is_cluster_url
 from .compat import UnpolledPool
 
-REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, BusyLoadingError)
+# On a Cluster also: CLUSTERDOWN and redirections that ran out (ClusterError; a failover in
+# progress), TRYAGAIN (a slot half-migrated) and a slot the client's map has no node for yet.
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    BusyLoadingError,
+    ClusterError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
 UNAVAILABLE: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, OSError)
 
 
 def connect(url: str, client_name: str, *, single_connection: bool = False, busy_loop: bool = False) -> Redis:
-    """A client for `url` (redis://, rediss://, with ACL user:password) named for CLIENT LIST.
+    """A client for `url` (redis://, rediss://, with ACL user:password; redis+cluster:// for a
+    Cluster, see cluster.py) named for CLIENT LIST.
 
     No socket_timeout, on purpose: with one set, redis-py 5 wraps every write in
     asyncio.wait_for, which on Python 3.11 swallows a cancellation that lands as the write
@@ -29,8 +47,13 @@ def connect(url: str, client_name: str, *, single_connection: bool = False, busy
 
     `busy_loop`: for a process whose event loop is busy (the gateway): the pool hands out
     connections without redis-py's per-checkout socket poll (see `compat.UnpolledPool`).
+
+    On a Cluster both flags are moot: each node has its own pool, which takes no lock and polls
+    nothing, and a blocking reader asks `ClusterClient.dedicated_client` for its connection.
     """
     options: dict[str, Any] = {"client_name": client_name, "socket_connect_timeout": 5.0, "health_check_interval": 30}
+    if is_cluster_url(url):
+        return connect_cluster(url, options)
     if not busy_loop:
         client: Redis = Redis.from_url(url, single_connection_client=single_connection, **options)
         return client
@@ -39,7 +62,7 @@ def connect(url: str, client_name: str, *, single_connection: bool = False, busy
     return client
 
 
-_URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@")
+_URL_PASSWORD = re.compile(r"(rediss?(?:\+\w+)?://[^:/@\s]*:)[^@\s]+@")  # also redis+cluster://
 
 
 def redact_url(text: str) -> str:

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from . import keys
 from .auth import Principal, TokenRecord, TokenStore, digest, now_ms
+from .cluster import atomically
 
 _RECENT_MAX = 10_000  # sessions whose last touch or lookup this process remembers
 
@@ -54,7 +56,8 @@ class SessionStore:
         # lookup re-checks the token, so the session ends with it all the same.
         expires = now + self.max_ms
         index = keys.auth_token_sessions(record.id)
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def write(pipe: Pipeline) -> None:
             pipe.hset(
                 keys.auth_session(key_digest),
                 mapping={
@@ -69,7 +72,8 @@ class SessionStore:
             pipe.sadd(index, key_digest)
             pipe.pexpire(index, self.max_ms, gt=True)  # the index outlives its longest session
             pipe.pexpire(index, self.max_ms, nx=True)
-            await pipe.execute()
+
+        await atomically(self.redis, index, write)
         self._touched[key_digest] = time.monotonic()
         return sid
 
@@ -127,8 +131,10 @@ class SessionStore:
     async def _delete(self, key_digest: str, token_id: str | None) -> None:
         self._recent.pop(key_digest, None)
         self._touched.pop(key_digest, None)
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def delete(pipe: Pipeline) -> None:
             pipe.delete(keys.auth_session(key_digest))
             if token_id is not None:
                 pipe.srem(keys.auth_token_sessions(token_id), key_digest)
-            await pipe.execute()
+
+        await atomically(self.redis, keys.auth_session(key_digest), delete)

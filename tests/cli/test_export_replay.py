@@ -12,7 +12,9 @@ from livestats_shared import keys
 from livestats_shared.control import submit_run
 from livestats_shared.estimation import EstimationSample
 from livestats_shared.history import read_snapshot
+from livestats_shared.ids import new_run_id
 from livestats_shared.spec import RunSpec
+from ws_client import publish_run
 
 FAST = {"FPF_SIM_LATENCY_MS": "20", "FPF_SIM_JITTER_MS": "5"}
 SPEC = RunSpec.model_validate(
@@ -92,6 +94,29 @@ async def test_export_replay_export_gives_the_same_events_but_for_ids_and_times(
     assert old is not None and new is not None and new.replay_of == finished_run
     same = {"status", "successful_calls", "failed_attempts", "retries", "total_tokens", "predicted_tokens", "phases"}
     assert new.model_dump(include=same) == old.model_dump(include=same)
+    assert await redis.zscore(keys.RUNS_INDEX, new_id) is not None
+
+
+@pytest.mark.cluster
+async def test_a_published_run_exported_and_replayed_exports_the_same_events(redis, redis_url, publisher, tmp_path):
+    # No worker (a [cluster] variant has no queue): a run published as a producer would.
+    run_id = new_run_id()
+    await publish_run(publisher, run_id, 301)
+    first, second = tmp_path / "first.ndjson", tmp_path / "second.ndjson"
+    code, _, err = await livestats(redis_url, "export", run_id, "-o", str(first))
+    assert code == 0, err
+    _, original = read_export(first)
+    assert [e["seq"] for e in original] == list(range(1, 302))
+
+    code, out, err = await livestats(redis_url, "replay", str(first), "--instant", "--json")
+    assert code == 0, err
+    new_id = json.loads(out.splitlines()[0])["run_id"]
+    await wait_finished(redis, new_id, 10)
+    code, _, err = await livestats(redis_url, "export", new_id, "-o", str(second))
+    assert code == 0, err
+    _, replayed = read_export(second)
+    keep = {"seq", "type", "v"}
+    assert [{k: e[k] for k in keep} for e in replayed] == [{k: e[k] for k in keep} for e in original]
     assert await redis.zscore(keys.RUNS_INDEX, new_id) is not None
 
 

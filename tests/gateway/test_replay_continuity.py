@@ -188,6 +188,7 @@ def test_first_break_finds_the_first_event_that_does_not_follow_its_predecessor(
     assert first_break(_events(5, 5, 6), 5) == 1  # a duplicate
 
 
+@pytest.mark.cluster
 async def test_a_since_inside_the_stream_that_is_none_of_its_ids_resets_then_replays_it_all(gateway, publisher, redis):
     run_id = new_run_id()
     await publish_run(publisher, run_id, 20)

@@ -99,6 +99,7 @@ async def test_a_worker_killed_with_sigkill_mid_run_is_marked_stalled_by_the_gat
     await wait_until(lambda: pids_with_env("FPF_RUN_ID", run_id) == [], timeout_s=5)
 
 
+@pytest.mark.cluster
 async def test_two_gateways_mark_a_silent_run_stalled_exactly_once(redis, publisher, start_gateway):
     gateways = [start_gateway(stall_check_interval_s=0.1, stall_margin_s=0.2) for _ in range(2)]
     run_id = await start_silent_run(publisher, f"silent-{uuid.uuid4().hex[:12]}", silent_for_s=5, heartbeat_s=0.2)

@@ -152,6 +152,7 @@ async def test_clients_resume_with_contiguous_seq_across_a_gateway_restart(gatew
         assert w.connects >= 2  # each was cut off by the restart and resumed with `since`
 
 
+@pytest.mark.cluster
 async def test_two_gateways_serve_the_same_run_identically(start_gateway, publisher, redis):
     first, second = start_gateway(), start_gateway()
     run_id, n = new_run_id(), 5_000

@@ -34,6 +34,7 @@ async def test_fifty_clients_joining_at_random_moments_each_receive_every_event_
         assert not [c for c in w.controls if c["type"] == "reset"]
 
 
+@pytest.mark.cluster
 async def test_clients_that_drop_and_resume_at_random_points_see_no_gap_and_no_duplicate(gateway, publisher, redis):
     run_id, n = new_run_id(), 10_000
     producer = asyncio.create_task(publish_run(publisher, run_id, n, per_tick=100))

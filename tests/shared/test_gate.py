@@ -173,6 +173,7 @@ async def test_a_counter_that_would_pass_2_to_the_53_is_refused_and_nothing_over
     await assert_snapshot_is_the_fold(redis, run_id)
 
 
+@pytest.mark.cluster
 async def test_a_fenced_out_owner_is_refused_and_the_closer_ends_every_open_call_and_phase(redis, publisher):
     run_id, epoch = await new_run(publisher, "a", "b")
     assert epoch == "1"

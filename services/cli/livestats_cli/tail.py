@@ -14,11 +14,13 @@ import sys
 from typing import cast
 
 from livestats_shared import keys
+from livestats_shared.cluster import atomically
 from livestats_shared.control import UnknownRun
 from livestats_shared.history import decode_entry
 from livestats_shared.ids import validate_run_id
 from livestats_shared.redis_client import UNAVAILABLE
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from .config import CliConfig
 from .exit_codes import EXIT_OK, EXIT_RUN_FAILED
@@ -42,10 +44,13 @@ async def run(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     interval = args.interval if args.interval is not None else (0.1 if tty else 1.0)
     view = TailView(run_id, sys.stdout, tty=tty, events_shown=max(1, args.lines), min_interval_s=interval)
     stream = keys.run_events(run_id)
-    async with redis.pipeline(transaction=True) as pipe:
+
+    def read(pipe: Pipeline) -> None:  # the snapshot and the events it counts, from one moment
         pipe.hgetall(keys.run_stats(run_id))
         pipe.xrevrange(stream, count=max(1, args.lines))
-        raw, newest = cast(tuple[dict[bytes, bytes], list[tuple[bytes, dict[bytes, bytes]]]], await pipe.execute())
+
+    replies = await atomically(redis, stream, read)
+    raw, newest = cast(tuple[dict[bytes, bytes], list[tuple[bytes, dict[bytes, bytes]]]], tuple(replies))
     if not raw:
         raise UnknownRun(run_id)
     stats = {k.decode(): v.decode() for k, v in raw.items()}

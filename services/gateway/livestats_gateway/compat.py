@@ -19,6 +19,10 @@ RELIED_ON = {
     # RESP2 parser read it (the clients here never ask for RESP3, where XREAD is a map).
     "redis.asyncio.client.Redis.set_response_callback": "c260cd509fb0a281",
     "redis.asyncio.client.Redis.parse_response": "d66cfb53d08c4160",
+    # ... and on a Cluster: RedisCluster.set_response_callback changes the one callbacks dict
+    # every ClusterNode was given (not a copy), which each node applies to its replies.
+    "redis.asyncio.cluster.ClusterNode.__init__": "4734fa80f6422425",
+    "redis.asyncio.cluster.ClusterNode.parse_response": "3e3d87a5d815742b",
 }
 
 _RAW_COMMANDS = ("XRANGE", "XREVRANGE", "XREAD")

@@ -41,6 +41,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from .. import keys
+from ..compat import pipeline_evalsha
 from ..errors import PublishError, RunStateConflict
 from ..events import (
     MAX_SAFE_INT,
@@ -463,8 +464,8 @@ class Publisher:
             for chunk in chunks:
                 run_id = chunk.run_id
                 args = [*head, run_id, str(SCHEMA_VERSION), *chunk.script_args()]
-                run_keys = (keys.run_events(run_id), keys.run_stats(run_id), keys.run_lifecycle(run_id))
-                pipe.evalsha(SCRIPT_SHA, 3, *run_keys, *args)  # type: ignore[arg-type]
+                run_keys = [keys.run_events(run_id), keys.run_stats(run_id), keys.run_lifecycle(run_id)]
+                pipeline_evalsha(pipe, SCRIPT_SHA, run_keys, args)  # one slot: the run's hash tag
             return list(await pipe.execute(raise_on_error=False))
 
     def _index(self, pipe: Pipeline, item: PendingEvent, seq: int) -> None:

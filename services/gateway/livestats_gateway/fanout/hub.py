@@ -1,5 +1,5 @@
 """The shared reader: one blocking XREAD per gateway process over every stream that has a
-subscriber, fanned out to all of them.
+subscriber (one per hash slot on a Cluster: groups.py, reader.py), fanned out to all of them.
 
 Redis load does not grow with the number of viewers: a stream is read once however many
 clients watch it (channels are reference-counted by their subscribers). The reader has its own
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Hashable
 from typing import Any
 
 from livestats_shared import keys
+from livestats_shared.cluster import cluster_of
 from livestats_shared.control import UnknownRun
 from livestats_shared.errors import InvalidEvent
 from livestats_shared.history import read_stats_hash
@@ -22,69 +24,70 @@ from livestats_shared.stats import RunSnapshot
 from redis.asyncio import Redis
 
 from ..config import GatewayConfig
-from ..ops.background import BackgroundTasks, Backoff
+from ..ops.background import BackgroundTasks
+from .groups import Channel, ReadGroup
+from .reader import READER_NAME, ClusterSlots, OneServer, Router
 from .stats import FanoutStats
 from .subscriber import Subscriber
 from .wire import Batch, CloseCode, Frame, RawEntry, WireEvent, encode_entry, entry_fields, now_ms, raw_stream_replies
 
 log = logging.getLogger("livestats.gateway.hub")
-_UNBLOCK_RETRY_S = 0.002
-
-
-class Channel:
-    """One stream and the subscribers reading it through this process."""
-
-    def __init__(self, run_id: str, stream: str) -> None:
-        self.run_id = run_id
-        self.run_id_bytes = run_id.encode()
-        self.stream = stream
-        self.subscribers: set[Subscriber] = set()
-        self.position: bytes | None = None  # last entry id read; None until resolved
-        self.last_seq: int | None = None  # for the continuity check
-        self.resolved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
 class Hub:
     def __init__(self, config: GatewayConfig, redis: Redis, stats: FanoutStats | None = None) -> None:
         self.config = config
         self.stats = stats or FanoutStats()  # owned by metrics.py, which exports it
-        self._linger_s = config.fanout_linger_ms / 1000
         self.redis = redis  # commands other than the blocking read
-        self._reader = raw_stream_replies(connect(config.redis_url, "livestats.gateway.reader", single_connection=True))
+        cluster = cluster_of(redis)
+        self._router: Router = (
+            OneServer(connect(config.redis_url, READER_NAME, single_connection=True), redis)
+            if cluster is None
+            else ClusterSlots(cluster)
+        )
         # Stream reads for joins (history replay, attach): unparsed replies, see wire.py.
         self._history = raw_stream_replies(connect(config.redis_url, "livestats.gateway.history", busy_loop=True))
         self._channels: dict[str, Channel] = {}
         self._attached: dict[Subscriber, Channel] = {}  # a subscriber reads one stream
         self.connections: set[Subscriber] = set()  # every open client, for heartbeats and shutdown
-        self._generation = 0  # bumped when a stream is added
-        self._reading_generation = 0  # generation of the XREAD in flight
-        self._in_read = False
-        self._reader_id: int | None = None
-        self._wake = asyncio.Event()
-        self._unblocking: asyncio.Task[None] | None = None
+        self._groups: dict[Hashable, ReadGroup] = {}
+        self._group_died = False
         self._tasks = BackgroundTasks(log, "no live events are delivered")
-        self.connected = True  # False while the reader cannot reach Redis
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Hub:
-        self._tasks.start(self._read_loop(), "hub-reader")
+        if self._router.permanent:
+            self._start_group(None)
         self._tasks.start(self._heartbeat_loop(), "hub-heartbeat")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         for sub in list(self.connections):
             sub.close(CloseCode.GOING_AWAY, "gateway shutting down")
-        if self._unblocking is not None:
-            self._unblocking.cancel()
+        groups = list(self._groups.values())
+        for group in groups:
+            if group.task is not None:
+                group.task.cancel()  # its connection closes as it ends
+        await asyncio.gather(*(g.task for g in groups if g.task is not None), return_exceptions=True)
         await self._tasks.stop()
-        await self._reader.aclose()
+        await self._router.close()
         await self._history.aclose()
 
     def alive(self) -> bool:
-        """The reader loop runs and is not failing to reach Redis (for /readyz; an idle reader
+        """The reader loops run and are not failing to reach Redis (for /readyz; an idle reader
         with no streams to read is alive)."""
-        return self._tasks.alive() and self.connected
+        return self._tasks.alive() and not self._group_died and self.connected
+
+    @property
+    def connected(self) -> bool:
+        """False while some group's reads cannot reach Redis."""
+        return all(g.connected for g in self._groups.values())
+
+    @property
+    def group_count(self) -> int:
+        """Blocking reads in flight at once: 1 on one server, the watched slots on a Cluster."""
+        return len(self._groups)
 
     @property
     def channel_count(self) -> int:
@@ -120,7 +123,7 @@ class Hub:
             channel.position = last[0][0] if last else b"0-0"
             channel.last_seq = _seq_of(last[0][1]) if last else None
             channel.resolved.set_result(None)
-            self._stream_added()
+            self._stream_added(channel)
         else:
             channel.subscribers.add(sub)
             self._attached[sub] = channel
@@ -138,76 +141,36 @@ class Hub:
     def _drop(self, channel: Channel) -> None:
         if self._channels.get(channel.stream) is channel:
             del self._channels[channel.stream]
+        group = self._groups.get(self._router.group_of(channel.stream))
+        if group is not None and group.channels.get(channel.stream) is channel:
+            del group.channels[channel.stream]
 
-    def _stream_added(self) -> None:
-        self._generation += 1
-        self._wake.set()
-        if self._in_read and (self._unblocking is None or self._unblocking.done()):
-            self._unblocking = asyncio.create_task(self._unblock(), name="hub-unblock")
-            self._unblocking.add_done_callback(self._unblock_ended)
-
-    async def _unblock(self) -> None:
-        """Interrupt the reader's XREAD so it picks up the new streams now. CLIENT UNBLOCK can
-        arrive before the XREAD does (then it unblocks nothing): retry until the reader is
-        reading with the current streams."""
-        while self._in_read and self._reading_generation < self._generation and self._reader_id is not None:
-            if await self.redis.client_unblock(self._reader_id):
-                return
-            await asyncio.sleep(_UNBLOCK_RETRY_S)
-
-    def _unblock_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            # The reader still sees the stream when its block times out; say why it was late.
-            log.warning("could not interrupt the reader for a new stream: %r", task.exception())
+    def _stream_added(self, channel: Channel) -> None:
+        key = self._router.group_of(channel.stream)
+        group = self._groups.get(key) or self._start_group(key)
+        group.channels[channel.stream] = channel
+        group.stream_added()
 
     # -- the reader --------------------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        backoff = Backoff()
-        while True:
-            streams = {c.stream: c.position for c in self._channels.values() if c.position is not None}
-            if not streams:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            try:
-                if self._reader_id is None:
-                    self._reader_id = int(await self._reader.client_id())
-                self._reading_generation = self._generation
-                self._in_read = True
-                try:
-                    reply = await self._reader.xread(
-                        streams,  # type: ignore[arg-type]
-                        count=self.config.read_count,
-                        block=self.config.read_block_ms,
-                    )
-                finally:
-                    self._in_read = False
-            except UNAVAILABLE as exc:
-                if self.connected or backoff.first_attempt:
-                    log.warning("stream reader lost Redis (%s); retrying", exc)
-                self.connected = False
-                self._reader_id = None  # a new connection has a new id
-                await backoff.wait()
-                continue
-            if not self.connected:
-                log.info("stream reader connected")
-            self.connected = True
-            backoff.reset()
-            self.stats.read()  # one per XREAD, whatever number of streams it answered for
-            for raw_stream, entries in reply or ():
-                stream = raw_stream.decode()
-                channel = self._channels.get(stream)
-                # Dropped (or dropped and re-added at another position) while we read: skip.
-                if channel is None or channel.position != streams[stream]:
-                    continue
-                await self._deliver(channel, entries)
-            if reply and self._linger_s:
-                # Let the next few events gather in Redis: one frame per client for several
-                # events instead of one each, which is what saturates a busy gateway's CPU.
-                # A fixed pause costs a quiet stream nothing (its next event comes after the
-                # pause is over); scaling it with the last read's size did worse (commit 2d1b378).
-                await asyncio.sleep(self._linger_s)
+    def _start_group(self, key: Hashable) -> ReadGroup:
+        group = self._groups[key] = ReadGroup(key, self._router, self.config, self.stats, self._deliver)
+        group.task = asyncio.create_task(self._read_loop(group), name=f"hub-reader-{key}")
+        group.task.add_done_callback(self._group_ended)
+        return group
+
+    def _group_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._group_died = True  # /readyz says so
+            log.critical("%s died: no live events are delivered", task.get_name(), exc_info=task.exception())
+
+    async def _read_loop(self, group: ReadGroup) -> None:
+        try:
+            await group.run()
+        finally:
+            if self._groups.get(group.key) is group:
+                del self._groups[group.key]
+            await group.close()
 
     async def _deliver(self, channel: Channel, entries: list[RawEntry]) -> None:
         events: list[WireEvent] = []

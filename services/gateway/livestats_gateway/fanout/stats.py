@@ -51,6 +51,7 @@ class FanoutStats:
         self._replay_bytes = replay_bytes or _Ignored()
         # the reader
         self.reads = 0  # blocking XREADs completed
+        self.redirects = 0  # Cluster MOVED/ASK answers the reader followed (a slot resharded)
         self.events_read = 0
         self.invalid_entries = 0  # entries that are not livestats events, skipped (live and replay)
         self.stream_breaks = 0  # continuity breaks the reader saw (one per stream, whatever its viewers)
@@ -69,6 +70,10 @@ class FanoutStats:
     def read(self) -> None:
         """One blocking XREAD completed (its entries are counted per stream in events_read)."""
         self.reads += 1
+
+    def redirect(self) -> None:
+        """The reader followed a MOVED or ASK answer to another node."""
+        self.redirects += 1
 
     def lag(self, delivery_s: float | None, reader_s: float | None) -> None:
         """Once per read batch: the oldest event's age (delivery lag), the newest one's (reader lag)."""

@@ -133,6 +133,18 @@ class _HubCollector(Collector):
         )
         yield _plain(
             GaugeMetricFamily,
+            "livestats_gateway_read_groups",
+            "Blocking reads in flight at once (1 on one server; a Cluster: watched hash slots).",
+            hub.group_count,
+        )
+        yield _plain(
+            CounterMetricFamily,
+            "livestats_gateway_reader_redirects",
+            "Cluster MOVED/ASK answers the reader followed (a slot was resharded).",
+            stats.redirects,
+        )
+        yield _plain(
+            GaugeMetricFamily,
             "livestats_gateway_reader_lag_seconds",
             "At the last read: now minus the newest event's timestamp (producer clock).",
             stats.reader_lag_s,
