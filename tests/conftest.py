@@ -22,6 +22,7 @@ from livestats_worker.config import WorkerConfig
 from livestats_worker.serve import serve
 from proc_util import kill_all_with_env
 from redis.asyncio import Redis
+from sentinel_fixtures import sentinel_set, session_sentinel_set  # noqa: F401 -- Sentinel-managed primaries
 
 # The suite acts as an operator who lets run specs set the simulator's knobs (FPF_SIM_*) and the
 # model (FPF_MODEL): every worker and gateway it starts, in process or as a child, reads this.
@@ -55,7 +56,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHan
 
 
 @pytest.fixture
-def redis_url(redis_server: ServerHandle) -> str:
+def redis_url(request: pytest.FixtureRequest, redis_server: ServerHandle) -> str:
+    """The session's server; `sentinel` (indirect parameter, see sentinel_fixtures.on_each_server):
+    the session's Sentinel-managed primary."""
+    if getattr(request, "param", "server") == "sentinel":
+        sentinels = request.getfixturevalue("session_sentinel_set")
+        return str(sentinels.url)
     if redis_server.embedded is not None:
         redis_server.embedded.start()  # a previous test may have left it stopped
     return redis_server.url

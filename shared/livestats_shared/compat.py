@@ -14,6 +14,7 @@ Policy (the same in each package's `compat` module; docs/compat.md):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import logging
@@ -24,6 +25,7 @@ from importlib.metadata import version
 from arq.constants import abort_jobs_ss
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from .errors import LivestatsError
 
@@ -42,6 +44,17 @@ RELIED_ON = {
     "redis.asyncio.connection.ConnectionPool.get_available_connection": "5b55e7823cc6806d",
     "redis.asyncio.connection.ConnectionPool.release": "0a8b760b0757af59",
     "redis.asyncio.connection.AbstractConnection.connect": "04fabbbd44943f68",
+    # UnpolledSentinelPool: the same checkout; a Sentinel-managed connection's connect() returns
+    # at once when connected, else asks the Sentinels for the primary's address.
+    "redis.asyncio.sentinel.SentinelManagedConnection.connect": "1ba5ea04207af629",
+    "redis.asyncio.sentinel.SentinelManagedConnection._connect_retry": "62b751ba11735f9d",
+    # SentinelPool closes the Sentinel clients (`Sentinel.sentinels`) when its client closes it
+    # (`Redis.aclose` calls `disconnect()`), not when a new primary makes it drop idle
+    # connections (`get_master_address` calls `disconnect(inuse_connections=False)`).
+    "redis.asyncio.sentinel.Sentinel.__init__": "e2862079df5c53ed",
+    "redis.asyncio.sentinel.Sentinel.master_for": "d733f1b2311b162d",
+    "redis.asyncio.sentinel.SentinelConnectionPool.get_master_address": "1fa6d36ea8f70aa3",
+    "redis.asyncio.client.Redis.aclose": "ab295a9c46c80ec1",
     # request_abort writes arq's abort set as Job.abort does; the worker reads it here.
     "arq.jobs.Job.abort": "4dd2f914d8b776b7",
     "arq.worker.Worker._cancel_aborted_jobs": "54575eaf8682f95b",
@@ -111,3 +124,20 @@ class UnpolledPool(ConnectionPool):
             await self.release(connection)
             raise
         return connection
+
+
+class SentinelPool(SentinelConnectionPool):
+    """redis-py's pool for a Sentinel-managed primary leaves the connections to the Sentinels
+    themselves open when its client is closed (a ResourceWarning per Sentinel, and sockets kept
+    until garbage collection). This one closes them with the pool; they reopen if it is used again."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # the client is closing, not dropping idle links to a former primary
+            await asyncio.gather(*(sentinel.aclose() for sentinel in self.sentinel_manager.sentinels))
+
+
+class UnpolledSentinelPool(SentinelPool):
+    """`UnpolledPool`'s checkout for a Sentinel-managed primary (the busy gateway's clients)."""
+
+    get_connection = UnpolledPool.get_connection

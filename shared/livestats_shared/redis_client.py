@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 # Errors that mean "Redis is not there right now" rather than "the command was wrong".
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
+from . import sentinel
 from .compat import UnpolledPool
 
 REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, BusyLoadingError)
@@ -17,7 +18,8 @@ UNAVAILABLE: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, OSError)
 
 
 def connect(url: str, client_name: str, *, single_connection: bool = False, busy_loop: bool = False) -> Redis:
-    """A client for `url` (redis://, rediss://, with ACL user:password) named for CLIENT LIST.
+    """A client for `url` (redis://, rediss://, with ACL user:password; redis+sentinel://, see
+    sentinel.py) named for CLIENT LIST.
 
     No socket_timeout, on purpose: with one set, redis-py 5 wraps every write in
     asyncio.wait_for, which on Python 3.11 swallows a cancellation that lands as the write
@@ -31,6 +33,8 @@ def connect(url: str, client_name: str, *, single_connection: bool = False, busy
     connections without redis-py's per-checkout socket poll (see `compat.UnpolledPool`).
     """
     options: dict[str, Any] = {"client_name": client_name, "socket_connect_timeout": 5.0, "health_check_interval": 30}
+    if sentinel.is_sentinel_url(url):
+        return sentinel.primary_client(url, options, single_connection=single_connection, busy_loop=busy_loop)
     if not busy_loop:
         client: Redis = Redis.from_url(url, single_connection_client=single_connection, **options)
         return client
@@ -39,7 +43,7 @@ def connect(url: str, client_name: str, *, single_connection: bool = False, busy
     return client
 
 
-_URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@")
+_URL_PASSWORD = re.compile(r"(rediss?(?:\+\w+)?://[^:/@\s]*:)[^@\s]+@")  # also redis+sentinel://
 
 
 def redact_url(text: str) -> str:
