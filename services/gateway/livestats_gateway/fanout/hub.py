@@ -64,6 +64,7 @@ class Hub:
         self._unblocking: asyncio.Task[None] | None = None
         self._tasks = BackgroundTasks(log, "no live events are delivered")
         self.connected = True  # False while the reader cannot reach Redis
+        self._check_ends = False  # after an outage: does any stream now end before its position?
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -173,6 +174,10 @@ class Hub:
             try:
                 if self._reader_id is None:
                     self._reader_id = int(await self._reader.client_id())
+                if self._check_ends:
+                    await self._reset_rewound()
+                    self._check_ends = False
+                    streams = {c.stream: c.position for c in self._channels.values() if c.position is not None}
                 self._reading_generation = self._generation
                 self._in_read = True
                 try:
@@ -188,6 +193,7 @@ class Hub:
                     log.warning("stream reader lost Redis (%s); retrying", exc)
                 self.connected = False
                 self._reader_id = None  # a new connection has a new id
+                self._check_ends = True  # it may be a promoted replica that lacks the newest entries
                 await backoff.wait()
                 continue
             if not self.connected:
@@ -208,6 +214,36 @@ class Hub:
                 # A fixed pause costs a quiet stream nothing (its next event comes after the
                 # pause is over); scaling it with the last read's size did worse (commit 2d1b378).
                 await asyncio.sleep(self._linger_s)
+
+    async def _reset_rewound(self) -> None:
+        """A stream that now ends before what this process delivered from it lost its newest
+        entries: a failover to a replica that had not received them (replica acknowledgement
+        off, or events delivered before it came). Its clients get a `reset` now, not at the
+        stream's next event, which may never come, and reading resumes at its new end."""
+        channels = [c for c in self._channels.values() if c.position is not None]
+        if not channels:
+            return
+        async with self._history.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.xrevrange(channel.stream, count=1)
+            ends: list[list[RawEntry]] = await pipe.execute()
+        for channel, last in zip(channels, ends, strict=True):
+            position = channel.position
+            end = last[0][0] if last else b"0-0"
+            if position is None or self._channels.get(channel.stream) is not channel or _sid(end) >= _sid(position):
+                continue
+            seq = _seq_of(last[0][1]) if last else None
+            expected = None if channel.last_seq is None else channel.last_seq + 1
+            detail = (
+                f"the stream now ends at {end.decode()} (seq {seq}), before {position.decode()} "
+                f"(seq {channel.last_seq}) that was delivered: its newest events were lost (a failover?)"
+            )
+            log.warning("run %s: %s; clients get a reset", channel.run_id, detail)
+            self.stats.stream_break()
+            self.stats.reset("stream_reset", len(channel.subscribers))
+            body = await self.reset_body(channel.run_id, "stream_reset", detail, expected, None)
+            channel.position, channel.last_seq = end, seq
+            self._fanout(channel, Batch([], body))
 
     async def _deliver(self, channel: Channel, entries: list[RawEntry]) -> None:
         events: list[WireEvent] = []
@@ -345,6 +381,11 @@ def _ts_of(flat: list[bytes]) -> int | None:
         return int(entry_fields(flat)[b"ts"])
     except (KeyError, ValueError):
         return None
+
+
+def _sid(entry_id: bytes) -> tuple[int, int]:
+    ms, _, n = entry_id.partition(b"-")
+    return int(ms), int(n or b"0")
 
 
 def _seq_of(flat: list[bytes]) -> int | None:
