@@ -25,7 +25,9 @@ from importlib.metadata import version
 from arq.constants import abort_jobs_ss
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import LivestatsError
 
@@ -52,6 +54,9 @@ RELIED_ON = {
     # (`Redis.aclose` calls `disconnect()`), not when a new primary makes it drop idle
     # connections (`get_master_address` calls `disconnect(inuse_connections=False)`).
     "redis.asyncio.sentinel.Sentinel.__init__": "e2862079df5c53ed",
+    # StableSentinel.discover_master replaces it (and calls check_master_state as it does).
+    "redis.asyncio.sentinel.Sentinel.discover_master": "469ade02956baf11",
+    "redis.asyncio.sentinel.Sentinel.check_master_state": "57a20bf0d2c6edec",
     "redis.asyncio.sentinel.Sentinel.master_for": "d733f1b2311b162d",
     "redis.asyncio.sentinel.SentinelConnectionPool.get_master_address": "1fa6d36ea8f70aa3",
     "redis.asyncio.client.Redis.aclose": "ab295a9c46c80ec1",
@@ -132,12 +137,44 @@ class SentinelPool(SentinelConnectionPool):
     until garbage collection). This one closes them with the pool; they reopen if it is used again."""
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
-        await super().disconnect(inuse_connections)
-        if inuse_connections:  # the client is closing, not dropping idle links to a former primary
-            await asyncio.gather(*(sentinel.aclose() for sentinel in self.sentinel_manager.sentinels))
+        try:
+            # Raises the first error of its connections' (one to a dead primary can fail to close).
+            await super().disconnect(inuse_connections)
+        finally:
+            if inuse_connections:  # the client is closing, not dropping idle links to a former primary
+                sentinels = self.sentinel_manager.sentinels
+                closed = await asyncio.gather(*(s.aclose() for s in sentinels), return_exceptions=True)
+                for sentinel, outcome in zip(sentinels, closed, strict=True):
+                    if isinstance(outcome, Exception):
+                        log.warning("closing the connection to Sentinel %r failed: %r", sentinel, outcome)
 
 
 class UnpolledSentinelPool(SentinelPool):
     """`UnpolledPool`'s checkout for a Sentinel-managed primary (the busy gateway's clients)."""
 
     get_connection = UnpolledPool.get_connection
+
+
+class StableSentinel(Sentinel):
+    """redis-py's `discover_master` moves the Sentinel that answered to the front of the list by
+    its index from before its await; two discoveries at once (every connection of a pool
+    reconnecting in a failover) can then write one Sentinel twice and drop another from the list,
+    which is never asked again and whose connections are never closed. This one swaps by the
+    index the Sentinel has when it answered."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors = []
+        for sentinel in list(self.sentinels):
+            try:
+                masters = await sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                errors.append(f"{sentinel} - {exc!r}")
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):
+                at = self.sentinels.index(sentinel)  # no await from here on: the swap is atomic
+                self.sentinels[0], self.sentinels[at] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+        raise MasterNotFoundError(
+            f"No master found for {service_name!r}" + (f" : {', '.join(errors)}" if errors else "")
+        )

@@ -16,9 +16,8 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel
 
-from .compat import SentinelPool, UnpolledSentinelPool
+from .compat import SentinelPool, StableSentinel, UnpolledSentinelPool
 from .errors import LivestatsError
 
 SCHEME = "redis+sentinel://"
@@ -94,7 +93,7 @@ def primary_client(
     name, timeouts, retries). `single_connection` and `busy_loop` as in `redis_client.connect`."""
     parsed = parse(url)
     sentinel_options = {k: v for k, v in options.items() if k in ("socket_connect_timeout", "client_name")}
-    sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    sentinel = StableSentinel(parsed.sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
     client: R = sentinel.master_for(
         parsed.service,
         redis_class=redis_class,

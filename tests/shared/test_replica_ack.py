@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 import pytest
 from helpers import wait_until
@@ -75,11 +76,21 @@ async def test_a_resend_found_already_written_still_waits_for_the_replicas_on_an
     # The pool may give a resend another connection than the first write's. WAIT only covers
     # what its own connection wrote, so the script rewrites the producer's mark when it finds
     # a chunk already written: that write is what the resend's WAIT then waits for.
-    first, resend, idle = (connect(sentinel_set.url, f"livestats.tests.{n}", single_connection=True) for n in "abc")
+    clients: list[Any] = [connect(sentinel_set.url, f"livestats.tests.{n}", single_connection=True) for n in "abc"]
+    first, resend, idle = clients
     try:
         run_id = new_run_id()
         item = PendingEvent(run_id, QUEUED.TYPE, 1, QUEUED.model_dump_json().encode(), delta_for(QUEUED, 1), pseq=1)
-        args = [keys.run_events(run_id), keys.run_stats(run_id), keys.run_lifecycle(run_id), "p", 1000, 60, run_id, 1]
+        args: list[Any] = [
+            keys.run_events(run_id),
+            keys.run_stats(run_id),
+            keys.run_lifecycle(run_id),
+            "p",
+            1000,
+            60,
+            run_id,
+            1,
+        ]
         with Frozen(sentinel_set.nodes[sentinel_set.replica_port].proc):
             assert (await first.eval(SCRIPT, 3, *args, *Chunk(run_id, [item]).script_args()))[0] == 1
             assert await first.wait(1, 50) == 0  # the replica does not have it
@@ -88,5 +99,5 @@ async def test_a_resend_found_already_written_still_waits_for_the_replicas_on_an
             assert await resend.wait(1, 50) == 0  # not acknowledged while the replica lacks the write
         assert await resend.wait(1, 10_000) == 1
     finally:
-        for c in (first, resend, idle):
+        for c in clients:
             await c.aclose()

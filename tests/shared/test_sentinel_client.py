@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
+from livestats_shared.compat import StableSentinel
 from livestats_shared.redis_client import connect, redact_url
 from livestats_shared.sentinel import InvalidSentinelUrl, SentinelUrl, parse
+from redis.asyncio.sentinel import Sentinel
 
 pytestmark = pytest.mark.sentinel
 
@@ -50,7 +55,7 @@ def test_the_password_of_a_sentinel_url_is_redacted():
 async def test_every_kind_of_client_reaches_the_primary_named_and_closes_its_sentinel_links(session_sentinel_set, kind):
     sentinel_set = session_sentinel_set
     # pytest turns warnings into errors: an unclosed Sentinel connection (ResourceWarning) fails here.
-    client = connect(
+    client: Any = connect(
         sentinel_set.url, f"livestats.tests.{kind}", single_connection=kind == "single", busy_loop=kind == "busy_loop"
     )
     try:
@@ -64,3 +69,26 @@ async def test_every_kind_of_client_reaches_the_primary_named_and_closes_its_sen
     for sentinel in client.connection_pool.sentinel_manager.sentinels:
         assert not sentinel.connection_pool._in_use_connections
         assert all(c._writer is None for c in sentinel.connection_pool._available_connections)
+
+
+class FakeSentinelNode:
+    """Answers SENTINEL MASTERS after a loop turn: knowing the primary, or not (mid-failover)."""
+
+    def __init__(self, knows: bool) -> None:
+        self.knows = knows
+
+    async def sentinel_masters(self) -> dict:
+        await asyncio.sleep(0)
+        state = {"ip": "10.0.0.1", "port": 6379, "is_master": True, "is_sdown": False, "is_odown": False}
+        return {"svc": {**state, "num-other-sentinels": 2}} if self.knows else {}
+
+
+@pytest.mark.parametrize(("cls", "keeps_all"), [(Sentinel, False), (StableSentinel, True)])
+async def test_concurrent_discoveries_keep_every_sentinel_in_the_list(cls, keeps_all):
+    # redis-py's Sentinel (the positive control) loses one when two discoveries overlap; ours does not.
+    manager = cls([])
+    nodes = [FakeSentinelNode(False), FakeSentinelNode(False), FakeSentinelNode(True)]
+    manager.sentinels = list(nodes)
+    found = await asyncio.gather(*(manager.discover_master("svc") for _ in range(2)))
+    assert found == [("10.0.0.1", 6379)] * 2
+    assert ({id(n) for n in manager.sentinels} == {id(n) for n in nodes}) is keeps_all
