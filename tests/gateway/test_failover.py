@@ -2,7 +2,8 @@
 
 With replica acknowledgement on, no event acknowledged to its producer is lost and none is
 written twice. With it off, events the promoted replica never received are lost, and every
-client that had them is told with a `reset`: never a silent gap (docs/deploy.md, "Sentinel").
+client that had them is told with a `reset`: never a silent gap
+(docs/deploy.md, "Sentinel: a primary that fails over, and replica acknowledgement").
 """
 
 from __future__ import annotations
