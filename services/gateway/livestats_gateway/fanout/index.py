@@ -120,7 +120,7 @@ class RunIndex:
                     last = await self._reader.xrevrange(keys.RUNS_FEED, count=1)
                     end = last[0][0] if last else b"0-0"
                     if position is None or _sid(end) < _sid(position):
-                        position = end  # else entries written since the outage would be skipped
+                        position = end  # (a later position is kept: what was written after it is read next)
                     check_end = False
                 reply = await self._reader.xread(
                     {keys.RUNS_FEED: position}, count=self.config.read_count, block=self.config.read_block_ms
