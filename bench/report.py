@@ -58,6 +58,16 @@ def rows(r: dict[str, Any]) -> list[tuple[str, dict[str, str], str]]:
         ("record call p99 µs", per("ingest", "call_p99_us"), ""),
         ("RSS KB per idle connection (1,000)", per("memory", "kb_per_conn"), "<= 30"),
     ]
+    ack = r.get("replica_ack")
+    if ack:
+        for key, name in (
+            ("p50_ms", "awaited publish p50 ms: acknowledgement off / WAIT for 1 replica"),
+            ("p99_ms", "awaited publish p99 ms: off / WAIT"),
+            ("events_per_s", "emitted events/s (one publisher): off / WAIT"),
+        ):
+            cells = dict.fromkeys(DESIGNS, "n/a")
+            cells["livestats"] = f"{_fmt(ack['off'][key])} / {_fmt(ack['on'][key])}"
+            out.append((name, cells, ""))
     soak = r.get("soak")
     if soak:
         cells = dict.fromkeys(DESIGNS, "n/a")

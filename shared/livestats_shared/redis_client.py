@@ -17,6 +17,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from . import sentinel
 from .cluster import connect_cluster, is_cluster_url
 from .compat import UnpolledPool
 
@@ -35,7 +36,8 @@ UNAVAILABLE: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, OSError)
 
 def connect(url: str, client_name: str, *, single_connection: bool = False, busy_loop: bool = False) -> Redis:
     """A client for `url` (redis://, rediss://, with ACL user:password; redis+cluster:// for a
-    Cluster, see cluster.py) named for CLIENT LIST.
+    Cluster, see cluster.py; redis+sentinel:// for a Sentinel-managed primary, see sentinel.py)
+    named for CLIENT LIST.
 
     No socket_timeout, on purpose: with one set, redis-py 5 wraps every write in
     asyncio.wait_for, which on Python 3.11 swallows a cancellation that lands as the write
@@ -54,6 +56,8 @@ def connect(url: str, client_name: str, *, single_connection: bool = False, busy
     options: dict[str, Any] = {"client_name": client_name, "socket_connect_timeout": 5.0, "health_check_interval": 30}
     if is_cluster_url(url):
         return connect_cluster(url, options)
+    if sentinel.is_sentinel_url(url):
+        return sentinel.primary_client(url, options, single_connection=single_connection, busy_loop=busy_loop)
     if not busy_loop:
         client: Redis = Redis.from_url(url, single_connection_client=single_connection, **options)
         return client
@@ -62,7 +66,7 @@ def connect(url: str, client_name: str, *, single_connection: bool = False, busy
     return client
 
 
-_URL_PASSWORD = re.compile(r"(rediss?(?:\+\w+)?://[^:/@\s]*:)[^@\s]+@")  # also redis+cluster://
+_URL_PASSWORD = re.compile(r"(rediss?(?:\+\w+)?://[^:/@\s]*:)[^@\s]+@")  # also redis+cluster://, redis+sentinel://
 
 
 def redact_url(text: str) -> str:

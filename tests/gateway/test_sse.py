@@ -9,6 +9,7 @@ import orjson
 import pytest
 from helpers import wait_for_event
 from livestats_shared.ids import new_run_id
+from sentinel_fixtures import on_each_server
 from ws_client import publish_run
 
 
@@ -41,6 +42,7 @@ async def _read_sse(
 
 
 @pytest.mark.cluster
+@on_each_server
 async def test_sse_streams_history_then_live_and_resumes_with_last_event_id(gateway, publisher, redis):
     run_id, n = new_run_id(), 3_000
     producer = asyncio.create_task(publish_run(publisher, run_id, n, per_tick=50))

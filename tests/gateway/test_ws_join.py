@@ -8,14 +8,20 @@ import random
 import pytest
 from helpers import wait_for_event
 from livestats_shared.ids import new_run_id
+from sentinel_fixtures import on_each_server
 from ws_client import RunWatcher, publish_run
 
 pytestmark = pytest.mark.slow  # tens of thousands of events to many clients
 
 
 @pytest.mark.timeout(300)
-async def test_fifty_clients_joining_at_random_moments_each_receive_every_event_once(gateway, publisher, redis):
-    run_id, n = new_run_id(), 20_000
+@pytest.mark.parametrize(
+    ("redis_url", "n"),
+    [("server", 20_000), pytest.param("sentinel", 2_000, marks=pytest.mark.sentinel)],  # the joins, not the volume
+    indirect=["redis_url"],
+)
+async def test_fifty_clients_joining_at_random_moments_each_receive_every_event_once(gateway, publisher, redis, n):
+    run_id = new_run_id()
     producer = asyncio.create_task(publish_run(publisher, run_id, n))
     await wait_for_event(redis, run_id, "run.queued", 30)  # the run exists before the first client joins
 
@@ -35,6 +41,7 @@ async def test_fifty_clients_joining_at_random_moments_each_receive_every_event_
 
 
 @pytest.mark.cluster
+@on_each_server
 async def test_clients_that_drop_and_resume_at_random_points_see_no_gap_and_no_duplicate(gateway, publisher, redis):
     run_id, n = new_run_id(), 10_000
     producer = asyncio.create_task(publish_run(publisher, run_id, n, per_tick=100))

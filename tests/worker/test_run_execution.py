@@ -14,6 +14,7 @@ from livestats_shared.history import read_events, read_snapshot, read_stats_hash
 from livestats_shared.spec import PhaseSpec, RunSpec
 from livestats_shared.stats import PRODUCER_PREFIX, RunSnapshot, fold
 from proc_util import pids_with_env
+from sentinel_fixtures import on_each_server
 
 FAST = {"FPF_SIM_LATENCY_MS": "20", "FPF_SIM_JITTER_MS": "10"}
 
@@ -142,6 +143,7 @@ async def test_a_per_call_timeout_kills_that_calls_process_group(redis, publishe
     assert pids_with_env("FPF_RUN_ID", run_id) == []
 
 
+@on_each_server
 async def test_cancel_kills_the_runs_processes_and_ends_it_cancelled(redis, publisher, start_worker, queue_name):
     await start_worker(heartbeat_interval_s=30)  # the arq abort path, not the heartbeat check
     spec = RunSpec(phases=[phase("generate", 4, concurrency=4, env={"FPF_SIM_BEHAVIOUR": "hang_with_child"})])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from livestats_shared import keys
 from livestats_shared.fpf_env import EnvPatterns
+from livestats_shared.publish.replicas import DEFAULT_TIMEOUT_MS, REPLICAS_HELP, TIMEOUT_HELP, ReplicaAck
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,6 +33,12 @@ class CliConfig(BaseSettings):
     )
     # `submit` through Redis checks a spec's env as the gateway and the workers do (LIVESTATS_SPEC_ENV_ALLOW).
     spec_env_allow: EnvPatterns = Field(default_factory=list)
+    # What the CLI publishes (submit, cancel, replay) waits for replicas as the services do.
+    publish_replicas: int = Field(0, ge=0, description=REPLICAS_HELP)
+    publish_replica_timeout_ms: int = Field(DEFAULT_TIMEOUT_MS, ge=1, lt=10_000, description=TIMEOUT_HELP)
+
+    def replica_ack(self) -> ReplicaAck:
+        return ReplicaAck(self.publish_replicas, self.publish_replica_timeout_ms)
 
     @property
     def url(self) -> str:

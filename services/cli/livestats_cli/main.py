@@ -242,7 +242,7 @@ def _one_line(exc: Exception) -> str:
 async def _submit(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     spec = RunSpec.model_validate_json(args.spec_text)
     check_spec_env(spec.phases, config.spec_env_allow)  # the operator's rule, as the gateway applies it
-    async with Publisher(redis) as publisher:
+    async with Publisher(redis, replica_ack=config.replica_ack()) as publisher:
         run_id = await submit_run(redis, publisher, spec, run_id=args.run_id, queue_name=config.queue_name)
     page = page_url(config, run_id)
     print(orjson.dumps({"run_id": run_id, "page": page}).decode() if args.json else f"submitted run {run_id}\n  {page}")
@@ -288,7 +288,7 @@ async def _events(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
 
 
 async def _cancel(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
-    async with Publisher(redis) as publisher:
+    async with Publisher(redis, replica_ack=config.replica_ack()) as publisher:
         status = await cancel_run(redis, publisher, args.run_id, reason=args.reason, queue_name=config.queue_name)
     print(orjson.dumps({"run_id": args.run_id, "status": status}).decode() if args.json else status)
     return EXIT_OK

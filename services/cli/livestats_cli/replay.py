@@ -84,7 +84,7 @@ async def run(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
         print(line if args.json else f"replaying run {original} as {new}", flush=True)
 
     progress = Progress("replayed", sum(len(e) for e in runs.values()), forced=args.progress)
-    async with Publisher(redis) as publisher:
+    async with Publisher(redis, replica_ack=config.replica_ack()) as publisher:
         speed = None if args.instant else args.speed
         await replay(publisher, runs, speed=speed, on_start=started, on_event=progress.advance)
     progress.finish()

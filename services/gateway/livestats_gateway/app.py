@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from livestats_shared.auth import SETTINGS_TOKEN_ID, Scope, TokenRecord, TokenStore, digest
 from livestats_shared.pricing import load_price_table
 from livestats_shared.publish import Publisher
+from livestats_shared.publish.metrics import PublisherCollector
 from livestats_shared.redis_client import UNAVAILABLE, connect, redact_url
 from livestats_shared.sessions import SessionStore
 from livestats_shared.visibility import backfill_visibility
@@ -43,12 +44,14 @@ def create_app(config: GatewayConfig) -> FastAPI:
             redis = connect(config.redis_url, "livestats.gateway", busy_loop=True)
             stack.push_async_callback(redis.aclose)
             await _backfill(redis)
-            publisher = await stack.enter_async_context(Publisher(redis, producer=None))
+            publishing = Publisher(redis, producer=None, replica_ack=config.replica_ack())
+            publisher = await stack.enter_async_context(publishing)
             counts = GatewayMetrics()
             hub = await stack.enter_async_context(Hub(config, redis, counts.fanout))
             index = await stack.enter_async_context(RunIndex(config, redis, hub))
             stalls = await stack.enter_async_context(StallMonitor(config, redis, publisher))
             counts.watch(hub, stalls)
+            counts.registry.register(PublisherCollector(publisher))
             tokens = TokenStore(redis, settings_tokens(config), config.tokens_file)
             sessions = SessionStore(redis, tokens, idle_s=config.session_idle_s, max_s=config.session_max_s)
             await stack.enter_async_context(TokenRecheck(config.auth_recheck_s, tokens, sessions, hub))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from livestats_shared import keys
 from livestats_shared.fpf_env import EnvPatterns
+from livestats_shared.publish.replicas import DEFAULT_TIMEOUT_MS, REPLICAS_HELP, TIMEOUT_HELP, ReplicaAck
 from livestats_shared.quota import Quota, QuotaOverride
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,6 +79,23 @@ class GatewayConfig(BaseSettings):
     replays_per_principal: int = Field(4, ge=1, description="History replays one principal runs at once.")
     lists_per_principal: int = Field(2, ge=1, description="`GET /api/runs` one principal runs at once.")
 
+    # -- publishing (stall marks, cancels, ingest): the variables the workers read -------------
+    publish_replicas: int = Field(
+        0,
+        ge=0,
+        validation_alias=AliasChoices("LIVESTATS_GATEWAY_PUBLISH_REPLICAS", "LIVESTATS_PUBLISH_REPLICAS"),
+        description=REPLICAS_HELP,
+    )
+    publish_replica_timeout_ms: int = Field(
+        DEFAULT_TIMEOUT_MS,
+        ge=1,
+        lt=10_000,
+        validation_alias=AliasChoices(
+            "LIVESTATS_GATEWAY_PUBLISH_REPLICA_TIMEOUT_MS", "LIVESTATS_PUBLISH_REPLICA_TIMEOUT_MS"
+        ),
+        description=TIMEOUT_HELP,
+    )
+
     # -- fan-out -------------------------------------------------------------------------------
     read_count: int = Field(1_000, ge=1, description="XREAD COUNT per stream per read.")
     read_block_ms: int = Field(5_000, ge=10, description="Longest XREAD block; adding a stream wakes it.")
@@ -121,6 +139,9 @@ class GatewayConfig(BaseSettings):
         900.0, gt=0, description="An ingested event's `ts` must be within this many seconds of the gateway's clock."
     )
     shutdown_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open streams get to close.")
+
+    def replica_ack(self) -> ReplicaAck:
+        return ReplicaAck(self.publish_replicas, self.publish_replica_timeout_ms)
 
     def quota_for(self, principal: str) -> Quota:
         override = self.quota_overrides.get(principal)

@@ -15,6 +15,7 @@ from livestats_shared.errors import LivestatsError
 from livestats_shared.events import Outcome, RunFinished
 from livestats_shared.ids import validate_run_id
 from livestats_shared.publish import Publisher
+from livestats_shared.publish.metrics import PublisherCollector
 from livestats_shared.redis_client import UNAVAILABLE, connect
 from livestats_shared.sched import Scheduler
 from livestats_shared.spec import RunSpec
@@ -171,7 +172,8 @@ def create_worker(
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         client = connect(config.redis_url, "livestats.worker")
-        publisher = Publisher(client, capacity=config.outbox_capacity)
+        publisher = Publisher(client, capacity=config.outbox_capacity, replica_ack=config.replica_ack())
+        counts.registry.register(PublisherCollector(publisher))
         scheduler = Scheduler(ctx["redis"], config.queue_name)
         ctx[_STATE] = WorkerState(
             config=config, redis=ctx["redis"], publisher=await publisher.start(), metrics=counts, scheduler=scheduler

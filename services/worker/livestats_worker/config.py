@@ -11,6 +11,7 @@ from pathlib import Path
 from livestats_shared import keys
 from livestats_shared.fpf_env import EnvPatterns
 from livestats_shared.pricing import PriceTable, load_price_table
+from livestats_shared.publish.replicas import DEFAULT_TIMEOUT_MS, REPLICAS_HELP, TIMEOUT_HELP, ReplicaAck
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,6 +48,9 @@ class WorkerConfig(BaseSettings):
     outbox_capacity: int = Field(100_000, ge=100, description="Events buffered while Redis is away.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long running runs may finish.")
     flush_timeout_s: float = Field(5.0, ge=0, description="How long a finishing run waits for its events.")
+    # LIVESTATS_PUBLISH_REPLICAS / _REPLICA_TIMEOUT_MS: the same variables the gateway and the CLI read.
+    publish_replicas: int = Field(0, ge=0, description=REPLICAS_HELP)
+    publish_replica_timeout_ms: int = Field(DEFAULT_TIMEOUT_MS, ge=1, lt=10_000, description=TIMEOUT_HELP)
     # Prometheus exposition of this process (GET /metrics); 0 = off, so several workers can run
     # on one host without a port each. Compose and the tests set it.
     metrics_port: int = Field(0, ge=0, le=65535)
@@ -71,6 +75,9 @@ class WorkerConfig(BaseSettings):
         priced = load_price_table(self.prices_file, self.prices).models
         self.metrics_models = [*self.metrics_models, *(m for m in priced if m not in self.metrics_models)]
         return self
+
+    def replica_ack(self) -> ReplicaAck:
+        return ReplicaAck(self.publish_replicas, self.publish_replica_timeout_ms)
 
     def price_table(self) -> PriceTable:
         return _price_table(self.prices_file, self.prices)

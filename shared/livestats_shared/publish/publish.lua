@@ -32,8 +32,12 @@ local MAX = 9007199254740991 -- 2^53-1: exact in a Lua number, in a browser and 
 local find, sub, match, fmt = string.find, string.sub, string.match, string.format
 
 if producer ~= '' then
-  local written = tonumber(redis.call('HGET', stats, pfield) or '0')
+  local mark = redis.call('HGET', stats, pfield) or '0'
+  local written = tonumber(mark)
   if last_pseq <= written then
+    -- Rewritten unchanged on purpose: a replicated write, so a WAIT after this call on any
+    -- connection also covers the first write of the chunk (replicas.py).
+    redis.call('HSET', stats, pfield, mark)
     return {0, tonumber(redis.call('HGET', stats, 'seq') or '0'), ''}
   end
   if first_pseq <= written then

@@ -18,7 +18,8 @@ Every chunk passes the script's gate (publish.lua): the lifecycle order, the own
 the counters' range are checked before anything is written.
 
 Chunks resent after a connection error are recognised by the script from the producer
-sequence, so an outage neither loses nor doubles an event.
+sequence, so an outage neither loses nor doubles an event. With replica acknowledgement on
+(replicas.py), a chunk is done only once enough replicas hold it, so it survives a failover.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from ..visibility import index_visibility
 from .chunks import Chunk, cut
 from .gate import EventRefused, RefusalCode, check_of
 from .outbox import Outbox, PendingEvent, Waiter, Written
+from .replicas import NO_ACK, Acknowledgement, NotReplicated, ReplicaAck
 
 log = logging.getLogger("livestats.publisher")
 
@@ -68,6 +70,7 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 NO_RUN = "~"  # guard token: the run must not exist yet
 _LIFECYCLE = {m.TYPE for m in (RunQueued, RunStarted, RunFinished, PhaseStarted, PhaseFinished)}
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
+_RESENT_ON: tuple[type[Exception], ...] = (*UNAVAILABLE, NotReplicated)  # the chunks stay and are resent
 
 
 class Published(NamedTuple):
@@ -102,7 +105,10 @@ class Publisher:
         retention_s: int = keys.RUN_RETENTION_S,
         publish_timeout_s: float = 5.0,
         command_timeout_s: float = 10.0,
+        replica_ack: ReplicaAck = NO_ACK,
     ) -> None:
+        if replica_ack.timeout_ms >= command_timeout_s * 1000:
+            raise ValueError(f"the replica timeout ({replica_ack.timeout_ms} ms) must be shorter than a command's")
         self.redis = redis
         self.producer = producer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.outbox = Outbox(capacity)
@@ -115,7 +121,8 @@ class Publisher:
         self.duplicates = 0  # re-sent events the script recognised
         self.failed = 0  # events Redis rejected outright (never retried)
         self.refused = 0  # events the script's gate refused (they break the contract)
-        self.outages = 0  # times Redis became unavailable
+        self.outages = 0  # times Redis became unavailable (or, with acknowledgement on, the replicas lagged)
+        self.acks = Acknowledgement(replica_ack)  # counts the chunks replicas did not acknowledge in time
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
@@ -284,7 +291,7 @@ class Publisher:
                 # (TimeoutError is an OSError); the chunks are resent once it is back.
                 async with asyncio.timeout(self.command_timeout_s):
                     await self._write(chunks)
-            except UNAVAILABLE as exc:
+            except _RESENT_ON as exc:
                 if down_since is None:
                     down_since = time.monotonic()
                     self.outages += 1
@@ -317,15 +324,16 @@ class Publisher:
             backoff = _BACKOFF_MIN_S
 
     async def _write(self, chunks: list[Chunk]) -> None:
-        results = await self._run_scripts(chunks)
+        results, waited = await self._run_scripts(chunks)
         if any(isinstance(r, NoScriptError) for r in results):
-            # Server restarted (or SCRIPT FLUSH): load and resend; chunks already written are
-            # recognised by their producer sequence.
+            # Server restarted, failed over (or SCRIPT FLUSH): load and resend; chunks already
+            # written are recognised by their producer sequence.
             await self.redis.script_load(SCRIPT)
-            results = await self._run_scripts(chunks)
+            results, waited = await self._run_scripts(chunks)
         for r in results:
             if isinstance(r, UNAVAILABLE):
                 raise r
+        self.acks.confirm(waited, chunks)
         async with self.redis.pipeline(transaction=False) as index_pipe:
             await self._settle_all(chunks, results, index_pipe)
 
@@ -346,7 +354,9 @@ class Publisher:
                         index_writes += 1
             verdicts.append((chunk, reply))
         if index_writes:
-            await index_pipe.execute()
+            self.acks.request(index_pipe)
+            replies = await index_pipe.execute()
+            self.acks.confirm(replies[-1] if self.acks.on else None, chunks)
         # Only now are these events done: an outage before this point resends all of them.
         # Events of a deferred chunk, and those of a refused one that were not at fault, stay
         # in the outbox, in order, for the next round.
@@ -457,7 +467,8 @@ class Publisher:
         gone = {id(i) for i in expired}
         return [c for c in chunks if id(c.items[0]) not in gone]
 
-    async def _run_scripts(self, chunks: list[Chunk]) -> list[Any]:
+    async def _run_scripts(self, chunks: list[Chunk]) -> tuple[list[Any], Any]:
+        """Each chunk's script reply (or error), and WAIT's answer when acknowledgement is on."""
         head = [self.producer, str(self.stream_maxlen), str(self.retention_s)]
         # `async with`: a pipeline interrupted by cancellation still returns its connection.
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -466,7 +477,8 @@ class Publisher:
                 args = [*head, run_id, str(SCHEMA_VERSION), *chunk.script_args()]
                 run_keys = [keys.run_events(run_id), keys.run_stats(run_id), keys.run_lifecycle(run_id)]
                 pipeline_evalsha(pipe, SCRIPT_SHA, run_keys, args)  # one slot: the run's hash tag
-            return list(await pipe.execute(raise_on_error=False))
+            self.acks.request(pipe)  # on the same connection, right after the writes
+            return self.acks.script_replies(chunks, list(await pipe.execute(raise_on_error=False)))
 
     def _index(self, pipe: Pipeline, item: PendingEvent, seq: int) -> None:
         """Mirror lifecycle changes into the run index (a separate slot: not in the script)."""

@@ -40,13 +40,22 @@ class Channel:
 
 
 Deliver = Callable[[Channel, list[RawEntry]], Awaitable[None]]
+# After an outage, before reading again: reset the clients of streams that now end before what
+# was delivered (a promoted replica without the newest entries; hub.Hub._reset_rewound).
+Rewound = Callable[[list[Channel]], Awaitable[None]]
 
 
 class ReadGroup:
     """The streams one blocking XREAD covers, and the read in flight."""
 
     def __init__(
-        self, key: Hashable, router: Router, config: GatewayConfig, stats: FanoutStats, deliver: Deliver
+        self,
+        key: Hashable,
+        router: Router,
+        config: GatewayConfig,
+        stats: FanoutStats,
+        deliver: Deliver,
+        rewound: Rewound,
     ) -> None:
         self.key = key
         self.channels: dict[str, Channel] = {}  # stream -> channel, once its position is known
@@ -56,6 +65,8 @@ class ReadGroup:
         self._config = config
         self._stats = stats
         self._deliver = deliver
+        self._rewound = rewound
+        self._check_ends = False  # after an outage: does any stream now end before its position?
         self._linger_s = config.fanout_linger_ms / 1000
         self._target: ReadTarget | None = None  # where the reads go; None until resolved
         self._generation = 0  # bumped when a stream is added
@@ -99,6 +110,10 @@ class ReadGroup:
             try:
                 if self._target is None:
                     self._target = await self._router.target(self.key, next(iter(streams)), fresh=fresh)
+                if self._check_ends:
+                    await self._rewound(list(self.channels.values()))
+                    self._check_ends = False
+                    streams = {s: c.position for s, c in self.channels.items() if c.position is not None}
                 reply = await self._read(self._target, streams)
             except AskError as redirect:  # MovedError too: the slot moved, or is moving
                 await self._redirect(redirect)
@@ -107,6 +122,7 @@ class ReadGroup:
                 if self.connected or backoff.first_attempt:
                     log.warning("stream reader lost Redis (%s); retrying", exc)
                 self.connected = False
+                self._check_ends = True  # it may come back as a promoted replica
                 await self._lost()
                 fresh = True
                 await backoff.wait()

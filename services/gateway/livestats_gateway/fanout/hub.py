@@ -154,7 +154,9 @@ class Hub:
     # -- the reader --------------------------------------------------------------------------
 
     def _start_group(self, key: Hashable) -> ReadGroup:
-        group = self._groups[key] = ReadGroup(key, self._router, self.config, self.stats, self._deliver)
+        group = self._groups[key] = ReadGroup(
+            key, self._router, self.config, self.stats, self._deliver, self._reset_rewound
+        )
         group.task = asyncio.create_task(self._read_loop(group), name=f"hub-reader-{key}")
         group.task.add_done_callback(self._group_ended)
         return group
@@ -171,6 +173,37 @@ class Hub:
             if self._groups.get(group.key) is group:
                 del self._groups[group.key]
             await group.close()
+
+    async def _reset_rewound(self, group: list[Channel]) -> None:
+        """A stream that now ends before what this process delivered from it lost its newest
+        entries: a failover to a replica that had not received them (replica acknowledgement
+        off, or events delivered before it came). Its clients get a `reset` now, not at the
+        stream's next event, which may never come, and reading resumes at its new end. Called
+        by a read group after an outage, for its streams, before it reads again."""
+        channels = [c for c in group if c.position is not None]
+        if not channels:
+            return
+        async with self._history.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.xrevrange(channel.stream, count=1)
+            ends: list[list[RawEntry]] = await pipe.execute()
+        for channel, last in zip(channels, ends, strict=True):
+            position = channel.position
+            end = last[0][0] if last else b"0-0"
+            if position is None or self._channels.get(channel.stream) is not channel or _sid(end) >= _sid(position):
+                continue
+            seq = _seq_of(last[0][1]) if last else None
+            expected = None if channel.last_seq is None else channel.last_seq + 1
+            detail = (
+                f"the stream now ends at {end.decode()} (seq {seq}), before {position.decode()} "
+                f"(seq {channel.last_seq}) that was delivered: its newest events were lost (a failover?)"
+            )
+            log.warning("run %s: %s; clients get a reset", channel.run_id, detail)
+            self.stats.stream_break()
+            self.stats.reset("stream_reset", len(channel.subscribers))
+            body = await self.reset_body(channel.run_id, "stream_reset", detail, expected, None)
+            channel.position, channel.last_seq = end, seq
+            self._fanout(channel, Batch([], body))
 
     async def _deliver(self, channel: Channel, entries: list[RawEntry]) -> None:
         events: list[WireEvent] = []
@@ -308,6 +341,11 @@ def _ts_of(flat: list[bytes]) -> int | None:
         return int(entry_fields(flat)[b"ts"])
     except (KeyError, ValueError):
         return None
+
+
+def _sid(entry_id: bytes) -> tuple[int, int]:
+    ms, _, n = entry_id.partition(b"-")
+    return int(ms), int(n or b"0")
 
 
 def _seq_of(flat: list[bytes]) -> int | None:

@@ -112,12 +112,16 @@ class RunIndex:
 
     async def _feed_loop(self) -> None:
         position: bytes | None = None
+        check_end = False  # after an outage: a promoted replica may end before our position
         backoff = Backoff()
         while True:
             try:
-                if position is None:
+                if position is None or check_end:
                     last = await self._reader.xrevrange(keys.RUNS_FEED, count=1)
-                    position = last[0][0] if last else b"0-0"
+                    end = last[0][0] if last else b"0-0"
+                    if position is None or _sid(end) < _sid(position):
+                        position = end  # (a later position is kept: what was written after it is read next)
+                    check_end = False
                 reply = await self._reader.xread(
                     {keys.RUNS_FEED: position}, count=self.config.read_count, block=self.config.read_block_ms
                 )
@@ -130,6 +134,7 @@ class RunIndex:
                 backoff.reset()
             except UNAVAILABLE as exc:
                 log.warning("run index lost Redis (%s); retrying", exc)
+                check_end = True
                 await backoff.wait()
 
     async def _refresh_loop(self) -> None:
@@ -145,6 +150,11 @@ class RunIndex:
                 log.warning("run index refresh failed: %s", exc)
                 continue
             self._send([s for s in summaries if s["seq"] != before.get(s["run_id"])])
+
+
+def _sid(entry_id: bytes) -> tuple[int, int]:
+    ms, _, n = entry_id.partition(b"-")
+    return int(ms), int(n or b"0")
 
 
 def _run_id(fields: dict[bytes, bytes]) -> str | None:
