@@ -28,7 +28,7 @@ class GatewayConfig(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    # -- processes (docs/deploy.md, "Every core") -------------------------------------------------
+    # -- processes (docs/deploy.md, "Every core: gateway processes") ---------------------------------
     processes: int | None = Field(
         None, ge=1, le=1_024, description="Processes sharing the port (SO_REUSEPORT). None: one per usable core."
     )
