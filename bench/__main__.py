@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from . import capacity, delivery
+from . import capacity, delivery, scaling
 from .procs import ROOT, machine
 from .report import markdown
 from .suite import DESIGNS, Bench, Settings
@@ -29,6 +29,7 @@ CASES = {
     "ingest": capacity.ingest,
     "memory": capacity.memory,
     "soak": capacity.soak,
+    "processes": scaling.processes,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
