@@ -119,8 +119,18 @@ class Supervisor:
         """Keep process `index` running until stopping; restart it when it dies."""
         restarts = Restarts(self.policy)
         while not self.stopping.is_set():
-            # Spawned from the event loop's thread, the main one: PDEATHSIG is tied to the thread.
-            proc = await asyncio.create_subprocess_exec(*self._argv(index), preexec_fn=die_with_parent())
+            try:
+                # Spawned from the event loop's thread, the main one: PDEATHSIG is tied to the thread.
+                proc = await asyncio.create_subprocess_exec(*self._argv(index), preexec_fn=die_with_parent())
+            except OSError as exc:  # out of processes or memory: the same as a death at once
+                pause = restarts.after_death(0.0)
+                then = "stopping the gateway" if pause is None else f"trying again in {pause:.1f} s"
+                log.error("process %d could not be spawned (%s): %s", index, exc, then)
+                if pause is None:
+                    self._fail()
+                    return
+                await self._unless_stopping(asyncio.sleep(pause))
+                continue
             self.procs[index] = proc
             started = time.monotonic()
             log.info("process %d started (pid %d)", index, proc.pid)
