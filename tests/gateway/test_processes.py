@@ -211,6 +211,8 @@ async def test_fifty_late_joiners_over_two_processes_each_receive_every_event_on
     assert sum(joins) == 50 and all(joins), joins
     await wait_until(lambda: sum(per_process("livestats_gateway_events_sent_total")) >= 50 * n)
     assert sum(per_process("livestats_gateway_events_sent_total")) == 50 * n
+    # Each process is a stall-monitor candidate; the lease elects one of them.
+    await wait_until(lambda: sum(per_process("livestats_gateway_stall_leader")) == 1, timeout_s=30)
     # A private port answers health and metrics only: the API and the streams are refused there.
     private = gateway.private(1)
     async with httpx.AsyncClient(headers=gateway.headers, timeout=5) as client:
