@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from . import capacity, delivery, replica_ack
+from . import capacity, delivery, replica_ack, scaling
 from .procs import ROOT, machine
 from .report import markdown
 from .suite import DESIGNS, Bench, Settings
@@ -30,6 +30,7 @@ CASES = {
     "memory": capacity.memory,
     "soak": capacity.soak,
     "replica_ack": replica_ack.case,
+    "processes": scaling.processes,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

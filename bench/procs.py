@@ -24,14 +24,19 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class Server:
     """A server subprocess on a port of its own, its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, log_dir: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], port: int, log_dir: Path, also: tuple[int, ...] = ()
+    ) -> None:
+        """Started once `port` and the ports in `also` (a gateway's private ports: every one of
+        its processes) listen."""
         self.name, self.port = name, port
         self.headers: dict[str, str] = {}  # what a client must send (livestats: the admin token)
+        self.private_ports: tuple[int, ...] = ()  # a gateway's processes' own ports (metrics)
         self.log_path = log_dir / f"{name}.log"
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while not _listening(port):
+        deadline = time.monotonic() + 60
+        while not all(_listening(p) for p in (port, *also)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"{name} did not start; see {self.log_path}")
@@ -66,23 +71,52 @@ def start_valkey(data_dir: Path) -> EmbeddedServer:
     return server
 
 
-def start_gateway(redis_url: str, log_dir: Path) -> Server:
+def start_gateway(redis_url: str, log_dir: Path, processes: int = 1, name: str = "livestats") -> Server:
     """The gateway with a fixed admin token (as the tests start it), and a stream limit per
-    principal above the largest audience here: every load-generator client is that admin."""
+    principal above the largest audience here: every load-generator client is that admin.
+    `processes` > 1: a supervisor of that many processes sharing the port (SO_REUSEPORT),
+    started once every process listens (their private ports)."""
     port = free_port()
+    base = _free_port_run(processes)
     token = secrets.token_urlsafe(32)
     env = {
         "LIVESTATS_GATEWAY_ADMIN_TOKEN": token,
         "LIVESTATS_GATEWAY_MAX_STREAMS_PER_PRINCIPAL": "100000",
-        # BENCH_GATEWAY_PYTHONPATH: measure another checkout's gateway (before/after comparisons)
-        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("BENCH_GATEWAY_PYTHONPATH"), _probe()) if p),
+        # BENCH_GATEWAY_PYTHONPATH: measure another checkout's gateway (before/after comparisons);
+        # the caller's PYTHONPATH after it (a worktree's sources ahead of an editable install).
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (os.environ.get("BENCH_GATEWAY_PYTHONPATH"), _probe(), os.environ.get("PYTHONPATH")) if p
+        ),
         "LIVESTATS_GATEWAY_REDIS_URL": redis_url,
         "LIVESTATS_GATEWAY_PORT": str(port),
         "LIVESTATS_GATEWAY_QUEUE_NAME": "livestats:bench-queue",
+        # Explicit: the gateway's own default is one process per core.
+        "LIVESTATS_GATEWAY_PROCESSES": str(processes),
+        "LIVESTATS_GATEWAY_METRICS_PORT_BASE": str(base),
     }
-    server = Server("livestats", [sys.executable, "-m", "livestats_gateway"], env, port, log_dir)
+    private = tuple(range(base, base + processes))
+    server = Server(name, [sys.executable, "-m", "livestats_gateway"], env, port, log_dir, private)
+    server.private_ports = private
     server.headers = {"Authorization": f"Bearer {token}"}
     return server
+
+
+def _free_port_run(count: int) -> int:
+    """A base port whose `count` ports from it can be bound now, below the ephemeral range (so
+    no client connection takes one meanwhile)."""
+    for base in range(20_000, 32_000, 97):
+        if all(_bindable(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _probe() -> str | None:
@@ -108,9 +142,27 @@ def rss_bytes(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
+    """User + system CPU time so far of a process and its live children (a gateway
+    supervisor's processes, which do the work; its children that exited and were reaped are
+    in its own figures' `cutime`, not counted here)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    own = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return own + sum(_cpu_or_zero(child) for child in children(pid))
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux: its main thread's children list)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0  # exited since it was listed
 
 
 def _info(url: str, section: str) -> dict[str, Any]:

@@ -108,6 +108,51 @@ def ratios(r: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
     ]
 
 
+def process_rows(r: dict[str, Any]) -> list[str]:
+    """The gateway-processes case as its own table: one column per process count."""
+    data = r.get("processes")
+    if not data:
+        return []
+    counts = sorted(data, key=int)
+
+    def row(name: str, case: str, key: str) -> str:
+        return f"| {name} | " + " | ".join(_cell(data[c].get(case), key) for c in counts) + " |"
+
+    def offered(c: str) -> str:
+        fan = data[c]["fanout"]
+        want = fan.get("published_per_s", 0) * 100  # every event of a run goes to its 100 clients
+        return f"{fan['delivered_per_s'] / want:.0%}" if want else "n/a"
+
+    def spread(c: str) -> str:
+        queued = data[c]["fanout"].get("events_queued_by_process", [])
+        total = sum(queued)
+        return " / ".join(f"{q / total:.0%}" for q in queued) if total else "n/a"
+
+    def scale(case: str, key: str, higher_is_better: bool) -> str:
+        first, last = data[counts[0]].get(case, {}).get(key), data[counts[-1]].get(case, {}).get(key)
+        if not first or not last or len(counts) < 2:
+            return "n/a"
+        return f"{(last / first if higher_is_better else first / last):.2f}x"
+
+    lines = [
+        "",
+        "| gateway processes | " + " | ".join(counts) + " |",
+        "|---|" + "---|" * len(counts),
+        row("delivered events/s (1,000 clients, 10 runs)", "fanout", "delivered_per_s"),
+        "| delivered / offered (fan-out) | " + " | ".join(offered(c) for c in counts) + " |",
+        row("server CPU, cores (all processes, fan-out)", "fanout", "server_cpu"),
+        row("server CPU µs per delivered event", "fanout", "server_cpu_us_per_delivered"),
+        row("load-generator CPU, cores (2 processes, fan-out)", "fanout", "client_cpu"),
+        row("clients closed (fan-out)", "fanout", "closed"),
+        "| events queued by each process (fan-out) | " + " | ".join(spread(c) for c in counts) + " |",
+        row("latency p50 ms (1,000 ev/s, 100 clients)", "latency", "p50_ms"),
+        row("latency p99 ms", "latency", "p99_ms"),
+        f"| {counts[-1]} vs {counts[0]}: delivered/s, p99 | {scale('fanout', 'delivered_per_s', True)}, "
+        f"{scale('latency', 'p99_ms', False)} |" + " |" * (len(counts) - 1),
+    ]
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     r = result["results"]
     m = result["machine"]
@@ -124,4 +169,5 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| livestats vs | " + " | ".join(LABELS[d] for d in DESIGNS[:-1]) + " |", "|---|---|---|---|"]
     for name, cells in ratios(r):
         lines.append(f"| {name} | " + " | ".join(cells[d] for d in DESIGNS[:-1]) + " |")
+    lines += process_rows(r)
     return "\n".join(lines) + "\n"

@@ -34,6 +34,10 @@ class Settings:
     latency_rate: float = 1_000  # events/s on one run (the workload)
     latency_clients: int = 100
     fanout_rate: float = 1_500  # events/s over 10 runs of 100 clients: 150,000 deliveries/s offered
+    # Gateway processes (bench/scaling.py): the latency case's workload, and the fan-out case's
+    # at this rate (events/s over 10 runs of 100 clients), through 1, then 2 processes.
+    procs_counts: str = "1,2"
+    procs_rate: float = 1_500
     commands_rate: float = 200  # events/s on one run, for commands per event
     commands_clients: str = "1,100,1000"  # audiences compared
     commands_reps: int = 2  # 12 cases: fewer windows keep the full suite under 15 minutes

@@ -30,6 +30,7 @@ LivestatsError
 ├── InvalidStreamId       gateway.wire: a `since` that is not a stream id
 ├── SubscriberClosed      gateway.subscriber: the gateway ended a subscription (`code`, `reason`)
 ├── _Stopped              gateway.serve: a stop signal reached the server loop (control flow)
+├── ProcessLayoutError    gateway.listen: a process count and port layout that cannot work
 ├── GatewayError          cli.gateway_client: the gateway refused a request or could not be reached
 ├── BadExport             cli.replay: not a livestats export this version can replay
 ├── CannotWrite           cli.export: the export's destination cannot be written
@@ -39,7 +40,8 @@ LivestatsError
 └── ConfigError           fpfsim.config: an FPF_SIM_* variable the simulator cannot use
 
 Some also derive from the builtin their callers catch (InvalidRunId, InvalidEvent,
-InvalidRedisUrl, InvalidStreamId, StatusFileError, SpecEnvRefused, InvalidSentinelUrl: ValueError;
+InvalidRedisUrl, InvalidStreamId, StatusFileError, SpecEnvRefused, InvalidSentinelUrl,
+ProcessLayoutError: ValueError;
 EmbeddedServerError: RuntimeError; UnsupportedLibrary: ImportError).
 """
 

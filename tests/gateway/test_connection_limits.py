@@ -37,6 +37,7 @@ async def limited_gateway(redis_url):
         "LIVESTATS_GATEWAY_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
         "LIVESTATS_GATEWAY_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         "LIVESTATS_GATEWAY_MAX_CONNECTIONS": "800",
+        "LIVESTATS_GATEWAY_PROCESSES": "1",  # the cap and the descriptor limit are one process's
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -135,7 +137,7 @@ def _waits_on(services: dict, name: str) -> set[str]:
 def test_compose_lets_the_monitoring_start_when_what_it_monitors_does_not():
     services = _compose()["services"]
     monitored = _monitored_by_prometheus()
-    assert {"worker", "gateway"} <= monitored
+    assert {"worker", "gateway", "cluster-worker", "cluster-gateway-1", "cluster-gateway-2"} <= monitored
     # Grafana shows what Prometheus scraped: neither may wait, even indirectly, for what they watch
     for watcher in ("prometheus", "grafana"):
         assert _waits_on(services, watcher).isdisjoint(monitored), watcher
@@ -145,26 +147,70 @@ def test_compose_lets_the_monitoring_start_when_what_it_monitors_does_not():
         assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}
 
 
+def _one_shots(services: dict) -> set[str]:
+    """Services that run once and exit (never restarted), which others wait for to complete."""
+    awaited = {
+        dependency
+        for service in services.values()
+        for dependency, rule in service.get("depends_on", {}).items()
+        if rule["condition"] == "service_completed_successfully"
+    }
+    return {name for name in awaited if services[name].get("restart") == "no"}
+
+
 def test_every_compose_service_has_a_health_check_that_means_it_can_work():
     services = _compose()["services"]
+    assert _one_shots(services) == {"cluster-init"}  # a one-shot's health is its exit status
     for name, service in services.items():
+        if name in _one_shots(services):
+            continue
         test = service.get("healthcheck", {}).get("test")
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no health check"
     # the worker's asks the worker itself (heartbeat and its own Redis connection), not "does
     # /metrics answer"; the gateway's is its readiness (Redis and background loops)
     assert services["worker"]["healthcheck"]["test"] == ["CMD", "livestats-worker", "--check"]
     assert "LIVESTATS_METRICS_PORT" in services["worker"]["environment"]
-    assert any("/readyz" in part for part in services["gateway"]["healthcheck"]["test"])
+    # every gateway process is asked, each on its private port (9200 + i)
+    for name in ("gateway", "cluster-gateway-1", "cluster-gateway-2"):
+        environment = services[name]["environment"]
+        base, count = (
+            int(environment["LIVESTATS_GATEWAY_METRICS_PORT_BASE"]),
+            int(environment["LIVESTATS_GATEWAY_PROCESSES"]),
+        )
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert "/readyz" in check and str(tuple(range(base, base + count))) in check, (name, check)
 
 
-def test_the_livestats_image_is_built_once_and_used_by_both_services():
+def test_prometheus_scrapes_every_gateway_process_on_its_private_port():
+    """Port 8000 reaches whichever process the kernel picks: a scrape there would mix processes.
+    Prometheus lists each process's private port instead, for every gateway service."""
+    services = _compose()["services"]
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "livestats-gateway"]
+    scraped = {(name, sd["port"]) for sd in job["dns_sd_configs"] for name in sd["names"]}
+    gateways = [name for name, service in services.items() if "gateway" in service.get("command", [])]
+    assert sorted(gateways) == ["cluster-gateway-1", "cluster-gateway-2", "gateway"]
+    expected = set()
+    for name in gateways:
+        environment = services[name]["environment"]
+        base, count = (
+            int(environment["LIVESTATS_GATEWAY_METRICS_PORT_BASE"]),
+            int(environment["LIVESTATS_GATEWAY_PROCESSES"]),
+        )
+        expected |= {(name, base + i) for i in range(count)}
+    assert scraped == expected
+
+
+def test_the_livestats_image_is_built_once_and_used_by_every_livestats_service():
     services = _compose()["services"]
     builders = [name for name, service in services.items() if "build" in service]
     assert builders == ["worker"], builders
     image = services["worker"]["image"]
     assert image.startswith("livestats:")
-    assert services["gateway"]["image"] == image
-    assert services["gateway"]["pull_policy"] == "never"  # a local build, never a registry's
+    users = {name for name, service in services.items() if service.get("image") == image} - {"worker"}
+    assert users == {"gateway", "cluster-worker", "cluster-gateway-1", "cluster-gateway-2"}
+    for name in users:
+        assert services[name]["pull_policy"] == "never", name  # a local build, never a registry's
     assert services["worker"]["build"]["dockerfile"] == "deploy/Dockerfile"
 
 
@@ -207,7 +253,14 @@ def test_the_image_installs_the_hash_checked_lock_and_the_context_leaves_out_the
 def test_compose_needs_its_secrets_and_keeps_its_data():
     compose = _compose()
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "gateway", "prometheus", "grafana"}
+    # `docker compose up` runs these; the rest only with `--profile cluster`
+    assert {n for n, s in services.items() if "profiles" not in s} == {
+        "redis",
+        "worker",
+        "gateway",
+        "prometheus",
+        "grafana",
+    }
     # --scale worker=N: nothing that two replicas could not share
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
     assert "redis-data:/data" in services["redis"]["volumes"]
@@ -219,14 +272,75 @@ def test_compose_needs_its_secrets_and_keeps_its_data():
     for url in (
         services["worker"]["environment"]["LIVESTATS_REDIS_URL"],
         services["gateway"]["environment"]["LIVESTATS_GATEWAY_REDIS_URL"],
+        services["cluster-worker"]["environment"]["LIVESTATS_REDIS_URL"],
+        services["cluster-worker"]["environment"]["LIVESTATS_QUEUE_REDIS_URL"],
+        services["cluster-gateway-1"]["environment"]["LIVESTATS_GATEWAY_REDIS_URL"],
     ):
         assert _SECRET.search(url), url
+    for name in ("redis", "queue-redis", *(f"valkey-c{i}" for i in range(1, 7))):
+        command = " ".join(services[name]["command"])
+        assert "--appendonly yes" in command and "--requirepass" in command, name
+        (volume,) = services[name]["volumes"]
+        assert volume.endswith(":/data") and volume.split(":")[0] in compose["volumes"], name
     # what the containers mount must exist in the repository
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), source
+
+
+def test_the_cluster_profile_is_three_primaries_three_replicas_and_two_gateways_behind_a_proxy():
+    services = _compose()["services"]
+    cluster = {name for name, service in services.items() if service.get("profiles") == ["cluster"]}
+    nodes = {f"valkey-c{i}" for i in range(1, 7)}
+    assert cluster == nodes | {
+        "cluster-init",
+        "queue-redis",
+        "cluster-worker",
+        "cluster-gateway-1",
+        "cluster-gateway-2",
+        "proxy",
+    }
+    for node in nodes:
+        command = " ".join(services[node]["command"])
+        assert "--cluster-enabled yes" in command and "--masterauth" in command, node
+        assert services[node]["hostname"] == node  # the name clients are told (announce-hostname)
+    init = services["cluster-init"]
+    assert set(init["depends_on"]) == nodes
+    script = (ROOT / "deploy" / "cluster" / "create-cluster.sh").read_text()
+    assert "--cluster-replicas 1" in script and all(node in script for node in nodes)
+    # telemetry on the cluster, the queue on its own server
+    for name, variable in (
+        ("cluster-worker", "LIVESTATS_REDIS_URL"),
+        ("cluster-gateway-1", "LIVESTATS_GATEWAY_REDIS_URL"),
+    ):
+        environment = services[name]["environment"]
+        assert environment[variable].startswith("redis+cluster://"), name
+        assert "@queue-redis:" in environment["LIVESTATS_QUEUE_REDIS_URL"], name
+        assert services[name]["depends_on"]["cluster-init"] == {"condition": "service_completed_successfully"}
+    # the proxy fronts both gateways, which publish no port of their own
+    proxy = services["proxy"]
+    assert proxy["ports"] == ["127.0.0.1:8001:8000"]
+    assert "ports" not in services["cluster-gateway-1"] and "ports" not in services["cluster-gateway-2"]
+    assert "./deploy/haproxy:/usr/local/etc/haproxy:ro" in proxy["volumes"]
+    config = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+    servers = re.findall(r"^\s*server \S+ (\S+):8000\b", config, re.MULTILINE)
+    assert sorted(servers) == ["cluster-gateway-1", "cluster-gateway-2"]
+    assert set(proxy["depends_on"]) == {"cluster-gateway-1", "cluster-gateway-2"}
+
+
+def test_the_proxy_config_passes_haproxy_check():
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.skip("haproxy not installed (Debian package `haproxy`; .ci/run installs it)")
+    result = subprocess.run(
+        [haproxy, "-c", "-f", str(DEPLOY / "haproxy" / "haproxy.cfg")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The gateways' names resolve only inside compose; every other warning is a defect.
+    warnings = [line for line in result.stderr.splitlines() if "[WARNING]" in line]
+    assert all("could not resolve address 'cluster-gateway-" in w for w in warnings), warnings
 
 
 def test_grafana_is_provisioned_and_not_editable_in_the_ui():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
+import socket
 import sys
 import time
 
@@ -79,3 +81,23 @@ async def livestats(redis_url: str, queue: str, *argv: str, stdin: str | None = 
         raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def free_ports(count: int) -> int:
+    """A base port whose `count` ports from it can be bound now (a gateway's private ports,
+    `--metrics-port-base`). Below Linux's ephemeral range (32768 up), so no outgoing
+    connection takes one of them between this check and the gateway's bind."""
+
+    def bindable(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
+
+    for _ in range(200):
+        base = random.randrange(20_000, 32_000 - count)
+        if all(bindable(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports")

@@ -68,7 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("worker", help="run one worker process (like `livestats-worker`)")
-    sub.add_parser("gateway", help="run the gateway: WebSocket/SSE fan-out and REST API (like `livestats-gateway`)")
+    s = sub.add_parser("gateway", help="run the gateway: WebSocket/SSE fan-out and REST API (like `livestats-gateway`)")
+    # Passed on to the gateway program, which checks them (the CLI does not import services).
+    s.add_argument(
+        "--processes",
+        metavar="N",
+        help="processes sharing the port, under a supervisor that restarts one that dies "
+        "(env LIVESTATS_GATEWAY_PROCESSES; default: one per usable core)",
+    )
+    s.add_argument(
+        "--metrics-port-base",
+        metavar="PORT",
+        help="process i also serves /metrics, /readyz and /healthz on PORT+i (env LIVESTATS_GATEWAY_METRICS_PORT_BASE)",
+    )
 
     s = sub.add_parser("submit", help="submit a run spec (JSON file, or - for stdin)")
     s.add_argument("spec", help="path to a run spec JSON file, or -")
@@ -111,6 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _gateway_flags(args: argparse.Namespace) -> list[str]:
+    flags = {"--processes": args.processes, "--metrics-port-base": args.metrics_port_base}
+    return [part for flag, value in flags.items() if value is not None for part in (flag, value)]
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         _main(argv)
@@ -130,7 +147,8 @@ def _main(argv: list[str] | None) -> None:
     config = CliConfig(**{k: getattr(args, a) for k, a in flags.items() if getattr(args, a, None) is not None})
     if args.command in ("worker", "gateway"):
         # A separate service: run it as its own program rather than importing it.
-        os.execv(sys.executable, [sys.executable, "-m", f"livestats_{args.command}"])
+        extra = [] if args.command == "worker" else _gateway_flags(args)
+        os.execv(sys.executable, [sys.executable, "-m", f"livestats_{args.command}", *extra])
     if args.command == "up":
         try:
             spec = (

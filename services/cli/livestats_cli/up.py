@@ -198,6 +198,9 @@ def _spawn_gateway(config: CliConfig, env: dict[str, str], url: str, log: Path) 
         "LIVESTATS_GATEWAY_QUEUE_NAME": config.queue_name,
         "LIVESTATS_GATEWAY_HOST": "127.0.0.1",
         "LIVESTATS_GATEWAY_PORT": str(port),
+        # One process unless the operator asks for more (not one per core): a local stack, one
+        # log, one target for --prometheus.
+        "LIVESTATS_GATEWAY_PROCESSES": env.get("LIVESTATS_GATEWAY_PROCESSES") or "1",
     }
     proc = children.spawn([sys.executable, "-m", "livestats_gateway"], log, gateway_env)
     return proc, f"http://127.0.0.1:{port}"

@@ -20,10 +20,12 @@ from redis.asyncio import Redis
 
 from .access.fairness import PerPrincipal
 from .access.limits import ConnectionLimiter
+from .access.private_port import PrivatePort
 from .access.recheck import TokenRecheck
 from .config import GatewayConfig
 from .fanout.hub import Hub
 from .fanout.index import RunIndex
+from .listen import Slot
 from .ops.metrics import GatewayMetrics
 from .ops.stalls import StallMonitor
 from .routes import analysis, api, apidocs, estimation, ingest, pages, session, sse, ws
@@ -35,7 +37,9 @@ BACKFILL_TIMEOUT_S = 10.0
 _BACKFILL_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, TimeoutError)
 
 
-def create_app(config: GatewayConfig) -> FastAPI:
+def create_app(config: GatewayConfig, slot: Slot | None = None) -> FastAPI:
+    """The app of one gateway process; `slot` places it among the processes of a multi-process
+    gateway (its `process` metrics label and private port), None for a lone process."""
     prices = load_price_table(config.prices_file, config.prices)  # a bad table stops the start
 
     @asynccontextmanager
@@ -46,7 +50,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
             await _backfill(redis)
             publishing = Publisher(redis, producer=None, replica_ack=config.replica_ack())
             publisher = await stack.enter_async_context(publishing)
-            counts = GatewayMetrics()
+            counts = GatewayMetrics(None if slot is None else slot.index)
             hub = await stack.enter_async_context(Hub(config, redis, counts.fanout))
             index = await stack.enter_async_context(RunIndex(config, redis, hub))
             stalls = await stack.enter_async_context(StallMonitor(config, redis, publisher))
@@ -96,6 +100,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(apidocs.router)
     pages.mount_assets(app)
+    if slot is not None and slot.private_port is not None:
+        app.add_middleware(PrivatePort, port=slot.private_port)
     return app
 
 

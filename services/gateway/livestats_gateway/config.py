@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 from pathlib import Path
 
@@ -28,6 +29,16 @@ class GatewayConfig(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # -- processes (docs/deploy.md, "Every core: gateway processes") ---------------------------------
+    processes: int | None = Field(
+        None, ge=1, le=1_024, description="Processes sharing the port (SO_REUSEPORT). None: one per usable core."
+    )
+    metrics_port_base: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Process i also serves /metrics, /readyz and /healthz (nothing else) on this port + i.",
+    )
 
     # -- security ------------------------------------------------------------------------------
     tokens_file: Path | None = Field(None, description="JSON token records (`livestats token create --file`).")
@@ -146,6 +157,15 @@ class GatewayConfig(BaseSettings):
     def quota_for(self, principal: str) -> Quota:
         override = self.quota_overrides.get(principal)
         return self.quota if override is None else override.over(self.quota)
+
+    def process_count(self) -> int:
+        """`processes`, or one per core this process may run on (its CPU affinity, which a
+        container's cpuset narrows; not `os.cpu_count()`, which counts the whole machine)."""
+        if self.processes is not None:
+            return self.processes
+        if hasattr(os, "sched_getaffinity"):  # Linux
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
 
     def connection_cap(self) -> int:
         """`max_connections`, or what the descriptor limit leaves after Redis, files and logs."""

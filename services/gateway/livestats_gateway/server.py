@@ -9,13 +9,14 @@ import uvicorn
 from .access.connguard import ConnectionGuard
 from .app import create_app
 from .config import GatewayConfig
+from .listen import Slot
 from .ops.logs import install_redaction
 
 
-def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn.Config:
+def uvicorn_config(config: GatewayConfig, *, log_level: str = "info", slot: Slot | None = None) -> uvicorn.Config:
     guard = ConnectionGuard(config.header_timeout_s, config.body_timeout_s, config.connection_cap())
     settings = uvicorn.Config(
-        create_app(config),
+        create_app(config, slot),
         host=config.host,
         port=config.port,
         log_level=log_level,

@@ -9,6 +9,9 @@ read batch and once per join, never per event or per client. The `/metrics` rout
 
 Each gateway counts what it itself sent; stalled runs are counted by the gateway whose mark
 won (the lease and the guarded write make that one gateway), so sums over gateways are exact.
+A process of a multi-process gateway (supervise.py) is one such gateway: every sample it
+exposes carries a constant `process` label (its index), so the series of sibling processes
+scraped on their private ports stay apart and `sum without(process)` adds them up.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ class GatewayMetrics:
     """The gateway's registry: a few observed histograms plus a collector over the fan-out's
     counters (`fanout`, handed to the hub) and the stall monitor's."""
 
-    def __init__(self) -> None:
+    def __init__(self, process: int | None = None) -> None:
         self.registry = r = CollectorRegistry()
+        self._exposed: Collector = r if process is None else _ProcessLabel(r, str(process))
         delivery_lag = Histogram(
             "livestats_gateway_delivery_lag_seconds",
             "Age of the oldest event of each live batch when it was handed to clients.",
@@ -59,11 +63,26 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes (`CONTENT_TYPE`)."""
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)
 
     def watch(self, hub: Hub, stalls: StallMonitor) -> None:
         """Export the fan-out's and the stall monitor's counters (once both exist)."""
         self.registry.register(_HubCollector(hub, self.fanout, stalls))
+
+
+class _ProcessLabel(Collector):
+    """The registry's samples, each with `process="<index>"` added (prometheus_client has no
+    registry-wide constant labels)."""
+
+    def __init__(self, registry: CollectorRegistry, process: str) -> None:
+        self.registry = registry
+        self.process = process
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            labelled.samples = [s._replace(labels={**s.labels, "process": self.process}) for s in family.samples]
+            yield labelled
 
 
 class _HubCollector(Collector):
