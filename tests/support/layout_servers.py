@@ -41,6 +41,8 @@ def _spawn_cluster_node(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         str(valkey_binary()),
         "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", "", "--appendonly", "no",
         "--cluster-enabled", "yes", "--cluster-config-file", str(data_dir / "nodes.conf"),
+        # Its own free port for the cluster bus (by default port + 10000, which may not exist).
+        "--cluster-port", str(free_port()),
     ]  # fmt: skip
     with open(data_dir / "server.log", "wb") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), f"redis://127.0.0.1:{port}/0"
@@ -53,7 +55,13 @@ async def slot_checking_server(data_dir: Path) -> AsyncIterator[str]:
     try:
         client = Redis.from_url(url)
         try:
-            await _until(client.ping)
+
+            async def answers() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"the cluster-mode server exited; see {data_dir / 'server.log'}")
+                return bool(await client.ping())
+
+            await _until(answers)
             await client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, CLUSTER_SLOTS - 1)
 
             async def cluster_ok() -> bool:
@@ -68,7 +76,7 @@ async def slot_checking_server(data_dir: Path) -> AsyncIterator[str]:
         await asyncio.to_thread(proc.wait, 10)
 
 
-async def _until(check: Callable[[], Awaitable[object]], tries: int = 500) -> None:
+async def _until(check: Callable[[], Awaitable[object]], tries: int = 3_000) -> None:
     """Until `check()` answers truthy: a server opening its port, a cluster state settling."""
     last: Exception | None = None
     for _ in range(tries):
