@@ -227,15 +227,10 @@ def auth_key_from_legacy(key: str) -> str | None:
     return AUTH_PREFIX + key[len(LEGACY_AUTH_PREFIX) :]
 
 
-# Keys whose presence, without a layout record, means a database written by layout 1: every
-# run wrote the feed and the index, every token use the last-used hash.
-LEGACY_MARKERS = (
-    RUNS_FEED,
-    RUNS_INDEX,
-    RUNS_ACTIVE,
-    LEGACY_AUTH_TOKENS,
-    LEGACY_AUTH_TOKENS_LAST_USED,
-)
+# Keys only layout 1 wrote (every token use wrote the last-used hash). A database without a
+# layout record is also layout 1 if a recent run in the index, feed or active set has its keys
+# under `legacy_run_key` names (layout.legacy_marker looks): the index and feed kept their names.
+LEGACY_MARKERS = (LEGACY_AUTH_TOKENS, LEGACY_AUTH_TOKENS_LAST_USED)
 
 
 # -- Fair-share scheduler (docs/scheduling.md) ------------------------------------------------

@@ -7,7 +7,7 @@ finds, or find none of the runs there. So `ensure` (called by the worker, the ga
 CLI command that touches telemetry):
 - writes the record on an empty database (atomically: of two processes starting at once with
   different P, one wins and the other is refused);
-- refuses a database written by layout 1 (no record, but layout 1 keys): `livestats migrate`;
+- refuses a database written by layout 1 (no record, but layout 1 keys: legacy_marker): `livestats migrate`;
 - refuses while a migration is under way or was interrupted (`migrating` in the record);
 - refuses another version, or another partition count, naming both.
 """
@@ -23,12 +23,14 @@ from typing import cast
 from redis.asyncio import Redis
 
 from . import keys
-from .errors import LivestatsError
+from .errors import InvalidRunId, LivestatsError
+from .ids import validate_run_id
 from .redis_client import UNAVAILABLE
 
 log = logging.getLogger("livestats.layout")
 
 MIGRATE_HINT = "stop every worker and gateway, then run `livestats migrate`"
+_SAMPLE = 20  # recent runs of each list whose layout 1 names are looked for
 
 # Written only if absent; answered with what is there either way (one key: one slot).
 _CREATE = """
@@ -97,11 +99,38 @@ async def read_record(redis: Redis) -> dict[str, str]:
 
 
 async def legacy_marker(redis: Redis) -> str | None:
-    """A layout 1 key that is there, if any (one EXISTS each: they need not share a slot)."""
+    """A layout 1 key that is there, if any: an auth key only layout 1 wrote, or a recent run's
+    key under its layout 1 name (a database a publisher wrote before any process recorded the
+    layout has runs, an index and a feed too, under layout 2 names: that is not layout 1)."""
     for key in keys.LEGACY_MARKERS:
         if await redis.exists(key):
             return key
-    return None
+    candidates = [keys.legacy_run_key(rid, kind) for rid in await _recent_runs(redis) for kind in ("stats", "events")]
+    if not candidates:
+        return None
+    # One EXISTS per key, pipelined: on a Cluster the names need not share a slot.
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in candidates:
+            pipe.exists(key)
+        found = await pipe.execute()
+    return next((key for key, there in zip(candidates, found, strict=True) if there), None)
+
+
+async def _recent_runs(redis: Redis) -> list[str]:
+    """Run ids of the newest runs in the index, the active set and the feed (valid ids only)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrevrange(keys.RUNS_INDEX, 0, _SAMPLE - 1)
+        pipe.zrevrange(keys.RUNS_ACTIVE, 0, _SAMPLE - 1)
+        pipe.xrevrange(keys.RUNS_FEED, count=_SAMPLE)
+        indexed, active, feed = await pipe.execute()
+    raw = [*indexed, *active, *(fields.get(b"run_id", b"") for _, fields in feed)]
+    found: dict[str, None] = {}
+    for member in raw:
+        try:
+            found[validate_run_id(member.decode(errors="replace"))] = None
+        except InvalidRunId:
+            continue  # an entry added by hand: not evidence of either layout
+    return list(found)
 
 
 def check(record: dict[str, str], partitions: int) -> Layout:

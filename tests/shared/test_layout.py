@@ -8,6 +8,9 @@ import asyncio
 import pytest
 from layout_servers import fresh_server
 from livestats_shared import keys, layout
+from livestats_shared.events import RunQueued
+from livestats_shared.ids import new_run_id
+from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import UNAVAILABLE, connect
 
 
@@ -67,13 +70,48 @@ async def test_the_first_process_on_an_empty_database_sets_the_count(empty, part
     assert keys.partition_of("run-1") < 4
 
 
-@pytest.mark.parametrize("marker", keys.LEGACY_MARKERS)
-async def test_a_layout_1_database_is_refused_with_the_command_that_upgrades_it(empty, marker):
-    await empty.xadd(marker, {"x": "1"}) if marker.endswith("feed") else await empty.set(marker, "1")
+LAYOUT_1_RUN = "01jq0000000000000000"
+
+
+async def _token_record(redis):
+    await redis.hset("livestats:auth:tokens", "0123456789ab", "{}")
+
+
+async def _last_used(redis):
+    await redis.hset("livestats:auth:tokens:last-used", "0123456789ab", "1")
+
+
+async def _indexed_run(redis):
+    await redis.zadd(keys.RUNS_INDEX, {"x:not-a-run": 1, LAYOUT_1_RUN: 2})
+    await redis.hset(f"livestats:run:{{{LAYOUT_1_RUN}}}:stats", "status", "succeeded")
+
+
+async def _active_run(redis):
+    await redis.zadd(keys.RUNS_ACTIVE, {LAYOUT_1_RUN: 1})
+    await redis.xadd(f"livestats:run:{{{LAYOUT_1_RUN}}}:events", {"type": "run.started"})
+
+
+async def _run_in_the_feed(redis):
+    await redis.xadd(keys.RUNS_FEED, {"run_id": LAYOUT_1_RUN, "type": "run.queued"})
+    await redis.hset(f"livestats:run:{{{LAYOUT_1_RUN}}}:stats", "status", "queued")
+
+
+@pytest.mark.parametrize("write", [_token_record, _last_used, _indexed_run, _active_run, _run_in_the_feed])
+async def test_a_layout_1_database_is_refused_with_the_command_that_upgrades_it(empty, write):
+    await write(empty)
     with pytest.raises(layout.LegacyLayout, match="livestats migrate") as refused:
         await layout.ensure(empty)
-    assert marker in str(refused.value)
+    assert "livestats:auth:" in str(refused.value) or f"{{{LAYOUT_1_RUN}}}" in str(refused.value)
     assert not await empty.exists(keys.LAYOUT)  # nothing written: the migration writes it
+
+
+async def test_runs_published_before_any_record_are_not_mistaken_for_layout_1(empty):
+    # A producer (the publisher API) may write first: runs, index and feed, under layout 2 names.
+    async with Publisher(empty) as publisher:
+        for name in ("first", "second"):
+            await publisher.publish(new_run_id(), RunQueued(name=name, planned_calls=1, phases=[], timeout_s=60))
+    assert await empty.exists(keys.RUNS_INDEX, keys.RUNS_FEED) == 2
+    assert (await layout.ensure(empty)).created
 
 
 async def test_an_interrupted_migration_and_an_unknown_version_are_refused(empty):
