@@ -25,8 +25,9 @@ CLUSTER_SLOTS = 16_384
 
 
 @contextmanager
-def fresh_server(data_dir: Path) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(data_dir, appendonly=False)
+def fresh_server(data_dir: Path, *, appendonly: bool = False) -> Iterator[EmbeddedServer]:
+    """`appendonly`: its data survives `stop()` and `start()` (a test that takes it away)."""
+    server = EmbeddedServer(data_dir, appendonly=appendonly)
     server.start()
     try:
         yield server
