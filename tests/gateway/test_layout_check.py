@@ -27,7 +27,7 @@ async def test_a_gateway_started_without_redis_checks_the_layout_when_it_answers
     with fresh_server(tmp_path / "valkey", appendonly=True) as server:
         if old_layout:
             redis = connect(server.url, "livestats.tests")
-            await redis.hset("livestats:auth:tokens", "0123456789ab", "{}")  # written by layout 1 only
+            await redis.hset("livestats:auth:tokens", "0123456789ab", "{}")  # type: ignore[misc]  # layout 1 only
             await redis.aclose()
         await asyncio.to_thread(server.stop)
         config = GatewayConfig(
@@ -52,7 +52,7 @@ async def test_a_gateway_started_without_redis_checks_the_layout_when_it_answers
 
                 await eventually(ready)
                 redis = connect(server.url, "livestats.tests")
-                assert await redis.hgetall(keys.LAYOUT) == {b"version": b"2", b"partitions": b"16"}
+                assert await redis.hgetall(keys.LAYOUT) == {b"version": b"2", b"partitions": b"16"}  # type: ignore[misc]
                 await redis.aclose()
         finally:
             await asyncio.to_thread(handle.stop)
