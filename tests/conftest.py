@@ -108,6 +108,11 @@ def redis_url(redis_server: ServerHandle, backend: str, request: pytest.FixtureR
     for the `[sentinel]` one."""
     if backend == "cluster":
         cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        # arq's queue and the scheduler cannot live on a Cluster: every process of the test (and
+        # every subprocess it starts) puts them on the session's single server.
+        if redis_server.embedded is not None:
+            redis_server.embedded.start()
+        request.getfixturevalue("monkeypatch").setenv("LIVESTATS_QUEUE_REDIS_URL", redis_server.url)
         return cluster.url
     if backend == "sentinel":
         sentinels = request.getfixturevalue("session_sentinel_set")

@@ -34,6 +34,7 @@ async def submit_run(
     publisher: Publisher,
     spec: RunSpec,
     *,
+    queue: Redis | None = None,
     run_id: str | None = None,
     queue_name: str = keys.JOB_QUEUE,
     owner: str | None = None,
@@ -44,11 +45,13 @@ async def submit_run(
     `run.queued` (refused if the id exists), park the arq job (job id = run id) and queue the run
     in the fair-share scheduler, which dispatches it when its turn and a slot come.
     An external run (`spec.external`) is only recorded: its producer publishes the rest.
-    `owner` and `team` decide who sees the run through the gateway."""
+    `owner` and `team` decide who sees the run through the gateway. `queue` is the queue server's
+    client (queue_server.py); None: the queue lives on `redis`, the telemetry server."""
     rid = validate_run_id(run_id) if run_id is not None else new_run_id()
     principal = owner or keys.LOCAL_PRINCIPAL
     limits = quota or Quota()
-    scheduler = Scheduler(redis, queue_name)
+    queue = redis if queue is None else queue
+    scheduler = Scheduler(queue, queue_name)
     await scheduler.admit(rid, principal, limits, queued=not spec.external)
     queued = RunQueued(
         name=spec.name,
@@ -66,7 +69,7 @@ async def submit_run(
     try:
         # Parked: due only when the scheduler dispatches it (a reservation left by a failure
         # here expires after keys.SCHED_RESERVE_TTL_S).
-        job = await ArqRedis(connection_pool=redis.connection_pool).enqueue_job(
+        job = await ArqRedis(connection_pool=queue.connection_pool).enqueue_job(
             keys.RUN_JOB,
             rid,
             spec.model_dump_json(),
@@ -89,6 +92,7 @@ async def cancel_run(
     publisher: Publisher,
     run_id: str,
     *,
+    queue: Redis | None = None,
     reason: str = "cancelled by user",
     queue_name: str = keys.JOB_QUEUE,
 ) -> str:
@@ -100,7 +104,7 @@ async def cancel_run(
     a paused or lost worker cannot delay it. The cancel flag and arq's abort then tell a live
     worker to kill its calls' processes. A `stalled` run stays `stalled` (a final status is never
     overwritten) but gets the flag and the abort too, so a worker that resumes stops. Any other
-    finished run is left alone and its status returned."""
+    finished run is left alone and its status returned. `queue`: as for `submit_run`."""
     rid = validate_run_id(run_id)
     status = await read_status(redis, rid)
     if status is None:
@@ -126,7 +130,8 @@ async def cancel_run(
     # A run still waiting for a slot leaves its queue (and frees a dispatched slot), so it
     # costs nobody a turn; arq's abort covers the rest: a running job's task is cancelled
     # within a poll, one a worker already took never starts.
-    await Scheduler(redis, queue_name).withdraw(rid)
-    await request_abort(redis, rid)
+    queue = redis if queue is None else queue
+    await Scheduler(queue, queue_name).withdraw(rid)
+    await request_abort(queue, rid)
     log.info("cancel requested for run %s (%s): %s", rid, reason, status_after)
     return status_after

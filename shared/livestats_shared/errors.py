@@ -20,6 +20,11 @@ LivestatsError
 ├── InvalidPriceTable     shared.pricing: a price table that does not parse or breaks a rule
 ├── EventRefused          shared.publish.gate: the publish script refused an event (nothing written)
 ├── QuotaExceeded         shared.quota: a submission refused by a run-count quota
+├── LayoutError           shared.layout: the database's key layout is not this process's (docs/keys.md)
+│   ├── LegacyLayout      shared.layout: layout 1 keys and no layout record (`livestats migrate`)
+│   ├── LayoutMigrating   shared.layout: a `livestats migrate` is under way or was interrupted
+│   ├── UnknownLayout     shared.layout: a layout version this version does not know
+│   └── PartitionMismatch shared.layout: the recorded partition count is not LIVESTATS_PARTITIONS
 ├── SpecEnvRefused        shared.fpf_env: a spec sets environment variables the operator does not allow
 ├── SpawnFailed           worker.calls: the FPF command cannot be started at all
 ├── RetryBudgetExhausted  worker.retry: a run used every retry it was allowed

@@ -14,6 +14,7 @@ import time
 
 import pytest
 from helpers import livestats
+from livestats_shared import keys
 from livestats_shared.events import (
     CallFailed,
     CallStarted,
@@ -174,7 +175,7 @@ async def test_run_id_through_a_gateway_is_refused_clearly_and_nothing_is_submit
 async def test_control_characters_in_names_and_excerpts_are_escaped(redis_url, queue_name, publisher, redis):
     run_id = await publish_run(publisher, name=EVIL)
     # Positive control: the name is stored raw, control characters and all.
-    assert (await redis.hget(f"livestats:run:{{{run_id}}}:stats", "name")).decode() == EVIL
+    assert (await redis.hget(keys.run_stats(run_id), "name")).decode() == EVIL
     for argv in (["status", run_id], ["runs", "--limit", "50"]):
         code, out, err = await livestats(redis_url, queue_name, *argv)
         assert code == 0, err

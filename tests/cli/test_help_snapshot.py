@@ -16,7 +16,7 @@ from livestats_cli.main import _parser
 SNAPSHOT = Path(__file__).parent / "help_snapshot.txt"
 COMMANDS = (
     "", "up", "worker", "gateway", "submit", "status", "events", "cancel", "runs", "tail", "watch",
-    "token", "report", "export", "replay",
+    "token", "report", "export", "replay", "keys", "migrate",
 )  # fmt: skip
 
 

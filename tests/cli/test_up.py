@@ -18,6 +18,7 @@ from typing import cast
 
 import pytest
 from livestats_cli.embedded import EmbeddedServer, free_port
+from livestats_cli.local_auth import load_or_create_password
 from livestats_shared import keys
 from livestats_shared.auth import TokenStore
 from livestats_shared.history import read_events
@@ -404,3 +405,36 @@ def test_up_protects_its_server_with_a_password_and_its_token_with_a_short_renew
             time.sleep(0.2)
     for log in ("gateway.log", "worker.log"):
         assert password not in (tmp_path / "run" / log).read_text()
+
+
+def test_up_migrates_its_own_servers_data_from_an_older_key_layout(start_up, tmp_path):
+    # The embedded server's data as a version before the partitions left it.
+    data_dir = tmp_path / "run"
+    password = load_or_create_password(data_dir)
+    old_run = "01jq0000000000000000"
+    with EmbeddedServer(data_dir / "valkey", free_port(), password=password) as server:
+
+        async def write_layout_1() -> None:
+            redis = connect(server.url, "livestats.tests")
+            await redis.hset(f"livestats:run:{{{old_run}}}:stats", "status", "succeeded")  # type: ignore[misc]
+            await redis.xadd(f"livestats:run:{{{old_run}}}:events", {"type": "run.finished"})
+            await redis.hset("livestats:auth:tokens", "0123456789ab", "{}")  # type: ignore[misc]
+            await redis.aclose()
+
+        asyncio.run(write_layout_1())
+
+    proc, _, _ = start_up(TINY, "--exit-after-run")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "uses an older key layout: migrating it" in out
+    assert "renamed 2 keys of 1 runs and 1 auth keys" in out
+    with EmbeddedServer(data_dir / "valkey", free_port(), password=password) as server:
+
+        async def read_back() -> tuple[bytes | None, dict[bytes, bytes]]:
+            redis = connect(server.url, "livestats.tests")
+            status = await redis.hget(keys.run_stats(old_run), "status")  # type: ignore[misc]
+            record = await redis.hgetall(keys.LAYOUT)  # type: ignore[misc]
+            await redis.aclose()
+            return status, record
+
+        assert asyncio.run(read_back()) == (b"succeeded", {b"version": b"2", b"partitions": b"16"})

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 from livestats_shared import keys
-from livestats_shared.auth import TokenStore, now_ms, token_id
+from livestats_shared.auth import TokenStore, digest, now_ms, token_id
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -47,7 +47,9 @@ async def test_the_cookie_is_an_opaque_session_id_never_the_token_nor_stored_in_
         assert "samesite=strict" in cookie.lower() and "path=/" in cookie.lower()
         assert (await browser.get("/api/session")).json()["principal"] == "alice"
     # Nothing in Redis is a usable cookie or token: sessions are keyed by a digest.
-    for key in [k async for k in redis.scan_iter(match="livestats:auth:*")]:
+    stored = [k async for k in redis.scan_iter(match=keys.AUTH_PREFIX + ":*")]
+    assert keys.auth_session(digest(session_id)).encode() in stored  # the scan sees the session
+    for key in stored:
         kind = await redis.type(key)
         values = await (redis.hgetall(key) if kind == b"hash" else redis.smembers(key))
         blob = repr(key) + repr(values)

@@ -64,8 +64,11 @@ async def eventually(check, timeout_s: float = 30.0, interval_s: float = 0.05) -
         await asyncio.sleep(interval_s)
 
 
-async def livestats(redis_url: str, queue: str, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
-    env = {**os.environ, "LIVESTATS_REDIS_URL": redis_url, "LIVESTATS_QUEUE_NAME": queue}
+async def livestats(
+    redis_url: str, queue: str, *argv: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run the CLI in a process of its own; `env`: variables besides the Redis URL and queue."""
+    env = {**os.environ, "LIVESTATS_REDIS_URL": redis_url, "LIVESTATS_QUEUE_NAME": queue, **(env or {})}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "livestats_cli", *argv,
         env=env,

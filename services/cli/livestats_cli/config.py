@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from livestats_shared import keys
+from livestats_shared import keys, queue_server
 from livestats_shared.fpf_env import EnvPatterns
 from livestats_shared.publish.replicas import DEFAULT_TIMEOUT_MS, REPLICAS_HELP, TIMEOUT_HELP, ReplicaAck
 from pydantic import AliasChoices, Field
@@ -18,6 +18,8 @@ class CliConfig(BaseSettings):
 
     # Unset: `livestats up` starts the embedded server; other commands use the default below.
     redis_url: str | None = Field(None, validation_alias=AliasChoices("LIVESTATS_REDIS_URL", "REDIS_URL"))
+    # arq's queue and the scheduler (queue_server.py); unset: the telemetry server above.
+    queue_redis_url: str | None = Field(None, validation_alias=AliasChoices("LIVESTATS_QUEUE_REDIS_URL"))
     queue_name: str = keys.JOB_QUEUE
     data_dir: Path = Field(Path(".run"), description="Embedded server data and process logs.")
     embedded_port: int = Field(6399, ge=1, le=65535, description="Preferred port of the embedded server.")
@@ -44,3 +46,8 @@ class CliConfig(BaseSettings):
     def url(self) -> str:
         # The embedded server's password, which `up` keeps in the data dir (local_auth.py).
         return self.redis_url or local_url(self.embedded_port, read_password(self.data_dir))
+
+    @property
+    def queue_url(self) -> str:
+        """The server of arq's queue and the scheduler (ValueError if that cannot work)."""
+        return queue_server.resolve(self.url, self.queue_redis_url)

@@ -6,6 +6,7 @@ Exit codes scripts can rely on (exit_codes.py):
     2  bad input: invalid spec, invalid run id, bad arguments (argparse's own usage errors too)
     3  no such run
     4  Redis unavailable
+    5  the database's key layout is not this version's (run `livestats migrate`; docs/keys.md)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from livestats_shared.errors import InvalidRunId, PublishError
 from livestats_shared.fpf_env import SpecEnvRefused, check_spec_env
 from livestats_shared.history import iter_events, read_snapshot
 from livestats_shared.ids import validate_run_id
+from livestats_shared.layout import LayoutError, ensure
 from livestats_shared.publish import Publisher
 from livestats_shared.redis_client import UNAVAILABLE, connect
 from livestats_shared.sched import Scheduler
@@ -32,11 +34,20 @@ from livestats_shared.spec import RunSpec
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from . import analysis, export, remote, replay, report, runs, status_view, tail, tokens, watch
+from . import analysis, export, keynames, migrate, remote, replay, report, runs, status_view, tail, tokens, watch
 from .config import CliConfig
-from .exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_OK, EXIT_RUN_FAILED, EXIT_UNAVAILABLE
+from .exit_codes import (
+    EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
+    EXIT_LAYOUT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_UNAVAILABLE,
+)
 from .follow import ProgressView, follow, report_invalid
 from .gateway_client import GatewayClient, GatewayError, page_url
+from .queue_client import queue_client
 from .up import demo_spec, up
 
 _UNREACHABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, PublishError)
@@ -106,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_parser(sub)
     watch.add_parser(sub)
     tokens.add_parser(sub)
-    for command in (report, export, replay):
+    for command in (report, export, replay, keynames, migrate):
         command.add_parser(sub)
     # The same connection flags wherever they apply (they override LIVESTATS_* variables).
     for name, parser in sub.choices.items():
@@ -211,8 +222,12 @@ def _main(argv: list[str] | None) -> None:
         "export": export.run,
         "replay": replay.run,
         "report": analysis.on_redis,
+        "keys": keynames.run,
+        "migrate": migrate.run,
     }
-    sys.exit(asyncio.run(_with_redis(handlers[args.command], config, args)))
+    # `migrate` reads whatever layout the database has; every other command checks it first.
+    check = args.command != "migrate"
+    sys.exit(asyncio.run(_with_redis(handlers[args.command], config, args, check_layout=check)))
 
 
 async def _report_through_gateway(config: CliConfig, args: argparse.Namespace) -> int:
@@ -231,10 +246,17 @@ async def _with_redis(
     handler: Callable[[Redis, CliConfig, argparse.Namespace], Awaitable[int]],
     config: CliConfig,
     args: argparse.Namespace,
+    *,
+    check_layout: bool = True,
 ) -> int:
     redis = connect(config.url, "livestats.cli")
     try:
+        if check_layout:
+            await ensure(redis)  # names this process would use must be the database's
         return await handler(redis, config, args)
+    except LayoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LAYOUT
     except (InvalidRunId, ValidationError, SpecEnvRefused, ValueError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -260,8 +282,8 @@ def _one_line(exc: Exception) -> str:
 async def _submit(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
     spec = RunSpec.model_validate_json(args.spec_text)
     check_spec_env(spec.phases, config.spec_env_allow)  # the operator's rule, as the gateway applies it
-    async with Publisher(redis, replica_ack=config.replica_ack()) as publisher:
-        run_id = await submit_run(redis, publisher, spec, run_id=args.run_id, queue_name=config.queue_name)
+    async with Publisher(redis, replica_ack=config.replica_ack()) as publisher, queue_client(redis, config) as queue:
+        run_id = await submit_run(redis, publisher, spec, queue=queue, run_id=args.run_id, queue_name=config.queue_name)
     page = page_url(config, run_id)
     print(orjson.dumps({"run_id": run_id, "page": page}).decode() if args.json else f"submitted run {run_id}\n  {page}")
     if not args.wait:
@@ -282,7 +304,8 @@ async def _status(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
         raise UnknownRun(args.run_id)
     status_view.show(snap, as_json=args.json)
     if not args.json and snap.status == "queued":
-        place = await Scheduler(redis, config.queue_name).place(snap.run_id)
+        async with queue_client(redis, config) as queue:
+            place = await Scheduler(queue, config.queue_name).place(snap.run_id)
         if place is not None:
             print(f"  waiting: {place.reason}")
     return EXIT_OK
@@ -306,7 +329,9 @@ async def _events(redis: Redis, config: CliConfig, args: argparse.Namespace) -> 
 
 
 async def _cancel(redis: Redis, config: CliConfig, args: argparse.Namespace) -> int:
-    async with Publisher(redis, replica_ack=config.replica_ack()) as publisher:
-        status = await cancel_run(redis, publisher, args.run_id, reason=args.reason, queue_name=config.queue_name)
+    async with Publisher(redis, replica_ack=config.replica_ack()) as publisher, queue_client(redis, config) as queue:
+        status = await cancel_run(
+            redis, publisher, args.run_id, queue=queue, reason=args.reason, queue_name=config.queue_name
+        )
     print(orjson.dumps({"run_id": args.run_id, "status": status}).decode() if args.json else status)
     return EXIT_OK

@@ -19,9 +19,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TextIO
 
+from livestats_shared import keys, layout, queue_server
 from livestats_shared.control import submit_run
 from livestats_shared.publish import Publisher
-from livestats_shared.redis_client import connect, redact_url
+from livestats_shared.redis_client import UNAVAILABLE, connect, redact_url
 from livestats_shared.spec import RunSpec
 from redis.asyncio import Redis
 
@@ -29,6 +30,7 @@ from . import children, local_prometheus
 from .config import CliConfig
 from .console import Console
 from .embedded import EmbeddedServer, free_port, port_in_use
+from .exit_codes import EXIT_LAYOUT, EXIT_OK
 from .follow import ProgressView, follow
 from .local_auth import (
     create_local_token,
@@ -38,6 +40,7 @@ from .local_auth import (
     renewal_stopped,
     revoke_local_token,
 )
+from .migrate import migrate
 
 _GATEWAY_START_S = 20.0  # imports and binds in about a second; generous for a busy machine
 LOCAL_PRINCIPAL = "local-admin"  # owns the demo run and the session's login token
@@ -88,6 +91,8 @@ async def up(config: CliConfig, *, spec: RunSpec | None, exit_after_run: bool, p
                 f"embedded server on 127.0.0.1:{port} (data in {server.data_dir}, append-only file on, "
                 f"password in {password_path(config.data_dir)})"
             )
+        if not await _layout_usable(url, config, out, own_server=server is not None):
+            return EXIT_LAYOUT
         env = {**os.environ, "LIVESTATS_REDIS_URL": url, "LIVESTATS_QUEUE_NAME": config.queue_name}
         # The demo sets the simulator's knobs in its spec: allow them unless the operator said otherwise.
         env.setdefault("LIVESTATS_SPEC_ENV_ALLOW", "FPF_SIM_*")
@@ -206,17 +211,45 @@ def _spawn_gateway(config: CliConfig, env: dict[str, str], url: str, log: Path) 
     return proc, f"http://127.0.0.1:{port}"
 
 
+async def _layout_usable(url: str, config: CliConfig, out: Console, *, own_server: bool) -> bool:
+    """The database's key layout, checked before anything starts on it. `up`'s own embedded
+    server holding an older layout is migrated (nothing else runs on it: the data dir is ours);
+    another server is the operator's to migrate (`livestats migrate`)."""
+    redis = connect(url, "livestats.cli")
+    try:
+        await layout.ensure(redis)
+        return True
+    except (layout.LegacyLayout, layout.LayoutMigrating) as exc:
+        if not own_server:
+            out.say(f"error: {exc}", err=True)
+            return False
+        out.say(f"the embedded server's data uses an older key layout: migrating it ({exc})")
+        migrated = await migrate(redis, config, dry_run=False, force=False, say=out.say)
+        return migrated == EXIT_OK
+    except layout.LayoutError as exc:
+        out.say(f"error: {exc}", err=True)
+        return False
+    except UNAVAILABLE:
+        return True  # the worker and the gateway wait for it, and say so
+    finally:
+        await redis.aclose()
+
+
 async def _run_and_show(
     url: str, gateway_url: str, config: CliConfig, spec: RunSpec, stop: asyncio.Event, out: Console
 ) -> str | None:
     redis = connect(url, "livestats.cli")
+    queue_url = queue_server.resolve(url, config.queue_redis_url)
+    queue = redis if queue_url == url else connect(queue_url, "livestats.cli.queue")
     try:
         async with Publisher(redis) as publisher:
-            run_id = await submit_run(redis, publisher, spec, queue_name=config.queue_name, owner=LOCAL_PRINCIPAL)
+            run_id = await submit_run(
+                redis, publisher, spec, queue=queue, queue_name=config.queue_name, owner=LOCAL_PRINCIPAL
+            )
         port = url.rsplit(":", 1)[-1].split("/")[0]
         # The password as REDISCLI_AUTH, read from its file: never on a command line (`ps`).
         auth = f'REDISCLI_AUTH="$(cat {password_path(config.data_dir)})" ' if config.redis_url is None else ""
-        stream = f"'livestats:run:{{{run_id}}}:events'"
+        stream = f"'{keys.run_events(run_id)}'"
         # Another terminal's CLI uses REDIS_URL if the user set one (then so did we); the embedded
         # server is named with the port it actually got and its password file (never the password).
         cli_auth = (
@@ -251,6 +284,8 @@ async def _run_and_show(
         return view.snapshot().outcome
     finally:
         await redis.aclose()
+        if queue is not redis:
+            await queue.aclose()
 
 
 async def _watch(redis: Redis, run_id: str, view: ProgressView) -> None:

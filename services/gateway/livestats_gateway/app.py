@@ -26,6 +26,7 @@ from .config import GatewayConfig
 from .fanout.hub import Hub
 from .fanout.index import RunIndex
 from .listen import Slot
+from .ops.layout_check import LayoutCheck
 from .ops.metrics import GatewayMetrics
 from .ops.stalls import StallMonitor
 from .routes import analysis, api, apidocs, estimation, ingest, pages, session, sse, ws
@@ -47,6 +48,11 @@ def create_app(config: GatewayConfig, slot: Slot | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             redis = connect(config.redis_url, "livestats.gateway", busy_loop=True)
             stack.push_async_callback(redis.aclose)
+            queue = redis
+            if config.queue_url != config.redis_url:
+                queue = connect(config.queue_url, "livestats.gateway.queue", busy_loop=True)
+                stack.push_async_callback(queue.aclose)
+            layout = await stack.enter_async_context(LayoutCheck(redis))  # refused: no start
             await _backfill(redis)
             publishing = Publisher(redis, producer=None, replica_ack=config.replica_ack())
             publisher = await stack.enter_async_context(publishing)
@@ -59,10 +65,13 @@ def create_app(config: GatewayConfig, slot: Slot | None = None) -> FastAPI:
             tokens = TokenStore(redis, settings_tokens(config), config.tokens_file)
             sessions = SessionStore(redis, tokens, idle_s=config.session_idle_s, max_s=config.session_max_s)
             await stack.enter_async_context(TokenRecheck(config.auth_recheck_s, tokens, sessions, hub))
-            log.info("gateway ready (redis %s)", redact_url(config.redis_url))
+            queue_note = "" if queue is redis else f", queue {redact_url(config.queue_url)}"
+            log.info("gateway ready (redis %s%s)", redact_url(config.redis_url), queue_note)
             yield State(
                 config=config,
                 redis=redis,
+                queue=queue,
+                layout=layout,
                 publisher=publisher,
                 hub=hub,
                 index=index,
@@ -77,7 +86,7 @@ def create_app(config: GatewayConfig, slot: Slot | None = None) -> FastAPI:
             )
             log.info("gateway stopping")
             # Teardown runs in reverse: token re-check, stall monitor, index, hub (closes every
-            # client), publisher.
+            # client), publisher, layout check, clients.
 
     app = FastAPI(
         title="livestats gateway",

@@ -6,11 +6,11 @@ import os
 import resource
 from pathlib import Path
 
-from livestats_shared import keys
+from livestats_shared import keys, queue_server
 from livestats_shared.fpf_env import EnvPatterns
 from livestats_shared.publish.replicas import DEFAULT_TIMEOUT_MS, REPLICAS_HELP, TIMEOUT_HELP, ReplicaAck
 from livestats_shared.quota import Quota, QuotaOverride
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DESCRIPTORS_RESERVED = 100  # kept for Redis connections, files and logs when no cap is set
@@ -22,6 +22,10 @@ class GatewayConfig(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("LIVESTATS_GATEWAY_REDIS_URL", "LIVESTATS_REDIS_URL", "REDIS_URL"),
+    )
+    # arq's queue and the scheduler, as the workers read it (queue_server.py); unset: `redis_url`.
+    queue_redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("LIVESTATS_GATEWAY_QUEUE_REDIS_URL", "LIVESTATS_QUEUE_REDIS_URL")
     )
     # Must match the workers' queue: POST /api/runs enqueues there.
     queue_name: str = Field(
@@ -153,6 +157,16 @@ class GatewayConfig(BaseSettings):
 
     def replica_ack(self) -> ReplicaAck:
         return ReplicaAck(self.publish_replicas, self.publish_replica_timeout_ms)
+
+    @model_validator(mode="after")
+    def _queue_server_can_work(self) -> GatewayConfig:
+        queue_server.resolve(self.redis_url, self.queue_redis_url)  # a Cluster for arq stops the start here
+        return self
+
+    @property
+    def queue_url(self) -> str:
+        """The server of arq's queue and the scheduler."""
+        return queue_server.resolve(self.redis_url, self.queue_redis_url)
 
     def quota_for(self, principal: str) -> Quota:
         override = self.quota_overrides.get(principal)

@@ -18,6 +18,7 @@ from .config import GatewayConfig
 if TYPE_CHECKING:
     from .fanout.hub import Hub
     from .fanout.index import RunIndex
+    from .ops.layout_check import LayoutCheck
     from .ops.metrics import GatewayMetrics
     from .ops.stalls import StallMonitor
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 class State(TypedDict):
     config: GatewayConfig
     redis: Redis  # shared command client (REST, joins, snapshots); the hub reads on its own
+    queue: Redis  # the queue server's client (submit, cancel, queue places); `redis` if the same
+    layout: LayoutCheck  # the database's key layout, checked (for /readyz)
     publisher: Publisher  # submit, cancel, stalled marks
     hub: Hub
     index: RunIndex

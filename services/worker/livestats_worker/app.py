@@ -37,10 +37,10 @@ _STATE = "livestats"
 @dataclass(frozen=True)
 class WorkerState:
     config: WorkerConfig
-    redis: Redis  # arq's pool, for cancel-flag checks
-    publisher: Publisher  # its own client and connection pool
+    redis: Redis  # the telemetry client (cancel flags, ownership checks); the publisher's too
+    publisher: Publisher
     metrics: WorkerMetrics
-    scheduler: Scheduler  # on arq's pool: slots advertised and released
+    scheduler: Scheduler  # on arq's pool (the queue server): slots advertised and released
 
 
 def state_of(ctx: dict[str, Any]) -> WorkerState:
@@ -176,9 +176,11 @@ def create_worker(
         counts.registry.register(PublisherCollector(publisher))
         scheduler = Scheduler(ctx["redis"], config.queue_name)
         ctx[_STATE] = WorkerState(
-            config=config, redis=ctx["redis"], publisher=await publisher.start(), metrics=counts, scheduler=scheduler
+            config=config, redis=client, publisher=await publisher.start(), metrics=counts, scheduler=scheduler
         )
-        tick = counts.tick_forever(ctx["redis"], config.queue_name, config.heartbeat_interval_s)
+        # The telemetry server is checked too when it is not the queue's.
+        telemetry = client if config.queue_url != config.redis_url else None
+        tick = counts.tick_forever(ctx["redis"], config.queue_name, config.heartbeat_interval_s, telemetry)
         task = asyncio.create_task(tick, name="worker-metrics")
         task.add_done_callback(_metrics_loop_ended)
         ticking.append(task)
@@ -201,7 +203,7 @@ def create_worker(
             await state.publisher.redis.aclose()
 
     return ResilientWorker(
-        redis_url=config.redis_url,
+        redis_url=config.queue_url,
         functions=[
             # max_tries=1: a job redelivered after a crash must not silently re-run a paid run;
             # the run is reported `stalled` from its missing heartbeats instead.

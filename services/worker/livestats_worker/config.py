@@ -8,7 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
-from livestats_shared import keys
+from livestats_shared import keys, queue_server
 from livestats_shared.fpf_env import EnvPatterns
 from livestats_shared.pricing import PriceTable, load_price_table
 from livestats_shared.publish.replicas import DEFAULT_TIMEOUT_MS, REPLICAS_HELP, TIMEOUT_HELP, ReplicaAck
@@ -26,6 +26,8 @@ class WorkerConfig(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("LIVESTATS_REDIS_URL", "REDIS_URL")
     )
+    # arq's queue and the scheduler (queue_server.py); unset: on the telemetry server above.
+    queue_redis_url: str | None = Field(None, validation_alias=AliasChoices("LIVESTATS_QUEUE_REDIS_URL"))
     queue_name: str = keys.JOB_QUEUE
     worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     max_runs: int = Field(10, ge=1, description="Runs one worker process executes at once.")
@@ -67,6 +69,16 @@ class WorkerConfig(BaseSettings):
     # inline in LIVESTATS_PRICES. The gateway reads the same two variables.
     prices_file: str | None = None
     prices: str | None = None
+
+    @model_validator(mode="after")
+    def _queue_server_can_work(self) -> WorkerConfig:
+        queue_server.resolve(self.redis_url, self.queue_redis_url)  # a Cluster for arq stops the start here
+        return self
+
+    @property
+    def queue_url(self) -> str:
+        """The server of arq's queue and the scheduler."""
+        return queue_server.resolve(self.redis_url, self.queue_redis_url)
 
     @model_validator(mode="after")
     def _priced_models_are_metric_labels(self) -> WorkerConfig:

@@ -120,7 +120,8 @@ class WorkerMetrics:
         self.queue_depth.set(0)
         self.redis_up = Gauge(
             "livestats_worker_redis_up",
-            "1 if this worker's last Redis check (every heartbeat tick, on arq's pool) answered, else 0.",
+            "1 if this worker's last Redis check (every heartbeat tick: arq's pool, and the telemetry "
+            "server if it is another) answered, else 0.",
             registry=r,
         )
 
@@ -159,14 +160,19 @@ class WorkerMetrics:
             self.tokens.labels(labels.phase, labels.model, "input").inc(usage.input_tokens)
             self.tokens.labels(labels.phase, labels.model, "output").inc(usage.output_tokens)
 
-    async def tick_forever(self, redis: Redis, queue_name: str, interval_s: float) -> None:
+    async def tick_forever(
+        self, redis: Redis, queue_name: str, interval_s: float, telemetry: Redis | None = None
+    ) -> None:
         """Heartbeat, queue depth and Redis reachability, every `interval_s`, until cancelled.
-        `livestats-worker --check` (health.py) reads the first and the last."""
+        `livestats-worker --check` (health.py) reads the first and the last. `telemetry`: the
+        telemetry server's client when it is not the queue's, pinged too."""
         while True:
             self.heartbeat.set(time.time())
             try:
                 async with asyncio.timeout(_QUEUE_CHECK_TIMEOUT_S):
                     self.queue_depth.set(await redis.zcard(queue_name))
+                    if telemetry is not None:
+                        await telemetry.ping()
                 self.redis_up.set(1)
             except _QUEUE_CHECK_ERRORS as exc:
                 self.redis_up.set(0)

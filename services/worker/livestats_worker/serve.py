@@ -1,12 +1,18 @@
 """Running a worker until told to stop, then shutting down in phases:
 stop taking jobs, let running runs finish within a bound, cancel the rest (their process
-groups are killed and they end `cancelled` / `worker_shutdown`), then close connections."""
+groups are killed and they end `cancelled` / `worker_shutdown`), then close connections.
+Before anything, the telemetry database's key layout is checked (layout.py): a worker that
+would write keys nobody reads does not start."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import sys
+
+from livestats_shared import layout
+from livestats_shared.redis_client import connect
 
 from .app import ResilientWorker, WorkerStopping, create_worker
 from .config import WorkerConfig
@@ -15,9 +21,16 @@ from .metrics import MetricsServer, WorkerMetrics
 
 log = logging.getLogger("livestats.worker")
 _POLL_STOP_S = 5.0  # how long arq's poll loop may take to notice it should stop
+_LAYOUT_ATTEMPTS = 6  # as arq's pool (arq_pool.py): the server may be starting beside us
 
 
 async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
+    """Raises layout.LayoutError, before starting anything, if the database is not usable."""
+    telemetry = connect(config.redis_url, "livestats.worker")
+    try:
+        await layout.ensure_when_reachable(telemetry, attempts=_LAYOUT_ATTEMPTS)
+    finally:
+        await telemetry.aclose()
     metrics = WorkerMetrics.for_config(config)
     # Containment outlives the runs: its exit sweeps what they left and lets the reaper go.
     async with Containment():
@@ -66,4 +79,8 @@ def run_until_signalled(config: WorkerConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(config, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except layout.LayoutError as exc:
+        log.error("worker not started: %s", exc)
+        sys.exit(1)

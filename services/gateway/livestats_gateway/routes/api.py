@@ -83,6 +83,8 @@ async def readyz(request: Request) -> JSONResponse:
             await state["redis"].ping()
     except UNAVAILABLE as exc:
         reason = f"Redis unavailable ({type(exc).__name__}: {exc})"
+    if reason is None:
+        reason = state["layout"].not_ready()
     if reason is None and not state["hub"].alive():
         reason = "stream reader is not running"
     if reason is None and not state["index"].alive():
@@ -168,6 +170,7 @@ async def submit(
             state["redis"],
             state["publisher"],
             spec,
+            queue=state["queue"],
             queue_name=state["config"].queue_name,
             owner=principal.name,
             team=team,
@@ -241,7 +244,7 @@ async def get_run(run_id: ValidRunId, principal: Reader, request: Request) -> Ru
         raise UnknownRun(run_id)
     place = None
     if snapshot.status == "queued":
-        place = await Scheduler(state["redis"], state["config"].queue_name).place(run_id)
+        place = await Scheduler(state["queue"], state["config"].queue_name).place(run_id)
     queue = None if place is None else QueueInfo.model_validate(place.as_dict())
     return RunView.model_validate({**snapshot.model_dump(), "queue": queue})
 
@@ -292,6 +295,7 @@ async def cancel(run_id: ValidRunId, principal: Submitter, request: Request) -> 
         state["redis"],
         state["publisher"],
         run_id,
+        queue=state["queue"],
         reason=f"cancelled through the API by {principal.name}",
         queue_name=state["config"].queue_name,
     )
