@@ -403,3 +403,15 @@ async def test_every_dashboard_query_uses_metrics_the_services_expose(exposed):
         "livestats_gateway_replays_waiting",
     }
     assert families - shown - internal == set()
+
+
+def test_every_worker_and_gateway_service_gets_the_same_spec_env_allowlist():
+    """A spec `env` key the gateway accepts must be one the worker allows too (docs/processes.md):
+    both read LIVESTATS_SPEC_ENV_ALLOW from the operator's environment, in every profile."""
+    services = _compose()["services"]
+    runs_code = {name: svc for name, svc in services.items() if str(svc.get("command", "")).find("livestats") >= 0}
+    assert any("worker" in n for n in runs_code) and any("gateway" in n for n in runs_code), sorted(runs_code)
+    for name, svc in runs_code.items():
+        if "worker" in name or "gateway" in name:
+            env = svc.get("environment", {})
+            assert env.get("LIVESTATS_SPEC_ENV_ALLOW") == "${LIVESTATS_SPEC_ENV_ALLOW:-}", name
