@@ -63,7 +63,9 @@ def gateway_overrides() -> dict[str, object]:
 
 @pytest.fixture
 async def stack(run_ids, start_gateway, start_worker, gateway_overrides) -> AsyncIterator[Stack]:
-    gateway: GatewayHandle = start_gateway(**gateway_overrides)
+    # No browser test is about stall detection, and a busy machine can starve the in-process
+    # worker's heartbeats for seconds: a run marked stalled mid-test would only be noise.
+    gateway: GatewayHandle = start_gateway(**{"stall_margin_s": 60.0, **gateway_overrides})
     await start_worker(heartbeat_interval_s=0.5)
     async with gateway.client() as http:
         yield Stack(gateway, http, run_ids)

@@ -32,8 +32,9 @@ async def assert_stream_is_whole_and_folds_to_its_snapshot(redis, run_id: str) -
     return events
 
 
-async def test_a_live_runs_slot_resharded_mid_run_reaches_every_client_once(redis_cluster, start_gateway):
-    gateway = start_gateway(redis_url=redis_cluster.url, read_block_ms=READ_BLOCK_MS)
+async def test_a_live_runs_slot_resharded_mid_run_reaches_every_client_once(redis_cluster, start_gateway, redis_url):
+    # arq's queue cannot be on a Cluster: it stays on the session's single server (redis_url).
+    gateway = start_gateway(redis_url=redis_cluster.url, queue_redis_url=redis_url, read_block_ms=READ_BLOCK_MS)
     redis = connect(redis_cluster.url, "livestats.tests")
     publisher = await Publisher(redis).start()
     try:
@@ -75,9 +76,9 @@ async def test_a_live_runs_slot_resharded_mid_run_reaches_every_client_once(redi
 
 @pytest.mark.timeout(180)
 async def test_a_killed_primary_loses_only_what_its_replica_lacked_and_clients_get_a_reset_for_it(
-    fresh_cluster, start_gateway
+    fresh_cluster, start_gateway, redis_url
 ):
-    gateway = start_gateway(redis_url=fresh_cluster.url, read_block_ms=READ_BLOCK_MS)
+    gateway = start_gateway(redis_url=fresh_cluster.url, queue_redis_url=redis_url, read_block_ms=READ_BLOCK_MS)
     redis = connect(fresh_cluster.url, "livestats.tests")
     publisher = await Publisher(redis).start()
     try:
