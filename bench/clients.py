@@ -5,7 +5,7 @@
 Prints `ready` once every client is connected; then `start` on stdin begins the measured
 window and `stop` ends it: the process prints one JSON line of results and exits. Clients
 parse every frame they receive (orjson) the way a real client would; an event's latency is
-the time from the publisher stamping it (`data.pid`, ns since the epoch, same clock) to the
+the time from the publisher stamping it (`data.pid`: bench/stamp.py, same clock) to the
 moment its frame is parsed here.
 
 Modes: `stream` (events and snapshots, counted and timed), `churn` (clients keep joining and
@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from .stamp import latency_ns
 
 CONNECTING = 200  # connections opened at once
 BUCKET_NS = 20_000  # latency histogram: 20 us buckets (cheap to fill), merged by the coordinator
@@ -55,16 +57,17 @@ class Tally:
         if kind == "events":
             events = body["events"]
             self.events += len(events)
-            # Untimed events (pid null: history fill, seeding) are counted, not timed.
-            latencies = [now - sent for e in events if (sent := e["data"]["pid"])]
+            # Untimed events (no pid: history fill, seeding, run.started) are counted, not timed.
+            latencies = [latency_ns(pid, now) for e in events if (pid := e["data"].get("pid"))]
             if latencies:
                 self.hist.update([lat // BUCKET_NS for lat in latencies])
                 self.max_ns = max(self.max_ns, *latencies)
                 last = events[-1]
-                if "id" in last and last["data"]["pid"]:
-                    # How much of the latency was spent before Redis stored the event (ms clock).
+                if "id" in last and last["data"].get("pid"):
+                    # How much of the latency was spent before Redis stored the event (ms clock;
+                    # `ts` is the publisher's clock when the event was handed to it).
                     stored_ms = int(last["id"].partition("-")[0])
-                    self.publish_ms.append(stored_ms - last["data"]["pid"] // 1_000_000)
+                    self.publish_ms.append(stored_ms - last["ts"])
         elif kind == "snapshot":
             self.snapshots.append((run, int(body["snapshot"]["seq"]), now))
 

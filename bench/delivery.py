@@ -13,8 +13,8 @@ from .suite import DESIGNS, Bench, Design, each, new_run, summarize
 # Commands the publishing side sends (livestats' script and what it calls, broadcaster's
 # XADD); everything else was sent by the design under test to serve its clients.
 WRITER_COMMANDS = frozenset(
-    {"evalsha", "eval", "xadd", "hincrby", "hset", "hget", "hdel", "expire", "zadd", "zrem", "zremrangebyscore"}
-    | {"script", "script|load"}
+    {"evalsha", "eval", "xadd", "hincrby", "hset", "hget", "hmget", "hdel", "expire", "zadd", "zrem"}
+    | {"zremrangebyscore", "script", "script|load"}
 )
 
 

@@ -1,9 +1,15 @@
 """Publishing the workload at a steady rate: through livestats' Publisher (what a worker does;
 designs a, b and d read it), or through broadcaster's `publish` (design c).
 
-Every event is a `call.started` whose `pid` carries the moment it was handed to the publisher
-(ns since the epoch), so a client can time it end to end; the feed also keeps every event's
-send time by seq, for the polling design whose frames carry a snapshot's seq, not events.
+Every event is a `call.started` (a new call each, so the gate takes it) whose `pid` carries the
+moment it was handed to the publisher (bench/stamp.py: the contract caps a pid at 2^31-1, so
+the stamp is microseconds modulo that), so a client can time it end to end; the feed also keeps
+every event's send time by seq, for the polling design whose frames carry a snapshot's seq,
+not events.
+
+The publish gate takes calls only of a started run, for a declared phase, from the run's
+owner: livestats runs are opened with run.queued (phase `bench`) and run.started, and every
+event carries the epoch run.started returned as its fence.
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ from collections import defaultdict
 import orjson
 from broadcaster import Broadcast
 from livestats_shared import keys
-from livestats_shared.events import CallStarted
-from livestats_shared.publish import Publisher
+from livestats_shared.events import CallStarted, PhasePlan, RunQueued, RunStarted
+from livestats_shared.publish import EventRefused, Publisher
 from livestats_shared.redis_client import connect
 
 from .alternatives.broadcast import channel
+from .stamp import stamp
 
 TICK_S = 0.001
+PHASE = "bench"
 
 
 class Feed:
@@ -37,6 +45,8 @@ class Feed:
         self._task: asyncio.Task[int] | None = None
         self._bc: Broadcast | None = None
         self._pub: Publisher | None = None
+        self._epochs: dict[str, str] = {}  # run -> the owner epoch its run.started returned
+        self._refusals: list[EventRefused] = []
 
     async def __aenter__(self) -> Feed:
         if self.broadcaster:
@@ -57,18 +67,26 @@ class Feed:
             await self._pub.redis.aclose()
 
     async def seed(self, runs: list[str]) -> None:
-        """One untimed event per run, so the run exists before clients join (livestats refuses
-        a run it has never seen: 4404)."""
-        if self._pub is not None:
-            for run in runs:
-                self._emit(run, 0, None)
-            await self.flush()
+        """Open each run (run.queued, run.started: two untimed events), so the run exists before
+        clients join (livestats refuses a run it has never seen: 4404) and the gate takes its
+        calls."""
+        if self._pub is None:
+            return
+        for run in runs:
+            if run in self._epochs:
+                continue
+            plan = RunQueued(name="bench", planned_calls=0, phases=[PhasePlan(name=PHASE, calls=0)], timeout_s=86_400)
+            await self._pub.publish(run, plan)
+            start = RunStarted(worker="bench", timeout_s=86_400, deadline_ts=0, retry_budget=0, heartbeat_s=86_400)
+            self._epochs[run] = (await self._pub.publish(run, start)).epoch
+            self.sent[run] += [0, 0]
 
     async def fill(self, run: str, n: int) -> None:
         """`n` untimed events as fast as the publisher takes them (a history to replay)."""
         assert self._pub is not None
+        await self.seed([run])
         for i in range(n):
-            self._emit(run, i, None)
+            self._emit(run, None)
             if i % 1_000 == 999:
                 await below(self._pub, 20_000)
         await self.flush()
@@ -81,6 +99,9 @@ class Feed:
     async def flush(self) -> None:
         if self._pub is not None and not await self._pub.flush(60):
             raise RuntimeError("publisher did not flush within 60 s")
+        if self._refusals:
+            # Counted as published but never delivered: the figures would be wrong.
+            raise RuntimeError(f"the publish gate refused {len(self._refusals)} bench events: {self._refusals[0]}")
 
     def start(self, runs: list[str], rate: float) -> None:
         self._stop.clear()
@@ -95,12 +116,14 @@ class Feed:
         await self.flush()
         return n
 
-    def _emit(self, run: str, i: int, now: int | None) -> CallStarted:
+    def _emit(self, run: str, now: int | None) -> CallStarted:
+        """A new call of `run` (its number: the event's position in the run), stamped with `now`
+        (ns) unless None (untimed)."""
         sent = self.sent[run]
+        data = CallStarted(phase=PHASE, call=len(sent), attempt=1, pid=None if now is None else stamp(now))
         sent.append(now or 0)
-        data = CallStarted(phase="bench", call=i, attempt=1, pid=now)
         if self._pub is not None:
-            self._pub.emit(run, data)
+            self._pub.emit(run, data, fence=self._epochs[run], on_refused=self._refusals.append)
         return data
 
     async def _pace(self, runs: list[str], rate: float) -> int:
@@ -112,7 +135,7 @@ class Feed:
             while i < due:
                 run = runs[i % len(runs)]
                 now = time.time_ns()
-                data = self._emit(run, i, now)
+                data = self._emit(run, now)
                 if self._bc is not None:
                     await self._bc.publish(channel(run), _envelope(run, len(self.sent[run]), now, data))
                 i += 1

@@ -74,8 +74,11 @@ def start_gateway(redis_url: str, log_dir: Path) -> Server:
     env = {
         "LIVESTATS_GATEWAY_ADMIN_TOKEN": token,
         "LIVESTATS_GATEWAY_MAX_STREAMS_PER_PRINCIPAL": "100000",
-        # BENCH_GATEWAY_PYTHONPATH: measure another checkout's gateway (before/after comparisons)
-        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("BENCH_GATEWAY_PYTHONPATH"), _probe()) if p),
+        # BENCH_GATEWAY_PYTHONPATH: measure another checkout's gateway (before/after comparisons);
+        # the caller's PYTHONPATH after it (a worktree's sources ahead of an editable install).
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (os.environ.get("BENCH_GATEWAY_PYTHONPATH"), _probe(), os.environ.get("PYTHONPATH")) if p
+        ),
         "LIVESTATS_GATEWAY_REDIS_URL": redis_url,
         "LIVESTATS_GATEWAY_PORT": str(port),
         "LIVESTATS_GATEWAY_QUEUE_NAME": "livestats:bench-queue",
