@@ -18,8 +18,9 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..access.auth import AuthError, accepted_subprotocol, authenticate, credential_of
 from ..access.limits import TooManyConnections
+from ..fanout.direct import EXTENSION as DIRECT
 from ..fanout.subscriber import Subscriber, SubscriberClosed
-from ..fanout.wire import WS, CloseCode, coalesce, now_ms
+from ..fanout.wire import WS, WS_WIRE, CloseCode, coalesce, now_ms
 from ..state import app_state
 from .opening import join_visible, refusal_for
 
@@ -37,7 +38,7 @@ async def run_socket(websocket: WebSocket) -> None:
     if principal is None:
         return
     try:
-        sub = Subscriber(WS, state["config"].client_queue_bytes, _token(websocket))
+        sub = _subscriber(websocket)
         with state["hub"].connection(sub):
             await _session(websocket, sub, _visible_join(websocket, principal, sub, run_id, since))
     finally:
@@ -60,7 +61,7 @@ async def index_socket(websocket: WebSocket) -> None:
     if principal is None:
         return
     try:
-        sub = Subscriber(WS, state["config"].client_queue_bytes, _token(websocket))
+        sub = _subscriber(websocket)
         state["index"].subscribe(sub)
         try:
             with state["hub"].connection(sub):
@@ -72,6 +73,16 @@ async def index_socket(websocket: WebSocket) -> None:
 
 
 router = APIRouter(routes=[WebSocketRoute("/ws/runs/{run_id}", run_socket), WebSocketRoute("/ws/runs", index_socket)])
+
+
+def _subscriber(websocket: WebSocket) -> Subscriber:
+    """Written to directly where the server offers it (fanout/direct.py), else through ASGI by a
+    sender task."""
+    queue_bytes = app_state(websocket)["config"].client_queue_bytes
+    sink = websocket.scope.get("extensions", {}).get(DIRECT)
+    if sink is not None:
+        return Subscriber(WS_WIRE, queue_bytes, _token(websocket), sink)
+    return Subscriber(WS, queue_bytes, _token(websocket))
 
 
 def _token(websocket: WebSocket) -> str:
@@ -105,14 +116,15 @@ async def _admit(websocket: WebSocket) -> Principal | None:
 async def _session(websocket: WebSocket, sub: Subscriber, joining: Coroutine[Any, Any, None]) -> None:
     """Run the join, the sender and the receiver together until one of them, or the gateway
     closing the subscription (slow client, revoked token, shutdown), ends the connection. An
-    idle connection keeps two tasks: the join ends once the client is live, and the token
-    re-check is one loop per process (recheck.py)."""
+    idle connection keeps one task, its receiver, or two with a sender (no direct path): the join
+    ends once the client is live, and the token re-check is one loop per process (recheck.py)."""
     config = app_state(websocket)["config"]
-    sender = asyncio.create_task(_send(websocket, sub, config.frame_max_events), name="ws-send")
     receiver = asyncio.create_task(_receive(websocket, sub, config.client_message_max_bytes), name="ws-receive")
     closing = sub.closing()
     # No reference to the join task is kept here: once it is done, nothing holds it.
-    pending: set[asyncio.Future[Any]] = {asyncio.create_task(joining, name=_JOIN), sender, receiver, closing}
+    pending: set[asyncio.Future[Any]] = {asyncio.create_task(joining, name=_JOIN), receiver, closing}
+    if not sub.direct:  # a direct subscriber writes its frames itself
+        pending.add(asyncio.create_task(_send(websocket, sub, config.frame_max_events), name="ws-send"))
     close: tuple[int, str] | None = None
     try:
         while close is None and pending:
