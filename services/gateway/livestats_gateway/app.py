@@ -93,6 +93,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(apidocs.router)
     pages.mount_assets(app)
+    app.add_middleware(ws.StreamsFirst)
     return app
 
 

@@ -15,6 +15,7 @@ compression (`LIVESTATS_GATEWAY_WS_COMPRESSION`), whose frames are compressed pe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -42,11 +43,70 @@ class DirectSink:
         self._protocol.transport.write(data)
 
 
+class _Inbox:
+    """uvicorn's receive queue (it uses put_nowait, get and empty), without asyncio.Queue's three
+    deques and Event: an idle connection holds one of these for its whole life."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        while not self._items:
+            if self._waiter is None or self._waiter.done():
+                self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter  # shared if two wait: each looks again
+        return self._items.pop(0)
+
+
+class _Flag:
+    """uvicorn's `writable` event (set, clear, wait), without asyncio.Event's deque."""
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiter: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        while not self._set:
+            if self._waiter is None or self._waiter.done():
+                self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+
 class DirectProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's `websockets-sansio` protocol with a DirectSink in the scope's extensions."""
+    """uvicorn's `websockets-sansio` protocol with a DirectSink in the scope's extensions, and
+    a leaner receive queue and `writable` event (memory per idle connection)."""
 
     sink: DirectSink | None = None
     paused = False  # the transport's buffer is above its high-water mark
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -56,6 +116,11 @@ class DirectProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][EXTENSION] = self.sink
         # Not needed after the handshake; each idle connection would keep its headers otherwise.
         self.request = None  # type: ignore[assignment]
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete:
+            self.response = None  # type: ignore[assignment]  # read only to accept; headers kept otherwise
 
     def pause_writing(self) -> None:
         self.paused = True

@@ -13,7 +13,8 @@ from fastapi import APIRouter, WebSocket
 from livestats_shared.auth import Principal, Scope
 from livestats_shared.ids import validate_run_id
 from livestats_shared.redis_client import UNAVAILABLE
-from starlette.routing import WebSocketRoute
+from starlette import types as asgi
+from starlette.routing import BaseRoute, Match, WebSocketRoute
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..access.auth import AuthError, accepted_subprotocol, authenticate, credential_of
@@ -72,7 +73,30 @@ async def index_socket(websocket: WebSocket) -> None:
         state["streams"].release(principal.name)
 
 
-router = APIRouter(routes=[WebSocketRoute("/ws/runs/{run_id}", run_socket), WebSocketRoute("/ws/runs", index_socket)])
+_ROUTES: list[BaseRoute] = [WebSocketRoute("/ws/runs/{run_id}", run_socket), WebSocketRoute("/ws/runs", index_socket)]
+router = APIRouter(routes=_ROUTES)
+
+
+class StreamsFirst:
+    """ASGI middleware, outermost but for FastAPI's own three: a WebSocket for one of the routes
+    above goes straight to its endpoint. Through the rest of the stack (exception middleware,
+    exit stack, router, the route's exception wrapper) each connection kept a chain of frames
+    and closures alive for as long as it stayed open, idle ones by the thousand. Nothing there
+    applies to these sockets: they close with their own codes (routes/failures.py), and an
+    error that escapes reaches uvicorn, which logs it and drops the connection, as before."""
+
+    def __init__(self, app: asgi.ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        if scope["type"] == "websocket":
+            for route in _ROUTES:
+                match, child = route.matches(scope)
+                if match is Match.FULL and isinstance(route, WebSocketRoute):
+                    scope.update(child)
+                    await route.endpoint(WebSocket(scope, receive=receive, send=send))
+                    return
+        await self.app(scope, receive, send)
 
 
 def _subscriber(websocket: WebSocket) -> Subscriber:
