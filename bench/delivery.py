@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from .feed import Feed
 from .load import Clients, percentile_ms, snapshot_latencies
-from .procs import command_calls, cpu_seconds
+from .procs import command_calls, cpu_seconds, wait_seconds
 from .suite import DESIGNS, Bench, Design, each, new_run, summarize
 
 # Commands the publishing side sends (livestats' script and what it calls, broadcaster's
@@ -35,11 +36,12 @@ async def _windows(
     for _ in range(nreps):
         calls0 = command_calls(design.url)
         published0 = sum(len(feed.sent[r]) for r in run_ids)
-        cpu0 = cpu_seconds(design.server.pid)
+        cpu0, wait0 = cpu_seconds(design.server.pid), wait_seconds(design.server.pid)
         clients.start()
         await asyncio.sleep(s.window_s)
         published = sum(len(feed.sent[r]) for r in run_ids) - published0
         cpu = cpu_seconds(design.server.pid) - cpu0
+        wait = wait_seconds(design.server.pid) - wait0
         res = await clients.stop()
         window = res["window_s"]  # as the clients measured it: stopping can take a while
         calls1 = command_calls(design.url)
@@ -59,6 +61,11 @@ async def _windows(
                 # CPU per delivery: what a busy machine changes least (latency is mostly queueing then)
                 "server_cpu_us_per_delivered": cpu / s.window_s / (delivered / window) * 1e6 if delivered else None,
                 "client_cpu": res["client_cpu_s"] / window,
+                # Shares of the window spent runnable but without a core: > 0.1 means the machine,
+                # not the design, set the pace (2 cores shared by server, clients, Redis, feed).
+                "server_wait": wait / s.window_s,
+                "client_wait": res["client_wait_s"] / window,
+                "load_avg_1m": os.getloadavg()[0],
                 "publish_ms_max": res["publish_ms_max"],
                 "commands": served,
                 "commands_per_published": served / published if published else None,

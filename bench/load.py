@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from .clients import BUCKET_NS
-from .procs import ROOT, cpu_seconds
+from .procs import ROOT, cpu_seconds, wait_seconds
 
 READY_TIMEOUT_S = 180
 
@@ -27,6 +27,7 @@ class Clients:
         self.mode, self.urls, self.nprocs, self.extra = mode, urls, procs, extra
         self.procs: list[asyncio.subprocess.Process] = []
         self._cpu0 = 0.0
+        self._wait0 = 0.0
 
     async def __aenter__(self) -> Clients:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,7 @@ class Clients:
 
     def start(self) -> None:
         self._cpu0 = self.cpu_seconds()
+        self._wait0 = self.wait_seconds()
         self.send("start")
 
     async def stop(self, timeout_s: float = 120) -> dict[str, Any]:
@@ -85,6 +87,7 @@ class Clients:
             parts = [orjson.loads(await self._line(p)) for p in self.procs]
         merged = merge(parts)
         merged["client_cpu_s"] = self.cpu_seconds() - self._cpu0
+        merged["client_wait_s"] = self.wait_seconds() - self._wait0
         return merged
 
     def cpu_seconds(self) -> float:
@@ -96,6 +99,16 @@ class Clients:
                 total += cpu_seconds(proc.pid)
             except (FileNotFoundError, ProcessLookupError):
                 continue  # exited: its share since start() is lost, and it was the last moments
+        return total
+
+    def wait_seconds(self) -> float:
+        """Time the load generators still running spent waiting for a core (procs.wait_seconds)."""
+        total = 0.0
+        for proc in self.procs:
+            try:
+                total += wait_seconds(proc.pid)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
         return total
 
     @staticmethod

@@ -121,8 +121,10 @@ def _bindable(port: int) -> bool:
 
 def _probe() -> str | None:
     """BENCH_OBJCOUNTS=<file>: the gateway counts its live objects by type into <file> every
-    BENCH_OBJCOUNTS_S seconds (bench/probe/sitecustomize.py), to tell a leak from high-water."""
-    return str(ROOT / "bench" / "probe") if os.environ.get("BENCH_OBJCOUNTS") else None
+    BENCH_OBJCOUNTS_S seconds, to tell a leak from high-water; BENCH_PROFILE=<file>: it runs
+    under cProfile and writes the statistics there when it exits (bench/probe/sitecustomize.py)."""
+    wanted = os.environ.get("BENCH_OBJCOUNTS") or os.environ.get("BENCH_PROFILE")
+    return str(ROOT / "bench" / "probe") if wanted else None
 
 
 def start_alternative(name: str, redis_url: str, log_dir: Path) -> Server:
@@ -163,6 +165,19 @@ def _cpu_or_zero(pid: int) -> float:
         return cpu_seconds(pid)
     except (FileNotFoundError, ProcessLookupError):
         return 0.0  # exited since it was listed
+
+
+def wait_seconds(pid: int) -> float:
+    """Time the process's threads spent runnable but waiting for a core (/proc/<pid>/task/*/
+    schedstat): how much a busy machine held it back. A process that waits a large share of a
+    window was starved, and what it measured says more about the machine than about itself."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+    return total / 1e9
 
 
 def _info(url: str, section: str) -> dict[str, Any]:

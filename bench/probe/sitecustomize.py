@@ -1,10 +1,16 @@
 """Loaded by the gateway under test when the bench sets BENCH_OBJCOUNTS=<file>: a thread that
 every BENCH_OBJCOUNTS_S seconds appends {"t", "rss_kb", "objects", "types": {name: count}} to
 <file>, counting the live garbage-collected objects by type (objgraph-style). A leak shows as a
-type whose count keeps growing while the workload does not; allocator high-water does not."""
+type whose count keeps growing while the workload does not; allocator high-water does not.
+
+BENCH_PROFILE=<file>: the gateway runs under cProfile (its main thread, the event loop) and
+writes the statistics to <file> when it exits (pstats format: `python -m pstats <file>`), in
+thread CPU time. The profiler slows it down: read shares of time, not figures."""
 
 from __future__ import annotations
 
+import atexit
+import cProfile
 import gc
 import json
 import os
@@ -43,3 +49,11 @@ if os.environ.get("BENCH_OBJCOUNTS"):
         name="bench-objcounts",
         daemon=True,
     ).start()
+
+
+if os.environ.get("BENCH_PROFILE"):
+    # CPU time, not wall time: on a shared machine a process waiting for a core would blame
+    # whatever it was running then (a socket write that woke the reader, most often).
+    _profile = cProfile.Profile(time.thread_time)
+    _profile.enable()
+    atexit.register(lambda: (_profile.disable(), _profile.dump_stats(os.environ["BENCH_PROFILE"])))

@@ -4,13 +4,15 @@ what it may see instead of filtering everyone's runs."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from . import keys
 
 
-def index_visibility(pipe: Pipeline, run_id: str, ts: int, fields: dict[str, str], retention_s: int) -> None:
+def index_visibility(pipe: Pipeline, run_id: str, ts: int, fields: Mapping[str, str], retention_s: int) -> None:
     """Queue the per-owner and per-team index writes for a new run (`fields`: its stats delta)."""
     targets = []
     if owner := fields.get("owner"):

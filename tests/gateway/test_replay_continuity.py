@@ -13,7 +13,6 @@ import orjson
 import pytest
 from helpers import wait_until
 from livestats_gateway.fanout.join import first_break
-from livestats_gateway.fanout.wire import WireEvent
 from livestats_shared import keys
 from livestats_shared.ids import new_run_id
 from websockets.asyncio.client import connect
@@ -174,18 +173,17 @@ async def test_rest_event_pages_say_when_the_history_asked_for_was_trimmed(gatew
         assert [e["seq"] for e in kept["events"]] == list(range(46, 51))
 
 
-def _events(*seqs: int) -> list[WireEvent]:
-    return [WireEvent((1, i), f"1-{i}", seq, "call.started", b"{}") for i, seq in enumerate(seqs)]
-
-
 def test_first_break_finds_the_first_event_that_does_not_follow_its_predecessor():
-    assert first_break(_events(5, 6, 7), 5) is None
-    assert first_break(_events(5, 6, 7), None) is None
+    assert first_break([5, 6, 7], 5) is None
+    assert first_break([5, 6, 7], None) is None
     assert first_break([], 5) is None
-    assert first_break(_events(9, 10), 5) == 0  # trimmed before this page
-    assert first_break(_events(5, 6, 9, 10), 5) == 2  # a hole inside the page
-    assert first_break(_events(5, 6, 1, 2), 5) == 2  # recreated: the numbering starts again
-    assert first_break(_events(5, 5, 6), 5) == 1  # a duplicate
+    assert first_break([9, 10], 5) == 0  # trimmed before this page
+    assert first_break([5, 6, 9, 10], 5) == 2  # a hole inside the page
+    assert first_break([5, 6, 1, 2], 5) == 2  # recreated: the numbering starts again
+    assert first_break([5, 5, 6], 5) == 1  # a duplicate
+    assert first_break([1, 2, 5, 6, 7], 5, start=2) is None  # the rest of a page, after a reset
+    assert first_break([1, 2, 5, 6, 8], 5, start=2) == 4
+    assert first_break([1, 2], 5, start=2) is None
 
 
 @pytest.mark.cluster

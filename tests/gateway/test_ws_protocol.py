@@ -137,3 +137,17 @@ async def test_a_gap_left_by_hand_written_entries_is_skipped_with_a_log_not_sent
             watcher.take(await asyncio.wait_for(ws.recv(), 5))
     assert watcher.types[-1] == "heartbeat"
     assert gateway.app_state["hub"].stats.invalid_entries >= 1
+
+
+async def test_a_hand_written_entry_inside_the_history_is_skipped_by_a_late_joiner(gateway, redis, publisher):
+    run_id = new_run_id()
+    await publish_run(publisher, run_id, 3, finish=False)
+    await redis.xadd(keys.run_events(run_id), {"note": "an operator's hand-written entry"})
+    publisher.emit(run_id, Heartbeat(elapsed_s=1, remaining_s=1, in_flight=0, pids=[]))
+    assert await publisher.flush(10)
+    invalid = gateway.app_state["hub"].stats.invalid_entries
+    watcher = RunWatcher(gateway.ws, run_id, headers=gateway.headers)
+    await watcher.session(until_seq=4)
+    assert watcher.seqs == [1, 2, 3, 4] and watcher.types[-1] == "heartbeat"
+    assert not [c for c in watcher.controls if c["type"] == "reset"]  # skipped, not a break
+    assert gateway.app_state["hub"].stats.invalid_entries == invalid + 1

@@ -109,7 +109,8 @@ def create_app(config: GatewayConfig, slot: Slot | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(apidocs.router)
     pages.mount_assets(app)
-    if slot is not None and slot.private_port is not None:
+    app.add_middleware(ws.StreamsFirst)
+    if slot is not None and slot.private_port is not None:  # outermost: checked before any stream
         app.add_middleware(PrivatePort, port=slot.private_port)
     return app
 

@@ -9,6 +9,7 @@ import uvicorn
 from .access.connguard import ConnectionGuard
 from .app import create_app
 from .config import GatewayConfig
+from .fanout.direct import DirectProtocol
 from .listen import Slot
 from .ops.logs import install_redaction
 
@@ -31,11 +32,11 @@ def uvicorn_config(config: GatewayConfig, *, log_level: str = "info", slot: Slot
         # Clients send only small control messages; a larger frame is refused by the
         # protocol layer (1009) before it is buffered.
         ws_max_size=max(config.client_message_max_bytes, 1024) * 4,
-        # Named, not "auto": of uvicorn's implementations this one holds an idle connection in the
-        # least memory that passes the tests (wsproto takes a little less but more CPU per
-        # delivered event, and its scope hides the Sec-WebSocket-Protocol header that browsers
-        # send their token in). Figures: commit 97d824e; bench/results, "RSS KB per idle connection".
-        ws="websockets-sansio",
+        # uvicorn's "websockets-sansio" (of its implementations the one that holds an idle
+        # connection in the least memory and passes the tests: wsproto hides the
+        # Sec-WebSocket-Protocol header browsers send their token in; commit 97d824e), with a
+        # direct path for the streaming endpoints' frames (fanout/direct.py).
+        ws=DirectProtocol,
         ws_per_message_deflate=config.ws_compression,
         timeout_graceful_shutdown=math.ceil(config.shutdown_grace_s),
         proxy_headers=True,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -43,12 +44,15 @@ class Chunk:
                 "del": list(delta.delete),
             }
         )
-        # The entries as one argument: redis-py packs every argument in Python, a large share of
-        # a publishing process's CPU at three arguments per event (commit fc27a24); a NUL cannot occur
-        # in a type, a decimal ts or JSON text, so it separates them.
-        entries = b"\0".join(
-            b"%s\0%d\0%s\0%s" % (item.type.encode(), item.ts, item.data, item.check) for item in self.items
-        )
+        # The entries as one argument, a flat JSON array of strings: redis-py packs every argument
+        # in Python, a large share of a publishing process's CPU at several arguments per event,
+        # and the script splits it with cjson, in C (see publish.lua, ARGV[11]).
+        flat: list[str] = []
+        extend = flat.extend
+        for item in self.items:
+            extend((item.type, str(item.ts), item.data.decode()))
+            extend(item.check)
+        entries = orjson.dumps(flat)
         after = "" if self.after is None else str(self.after)
         return [
             str(first.pseq),
@@ -66,57 +70,63 @@ def merge(deltas: Iterable[Delta]) -> Delta:
     """The net effect of applying `deltas` in order (stats.apply), as one delta.
 
     Counter fields and set/deleted fields are disjoint in the event schema, so sums, "last set
-    wins" and "deleted unless set again" compose exactly.
+    wins" and "deleted unless set again" compose exactly. Counter mappings that several deltas
+    share (stats.delta_for reuses one for the most frequent event) are added once, times their
+    number: this runs for every event published.
     """
-    incr: dict[str, int] = {}
+    counters: dict[int, list[Any]] = {}  # id(incr mapping) -> [the mapping (kept alive: ids stay unique), times]
     sets: dict[str, str] = {}
     deleted: dict[str, None] = {}  # ordered set
     finished = False
-    for d in deltas:
-        for k, n in d.incr.items():
-            incr[k] = incr.get(k, 0) + n  # zero sums are kept: HINCRBY 0 still creates the field
-        for k, v in d.set.items():
-            sets[k] = v
-            deleted.pop(k, None)
-        for k in d.delete:
+    for d_incr, d_set, d_delete, d_finished in deltas:
+        if d_incr:
+            seen = counters.get(id(d_incr))
+            if seen is None:
+                counters[id(d_incr)] = [d_incr, 1]
+            else:
+                seen[1] += 1
+        if d_set:
+            sets.update(d_set)
+            if deleted:
+                for k in d_set:
+                    deleted.pop(k, None)
+        for k in d_delete:
             sets.pop(k, None)
             deleted[k] = None
-        finished = finished or d.finished
+        if d_finished:
+            finished = True
+    incr: dict[str, int] = {}
+    for mapping, times in counters.values():
+        for k, n in mapping.items():
+            incr[k] = incr.get(k, 0) + n * times  # zero sums are kept: HINCRBY 0 still creates the field
     return Delta(incr=incr, set=sets, delete=tuple(deleted), finished=finished)
 
 
 def cut(batch: list[PendingEvent]) -> list[Chunk]:
     """Chunks in queue order per run; an awaited group, a guarded or a lone event by itself; one
     fence per chunk."""
-    open_chunk: dict[str, Chunk] = {}
-    last_pseq: dict[str, int] = {}
     chunks: list[Chunk] = []
+    latest: dict[str, Chunk] = {}  # run -> its last chunk so far (events are only added to it)
+    plain: dict[str, Chunk] = {}  # run -> its latest chunk if that takes fire-and-forget events
 
     def start(item: PendingEvent) -> Chunk:
-        chunk = Chunk(item.run_id, [], after=last_pseq.get(item.run_id))
+        before = latest.get(item.run_id)
+        chunk = Chunk(item.run_id, [], after=None if before is None else before.items[-1].pseq)
         chunks.append(chunk)
+        latest[item.run_id] = chunk
         return chunk
 
     for item in batch:
         run_id = item.run_id
-        if item.waiter is not None:
-            chunk = open_chunk.get(run_id)
-            if chunk is None or chunk.items[0].waiter is not item.waiter:
-                chunk = open_chunk[run_id] = start(item)  # a group's events are queued together
+        if item.waiter is None and not item.guard and not item.alone:  # the common case, first
+            chunk = plain.get(run_id)
+            if chunk is None or len(chunk.items) >= MAX_CHUNK or chunk.fence != item.fence:
+                chunk = plain[run_id] = start(item)
             chunk.items.append(item)
-        elif item.guard or item.alone:
-            open_chunk.pop(run_id, None)
-            start(item).items.append(item)
-        else:
-            chunk = open_chunk.get(run_id)
-            if (
-                chunk is None
-                or len(chunk.items) >= MAX_CHUNK
-                or chunk.items[0].waiter is not None
-                or chunk.items[0].guard
-                or chunk.fence != item.fence
-            ):
-                chunk = open_chunk[run_id] = start(item)
-            chunk.items.append(item)
-        last_pseq[run_id] = item.pseq
+            continue
+        plain.pop(run_id, None)
+        chunk = latest.get(run_id)
+        if item.waiter is None or chunk is None or chunk.items[0].waiter is not item.waiter:
+            chunk = start(item)  # a group's events are queued together: one chunk
+        chunk.items.append(item)
     return chunks

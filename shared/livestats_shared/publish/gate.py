@@ -65,21 +65,29 @@ class EventRefused(LivestatsError):
         return self.code in (RefusalCode.FINISHED, RefusalCode.FENCED)
 
 
-def check_of(data: EventData) -> bytes:
-    """What the script's state machine reads of `data` (fields tab-separated; phase names hold no
-    tab or NUL: events.PHASE_PATTERN)."""
+Check = tuple[str, str, str, str]
+NO_CHECK: Check = ("", "", "", "")
+
+
+def check_of(data: EventData) -> Check:
+    """What the script's state machine reads of `data`, as the strings (p, c, a, fs) that follow
+    its type, ts and data in the script's entries (publish.lua, ARGV[11]): for a call its phase,
+    number, attempt and (call.failed) `final` and `started` as two digits; for a phase event its
+    name and index or end state; for run.queued its phase names, tab-separated (phase names hold
+    no tab: events.PHASE_PATTERN). Numbers as decimal strings: the script makes hash field names
+    of them, and a Lua number would print a large one in exponent form."""
     match data:
         case CallStarted() | CallSucceeded() | CallRetrying():
-            return b"%s\t%d\t%d" % (data.phase.encode(), data.call, data.attempt)
+            return (data.phase, str(data.call), str(data.attempt), "")
         case CallFailed():
-            return b"%s\t%d\t%d\t%d%d" % (data.phase.encode(), data.call, data.attempt, data.final, data.started)
+            return (data.phase, str(data.call), str(data.attempt), f"{data.final:d}{data.started:d}")
         case PhaseStarted():
-            return b"%s\t%d" % (data.phase.encode(), data.index)
+            return (data.phase, str(data.index), "", "")
         case PhaseFinished():
-            return b"%s\t%s" % (data.phase.encode(), data.state.encode())
+            return (data.phase, data.state, "", "")
         case RunQueued():
-            return "\t".join(p.name for p in data.phases).encode()
-    return b""
+            return ("\t".join(p.name for p in data.phases), "", "", "")
+    return NO_CHECK
 
 
 @dataclass(frozen=True)

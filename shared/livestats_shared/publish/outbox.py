@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import OutboxFull
 from ..stats import Delta
+from .gate import NO_CHECK, Check
 
 if TYPE_CHECKING:
     from .gate import EventRefused
@@ -33,7 +34,7 @@ class Waiter:
     size: int  # events in the group
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PendingEvent:
     run_id: str
     type: str
@@ -43,7 +44,7 @@ class PendingEvent:
     pseq: int  # producer sequence: lets the script drop a chunk we resend after an outage
     guard: str = ""  # statuses the run must be in ('' = any)
     waiter: Waiter | None = None  # set for awaited publishes (shared by the group's events)
-    check: bytes = b""  # what the script's state machine reads of it (gate.check_of)
+    check: Check = NO_CHECK  # what the script's state machine reads of it (gate.check_of)
     fence: str = ""  # the owner epoch the producer holds ('' = unfenced)
     on_refused: Callable[[EventRefused], None] | None = None  # fire-and-forget: told of a refusal
     alone: bool = field(default=False)  # resent in a chunk of its own (a range refusal in its chunk)
@@ -68,8 +69,18 @@ class Outbox:
 
     def put(self, item: PendingEvent) -> PendingEvent:
         """Append `item` with its producer sequence, assigned under the same lock as the append,
-        so producer order equals queue order whichever thread calls."""
-        self.put_all((item,))
+        so producer order equals queue order whichever thread calls. (put_all for one item,
+        without its loop: this runs once per emitted event.)"""
+        with self._lock:
+            if len(self._items) >= self.capacity:
+                self.refused += 1
+                raise OutboxFull(
+                    f"outbox full ({self.capacity} events waiting for Redis); 1 event(s) refused, "
+                    f"{self.refused} refused so far"
+                )
+            self._seq += 1
+            item.pseq = self._seq
+            self._items.append(item)
         return item
 
     def put_all(self, items: Sequence[PendingEvent]) -> None:
@@ -94,11 +105,19 @@ class Outbox:
 
     def remove(self, items: list[PendingEvent]) -> None:
         """Remove the given items: normally the head returned by peek_batch, or expired waiters."""
-        done = {id(i) for i in items}
         with self._lock:
+            queue = self._items
             removed = 0
-            while self._items and id(self._items[0]) in done:
-                self._items.popleft()
+            for item in items:  # the common case: `items` is the head, in order
+                if not queue or queue[0] is not item:
+                    break
+                queue.popleft()
                 removed += 1
-            if removed < len(done):  # some were not at the head (expired waiters): rebuild
-                self._items = deque(i for i in self._items if id(i) not in done)
+            if removed == len(items):
+                return
+            done = {id(i) for i in items[removed:]}
+            while queue and id(queue[0]) in done:
+                queue.popleft()
+                removed += 1
+            if removed < len(items):  # some were not at the head (expired waiters): rebuild
+                self._items = deque(i for i in queue if id(i) not in done)

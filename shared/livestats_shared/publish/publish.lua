@@ -12,9 +12,9 @@
 -- ARGV[9] 1 if the chunk holds a terminal event
 -- ARGV[10] the chunk's merged stats delta as JSON {"incr": [f, n, ...], "set": [f, v, ...],
 --          "del": [f, ...]}: the net effect of its events, so the hash is written once
--- ARGV[11] the entries: type, ts, data, check of each, every field followed by a NUL but the
---          last (one argument, not four per event: packing arguments is the client's main cost).
---          `check` is what the state machine needs of the event, tab-separated (gate.py).
+-- ARGV[11] the entries as one JSON array of strings, seven per event: type, ts, data, then what
+--          the state machine needs of it (gate.check_of): p, c, a, fs. One argument, not seven
+--          per event: packing arguments is the client's main cost; decoding it is cjson's, in C.
 -- ARGV[12] fence: '' = unfenced (ingest, replay), else the owner epoch the run must still have
 -- ARGV[13] previous producer seq: '' or the last seq of this producer's previous chunk of the
 --          run in the same pipeline; unless that chunk landed, this one is deferred
@@ -67,8 +67,14 @@ end
 -- A run written before the lifecycle hash existed is checked for status only.
 local legacy = status ~= '~' and not life_v
 
--- Pass 1: split the entries; collect the lifecycle fields the checks need (each field once).
-local items, need, seen, pfields = {}, {}, {}, {}
+-- Pass 1: the entries, seven strings per event from row j on: rows[j] type, j+1 ts, j+2 data,
+-- j+3 p, j+4 c, j+5 a, j+6 fs (gate.check_of says what p, c, a and fs hold for each type). Kept
+-- as cjson made them, no table per event: this runs for every event published. Collect the
+-- lifecycle fields the checks need, each field once.
+local rows = cjson.decode(ARGV[11])
+local nrows = #rows
+local CALL = {['call.started'] = true, ['call.succeeded'] = true, ['call.failed'] = true, ['call.retrying'] = true}
+local need, seen, pfields, cfs = {}, {}, {}, {}
 local function want(f)
   if not seen[f] then seen[f] = true; need[#need + 1] = f end
 end
@@ -81,28 +87,16 @@ local function phase_fields(p) -- 'phase:<p>', 'open:<p>', built once per phase
   end
   return pf
 end
-local entries, pos = ARGV[11], 1
-while pos <= #entries do
-  local a = find(entries, '\0', pos, true)
-  local b = find(entries, '\0', a + 1, true)
-  local c = find(entries, '\0', b + 1, true)
-  local d = find(entries, '\0', c + 1, true) or (#entries + 1)
-  local it = {t = sub(entries, pos, a - 1), ts = sub(entries, a + 1, b - 1), data = sub(entries, b + 1, c - 1),
-    k = sub(entries, c + 1, d - 1)}
-  pos = d + 1
-  local t = it.t
-  if t == 'call.started' or t == 'call.succeeded' or t == 'call.failed' or t == 'call.retrying' then
-    it.p, it.c, it.a, it.f, it.s = match(it.k, '^([^\t]*)\t(%d+)\t(%d+)\t?(%d?)(%d?)$')
-    it.a = tonumber(it.a)
-    local pf = phase_fields(it.p)
-    it.cf, it.pf, it.of = 'call:' .. it.p .. ':' .. it.c, pf[1], pf[2]
-    want(it.cf)
+for j = 1, nrows, 7 do
+  local t = rows[j]
+  if CALL[t] then
+    local cf = 'call:' .. rows[j + 3] .. ':' .. rows[j + 4]
+    cfs[j] = cf
+    want(cf)
+    phase_fields(rows[j + 3])
   elseif t == 'phase.started' or t == 'phase.finished' then
-    it.p, it.x = match(it.k, '^([^\t]*)\t?(.*)$')
-    local pf = phase_fields(it.p)
-    it.pf, it.of = pf[1], pf[2]
+    phase_fields(rows[j + 3])
   end
-  items[#items + 1] = it
 end
 
 -- Pass 2: run the state machine over the chunk in memory; refuse at the first bad event.
@@ -115,9 +109,11 @@ st['open_calls'], st['open_phases'] = tonumber(open_calls or '0'), tonumber(open
 local changed, new_epoch = {}, nil
 local function put(f, val) st[f] = val; changed[f] = true end
 local function bump(f, n) put(f, tonumber(st[f] or '0') + n) end
+local NO_PHASE = {'', ''} -- an event type without a phase that got this far: 'not declared'
+local function call_name(j) return 'call ' .. rows[j + 3] .. '#' .. rows[j + 4] end
 
-local function check(it)
-  local t = it.t
+local function check(j)
+  local t = rows[j]
   if TERMINAL[status] or status == 'ended' then
     return 'finished', 'run ' .. run_id .. ' has finished' .. (TERMINAL[status] and ' (' .. status .. ')' or '') ..
       ': nothing is written after run.finished'
@@ -127,7 +123,7 @@ local function check(it)
     status = 'queued'
     put('v', '1')
     local i = 0
-    for name in string.gmatch(it.k, '[^\t]+') do put('phase:' .. name, 'q' .. i); i = i + 1 end
+    for name in string.gmatch(rows[j + 3], '[^\t]+') do put('phase:' .. name, 'q' .. i); i = i + 1 end
     return nil
   end
   if t == 'run.started' then
@@ -158,67 +154,72 @@ local function check(it)
       (status == '~' and 'unknown' or status)
   end
   if legacy or t == 'heartbeat' then return nil end
-  local ph = st[it.pf]
+  local p = rows[j + 3]
+  local pf = pfields[p] or NO_PHASE
+  local ph = st[pf[1]]
   if t == 'phase.started' then
-    if ph and sub(ph, 1, 1) ~= 'q' then return 'state', 'phase ' .. it.p .. ' has started already' end
-    put(it.pf, 'r' .. it.x .. ':' .. it.ts)
+    if ph and sub(ph, 1, 1) ~= 'q' then return 'state', 'phase ' .. p .. ' has started already' end
+    put(pf[1], 'r' .. rows[j + 4] .. ':' .. rows[j + 1])
     bump('open_phases', 1)
     return nil
   end
   if not ph then
-    return 'state', 'phase ' .. it.p .. ' is not declared: name it in the plan or send phase.started first'
+    return 'state', 'phase ' .. p .. ' is not declared: name it in the plan or send phase.started first'
   end
-  if ph == 'f' then return 'state', 'phase ' .. it.p .. ' has ended' end
+  if ph == 'f' then return 'state', 'phase ' .. p .. ' has ended' end
   if t == 'phase.finished' then
-    local open = tonumber(st[it.of] or '0')
-    if open > 0 then return 'state', 'phase ' .. it.p .. ' has ' .. open .. ' call attempt(s) in flight' end
-    if sub(ph, 1, 1) == 'q' and it.x == 'finished' then
-      return 'state', 'phase ' .. it.p .. ' never started: it can only end as its run does, not `finished`'
+    local open = tonumber(st[pf[2]] or '0')
+    if open > 0 then return 'state', 'phase ' .. p .. ' has ' .. open .. ' call attempt(s) in flight' end
+    if sub(ph, 1, 1) == 'q' and rows[j + 4] == 'finished' then
+      return 'state', 'phase ' .. p .. ' never started: it can only end as its run does, not `finished`'
     end
     if sub(ph, 1, 1) == 'r' then bump('open_phases', -1) end
-    put(it.pf, 'f')
+    put(pf[1], 'f')
     return nil
   end
-  local call, a = st[it.cf], it.a
+  -- a call event: the attempt as written (for the state) and as a number (to compare)
+  local cf, a_text = cfs[j], rows[j + 5]
+  local call, a = st[cf], tonumber(a_text)
   local cs, last = '', 0
   if call then cs, last = sub(call, 1, 1), tonumber(match(call, '^%a(%d+)')) end
-  local name = 'call ' .. it.p .. '#' .. it.c
-  if cs == 'd' then return 'state', name .. ' has ended (attempt ' .. last .. ')' end
+  if cs == 'd' then return 'state', call_name(j) .. ' has ended (attempt ' .. last .. ')' end
   if t == 'call.started' then
-    if cs == 'o' then return 'state', name .. ' has attempt ' .. last .. ' in flight' end
+    if cs == 'o' then return 'state', call_name(j) .. ' has attempt ' .. last .. ' in flight' end
     if (cs == 'r' and a < last) or (cs ~= 'r' and a <= last) then
-      return 'state', name .. ': attempt ' .. a .. ' after attempt ' .. last .. '; attempts must increase'
+      return 'state', call_name(j) .. ': attempt ' .. a .. ' after attempt ' .. last .. '; attempts must increase'
     end
-    put(it.cf, 'o' .. a .. ':' .. it.ts)
-    bump(it.of, 1); bump('open_calls', 1)
+    put(cf, 'o' .. a_text .. ':' .. rows[j + 1])
+    bump(pf[2], 1); bump('open_calls', 1)
     return nil
   end
   if t == 'call.retrying' then
     if cs ~= 'c' or a <= last then
-      return 'state', name .. ': call.retrying(attempt ' .. a .. ') needs a failed attempt before it, and a higher number'
+      return 'state', call_name(j) .. ': call.retrying(attempt ' .. a ..
+        ') needs a failed attempt before it, and a higher number'
     end
-    put(it.cf, 'r' .. a)
+    put(cf, 'r' .. a_text)
     return nil
   end
-  local final = t == 'call.succeeded' or it.f == '1'
-  if cs == 'o' and it.s ~= '0' then
-    if a ~= last then return 'state', name .. ' has attempt ' .. last .. ' in flight, not ' .. a end
-    put(it.cf, (final and 'd' or 'c') .. a)
-    bump(it.of, -1); bump('open_calls', -1)
+  local fs = rows[j + 6] -- call.failed: `final` and `started` as digits; '' otherwise
+  local final, started = t == 'call.succeeded' or sub(fs, 1, 1) == '1', sub(fs, 2, 2)
+  if cs == 'o' and started ~= '0' then
+    if a ~= last then return 'state', call_name(j) .. ' has attempt ' .. last .. ' in flight, not ' .. a end
+    put(cf, (final and 'd' or 'c') .. a_text)
+    bump(pf[2], -1); bump('open_calls', -1)
     return nil
   end
   -- No attempt in flight: only giving up a call that waits for its next attempt is allowed
   -- (call.failed final, started=false, the attempt it waited for).
-  if t == 'call.failed' and final and it.s == '0' and (cs == 'r' and a >= last or cs == 'c' and a > last) then
-    put(it.cf, 'd' .. a)
+  if t == 'call.failed' and final and started == '0' and (cs == 'r' and a >= last or cs == 'c' and a > last) then
+    put(cf, 'd' .. a_text)
     return nil
   end
-  return 'state', t .. ': ' .. name .. ' has no attempt ' .. a .. ' in flight (send call.started first)'
+  return 'state', t .. ': ' .. call_name(j) .. ' has no attempt ' .. a .. ' in flight (send call.started first)'
 end
 
-for i, it in ipairs(items) do
-  local code, message = check(it)
-  if code then return {-2, i - 1, code, message} end
+for j = 1, nrows, 7 do
+  local code, message = check(j)
+  if code then return {-2, (j - 1) / 7, code, message} end
 end
 
 -- Counters accumulate: refuse a chunk that would take one past 2^53-1 or below 0.
@@ -246,14 +247,17 @@ if #lw > 0 and not legacy then redis.call('HSET', life, unpack(lw)) end
 
 local seq = tonumber(redis.call('HGET', stats, 'seq') or '0')
 local first_seq = seq + 1
-local id, last = '', items[#items]
-for _, it in ipairs(items) do
+local id = ''
+for j = 1, nrows, 7 do
   seq = seq + 1
-  id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-    'v', v, 'type', it.t, 'run_id', run_id, 'seq', fmt('%d', seq), 'ts', it.ts, 'data', it.data)
+  id = redis.call('XADD', stream, '*',
+    'v', v, 'type', rows[j], 'run_id', run_id, 'seq', fmt('%d', seq), 'ts', rows[j + 1], 'data', rows[j + 2])
 end
+-- Trimmed once per chunk, not per entry (three arguments fewer per XADD): inside the script
+-- nobody sees the difference, and `~` trims whole nodes either way.
+redis.call('XTRIM', stream, 'MAXLEN', '~', maxlen)
 
-redis.call('HSET', stats, 'seq', fmt('%d', seq), 'last_id', id, 'last_ts', last.ts, 'last_type', last.t)
+redis.call('HSET', stats, 'seq', fmt('%d', seq), 'last_id', id, 'last_ts', rows[nrows - 5], 'last_type', rows[nrows - 6])
 if producer ~= '' then redis.call('HSET', stats, pfield, ARGV[7]) end
 if ARGV[9] == '1' and ttl > 0 then
   redis.call('EXPIRE', stream, ttl)

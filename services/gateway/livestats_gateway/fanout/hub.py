@@ -313,9 +313,9 @@ class Hub:
             body = {"server_ts": now_ms()}
             frames: dict[str, Frame] = {}
             for sub in [s for s in self.connections if s.greeted]:
-                frame = frames.get(sub.fmt.name)
+                frame = frames.get(sub.fmt.key)
                 if frame is None:
-                    frame = frames[sub.fmt.name] = sub.fmt.control("heartbeat", body)
+                    frame = frames[sub.fmt.key] = sub.fmt.control("heartbeat", body)
                 sub.push(frame)
 
 

@@ -22,9 +22,11 @@ from .subscriber import Subscriber
 from .wire import (
     PROTOCOL_VERSION,
     Batch,
+    HistoryPage,
     RawEntry,
     WireEvent,
     encode_entry,
+    encode_page,
     format_stream_id,
     now_ms,
     parse_stream_id,
@@ -64,7 +66,11 @@ def _go_live(sub: Subscriber, last_sid: StreamId) -> None:
     def keep(batch: Batch) -> Batch | None:
         nonlocal sent_up_to
         rest = batch.after(sent_up_to)
-        if rest is not None and rest.last_sid is not None:
+        if rest is batch and batch.reset is None and batch.events:
+            # Wholly after the history: the reader has caught up, and every later batch comes
+            # after this one. No filter from here on (it ran for every batch and client).
+            sub.stop_filtering()
+        elif rest is not None and rest.last_sid is not None:
             sent_up_to = rest.last_sid
         return rest
 
@@ -108,41 +114,37 @@ class _Replay:
         return "-"
 
     async def run(self, start: str) -> None:
-        page = self.hub.replay_page
+        page_size = self.hub.replay_page
         fetching: asyncio.Task[list[RawEntry]] | None = asyncio.create_task(self.hub.history_page(self.stream, start))
         try:
             while fetching is not None:
                 entries = await fetching
                 fetching = None
                 # The next page is read while this one is sent: Redis and this process overlap.
-                if len(entries) == page:
+                if len(entries) == page_size:
                     after = "(" + entries[-1][0].decode()
                     fetching = asyncio.create_task(self.hub.history_page(self.stream, after))
-                await self._send_checked(self._decode(entries))
+                page = encode_page(entries, self.rid_bytes)
+                for _ in range(page.invalid):
+                    self.hub.stats.invalid()  # the live reader logs these; history just skips them
+                await self._send_checked(page)
         finally:
             if fetching is not None:  # the join failed or was cancelled (client gone) mid-replay
                 fetching.cancel()
                 await asyncio.gather(fetching, return_exceptions=True)  # its outcome no longer matters
 
-    def _decode(self, entries: list[RawEntry]) -> list[WireEvent]:
-        events: list[WireEvent] = []
-        for entry_id, fields in entries:
-            try:
-                events.append(encode_entry(entry_id, fields, self.rid_bytes))
-            except InvalidEvent:
-                self.hub.stats.invalid()  # the live reader logs these; history just skips them
-        return events
-
-    async def _send_checked(self, events: list[WireEvent]) -> None:
-        """Queue `events`, with a `reset` before each one that does not follow its predecessor."""
-        while events:
-            at = first_break(events, self.expected)
+    async def _send_checked(self, page: HistoryPage) -> None:
+        """Queue the page's events, with a `reset` before each one that does not follow its
+        predecessor."""
+        start, stop = 0, len(page)
+        while start < stop:
+            at = first_break(page.seqs, self.expected, start)
             if at is None:
-                await self._send(events)
+                await self._send(page, start, stop)
                 return
-            await self._send(events[:at])
-            await self._reset_at(events[at])
-            events = events[at:]
+            await self._send(page, start, at)
+            await self._reset_at(page.event(at))
+            start = at
 
     async def _reset_at(self, event: WireEvent) -> None:
         """A break before `event`: the stream was trimmed past the client (it holds nothing
@@ -165,17 +167,17 @@ class _Replay:
         if nxt is not None:
             self.expected = nxt.seq
 
-    async def _send(self, events: Sequence[WireEvent]) -> None:
-        if not events:
+    async def _send(self, page: HistoryPage, start: int, stop: int) -> None:
+        if start >= stop:
             return
-        step = self.hub.frame_max_events
-        for i in range(0, len(events), step):
+        step, fmt = self.hub.frame_max_events, self.sub.fmt
+        for i in range(start, stop, step):
             await self._writable()
-            self.sub.push(self.sub.fmt.events(events[i : i + step]))
-        self.expected = events[-1].seq + 1
-        self.last_sid = events[-1].sid
-        self.events_sent += len(events)
-        self.bytes_sent += sum(len(e.json) for e in events)
+            self.sub.push(fmt.page(page, i, min(i + step, stop)))
+        self.expected = page.seqs[stop - 1] + 1
+        self.last_sid = page.sid(stop - 1)
+        self.events_sent += stop - start
+        self.bytes_sent += sum(map(len, page.jsons[start:stop]))
 
     async def _writable(self) -> None:
         """Wait until the client has taken most of its queue: a replay never outruns it."""
@@ -189,22 +191,23 @@ class _Replay:
             self.hub.stats.replay_waiting(-1)
 
 
-def first_break(events: Sequence[WireEvent], expected: int | None) -> int | None:
-    """The index of the first event whose seq is not its predecessor's plus one (for the first
-    event: not `expected`, unless that is None), or None if the page is contiguous.
+def first_break(seqs: Sequence[int], expected: int | None, start: int = 0) -> int | None:
+    """The index (from `start` on) of the first seq that is not its predecessor's plus one (for
+    the one at `start`: not `expected`, unless that is None), or None if they all follow.
 
     The publish script assigns seq and stream id in one step, so seq rises with the id: a page
     whose first and last seq span exactly its length has no hole, and the common case costs two
     comparisons whatever the page size. Only a page that fails that is scanned."""
-    if not events:
+    stop = len(seqs)
+    if start >= stop:
         return None
-    first = events[0].seq
+    first = seqs[start]
     if expected is not None and first != expected:
-        return 0
-    if events[-1].seq - first == len(events) - 1:
+        return start
+    if seqs[-1] - first == stop - 1 - start:
         return None
-    for i in range(1, len(events)):
-        if events[i].seq != events[i - 1].seq + 1:
+    for i in range(start + 1, stop):
+        if seqs[i] != seqs[i - 1] + 1:
             return i
     return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from livestats_shared.errors import LivestatsError
 
@@ -21,8 +21,21 @@ class SubscriberClosed(LivestatsError):
         self.reason = reason
 
 
+class Sink(Protocol):
+    """A connection written to directly (fanout/direct.py): complete frames as bytes, no sender
+    task. `on_writable` is called when a sink that was not `ready` becomes so."""
+
+    on_writable: Callable[[], None] | None
+
+    def ready(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+
 class Subscriber:
-    """Frames waiting for one client. The hub calls `offer`; the connection's sender `get`s.
+    """Frames waiting for one client. The hub calls `offer`; the connection's sender `get`s, or,
+    with a `sink`, frames go straight to the connection while it takes them and wait here only
+    while it does not (the transport's buffer is above its high-water mark).
 
     Live batches are held (not sent) until `go_live`, so a joining client first gets its
     history and then exactly the live events after it. Queued plus held bytes are bounded:
@@ -42,6 +55,7 @@ class Subscriber:
         "_queue",
         "_queued_bytes",
         "_ready_waiter",
+        "_sink",
         "closed",
         "events_queued",
         "fmt",
@@ -51,8 +65,8 @@ class Subscriber:
         "token",
     )
 
-    def __init__(self, fmt: Format, max_bytes: int, token: str | None = None) -> None:
-        self.fmt = fmt
+    def __init__(self, fmt: Format, max_bytes: int, token: str | None = None, sink: Sink | None = None) -> None:
+        self.fmt = fmt  # with a sink: WS_WIRE (frames are bytes, ready to write)
         self.max_bytes = max_bytes
         self.token = token  # the credential it was opened with, re-checked by recheck.py
         self._queue: list[Frame] = []
@@ -67,6 +81,9 @@ class Subscriber:
         self.greeted = False  # its first frame (hello/index) is queued: heartbeats may follow
         self.frames_sent = 0
         self.events_queued = 0  # live events queued (for metrics; history is counted by the join)
+        self._sink = sink
+        if sink is not None:
+            sink.on_writable = self.flush
 
     # -- producer side (hub, join, heartbeats) -------------------------------------------------
 
@@ -78,6 +95,11 @@ class Subscriber:
     def backlogged(self) -> bool:
         """More than half of its queue is waiting: `writable` would wait."""
         return self._queued_bytes > self.max_bytes // 2
+
+    @property
+    def direct(self) -> bool:
+        """Its frames go to a sink (fanout/direct.py), not to a sender task."""
+        return self._sink is not None
 
     @property
     def live(self) -> bool:
@@ -135,6 +157,10 @@ class Subscriber:
                     self._enqueue(frame)
         return queued
 
+    def stop_filtering(self) -> None:
+        """Live batches need no `keep` any more (the join's filter saw the reader catch up)."""
+        self._keep = None
+
     def close(self, code: CloseCode, reason: str) -> None:
         if self.closed is None:
             self.closed = SubscriberClosed(code, reason)
@@ -156,7 +182,18 @@ class Subscriber:
                 self._closed_waiter.set_result(self.closed)
         return self._closed_waiter
 
-    # -- consumer side (the connection's sender) -----------------------------------------------
+    # -- consumer side (the connection's sender, or its sink) ----------------------------------
+
+    def flush(self) -> None:
+        """The sink takes frames again: write everything waiting, in one piece."""
+        sink = self._sink
+        if self.closed is not None or not self._queue or sink is None or not sink.ready():
+            return
+        frames, self._queue = self._queue, []
+        self._queued_bytes = 0
+        sink.write(b"".join(frames))  # type: ignore[arg-type]  # a sink's frames are bytes (WS_WIRE)
+        self.frames_sent += len(frames)
+        _wake(self._drain_waiter)
 
     async def get(self) -> list[Frame]:
         """Every frame queued so far (waits for at least one). Raises SubscriberClosed."""
@@ -183,6 +220,13 @@ class Subscriber:
             self.events_queued += len(delivered.events)
 
     def _enqueue(self, frame: Frame) -> None:
+        sink = self._sink
+        if sink is not None and not self._queue and sink.ready():
+            # Written now, by whoever offers it (the hub's reader, a replay): no queue, no task
+            # switch per frame and client. Order holds: nothing is waiting before it.
+            sink.write(frame)  # type: ignore[arg-type]  # a sink's frames are bytes (WS_WIRE)
+            self.frames_sent += 1
+            return
         self._queue.append(frame)
         self._queued_bytes += len(frame)
         if self._ready_waiter is not None:

@@ -7,6 +7,7 @@ embedded as is), once per batch; every subscriber of a stream gets the same fram
 from __future__ import annotations
 
 import re
+import struct
 import time
 from collections.abc import Callable, Sequence
 from enum import IntEnum
@@ -113,6 +114,72 @@ def encode_entry(entry_id: bytes, flat: list[bytes], run_id: bytes) -> WireEvent
 
 _loads = orjson.loads
 _new_tuple = tuple.__new__
+_FIELD_NAMES = tuple(_FIELD_ORDER)
+
+
+class HistoryPage:
+    """Stream entries of one run encoded for a replay: per valid event its envelope JSON, seq,
+    stream id and type, in stream order (no WireEvent each: a replay builds none, and skips
+    parsing every stream id; `event(i)` makes one where a reset needs it)."""
+
+    __slots__ = ("ids", "invalid", "jsons", "seqs", "types")
+
+    def __init__(self) -> None:
+        self.jsons: list[bytes] = []
+        self.seqs: list[int] = []
+        self.ids: list[bytes] = []
+        self.types: list[bytes] = []
+        self.invalid = 0  # entries skipped: livestats did not write them
+
+    def __len__(self) -> int:
+        return len(self.jsons)
+
+    def sid(self, i: int) -> tuple[int, int]:
+        ms, _, n = self.ids[i].partition(b"-")
+        return int(ms), int(n or b"0")
+
+    def event(self, i: int) -> WireEvent:
+        return WireEvent(self.sid(i), self.ids[i].decode(), self.seqs[i], self.types[i].decode(), self.jsons[i])
+
+
+def encode_page(entries: list[RawEntry], run_id: bytes) -> HistoryPage:
+    """`entries` of run `run_id` as a HistoryPage, with encode_entry's checks: the entries the
+    publish script wrote take the inlined path below; anything else goes through encode_entry,
+    which takes the other field orders and says why an entry is refused."""
+    page = HistoryPage()
+    jsons, seqs, ids, types = page.jsons, page.seqs, page.ids, page.types
+    envelope, names, known = _ENVELOPE, _FIELD_NAMES, _KNOWN_TYPES
+    for entry_id, flat in entries:
+        try:
+            f0, v_raw, f2, etype, f4, rid, f6, seq_raw, f8, ts_raw, f10, data = flat
+            ok = (
+                (f0, f2, f4, f6, f8, f10) == names
+                and rid == run_id
+                and etype in known
+                and seq_raw.isdigit()
+                and ts_raw.isdigit()
+                and v_raw.isdigit()
+                and data[:1] == b"{"
+                and type(_loads(data)) is dict
+            )
+        except ValueError:  # not six fields, or data that is not JSON
+            ok = False
+        if ok:
+            jsons.append(envelope % (v_raw, etype, run_id, seq_raw, ts_raw, data, entry_id))
+            seqs.append(int(seq_raw))
+            ids.append(entry_id)
+            types.append(etype)
+            continue
+        try:
+            event = encode_entry(entry_id, flat, run_id)
+        except InvalidEvent:
+            page.invalid += 1
+            continue
+        jsons.append(event.json)
+        seqs.append(event.seq)
+        ids.append(entry_id)
+        types.append(event.type.encode())
+    return page
 
 
 def now_ms() -> int:
@@ -120,9 +187,14 @@ def now_ms() -> int:
 
 
 class Format(Protocol):
-    name: str
+    name: str  # the transport, as metrics label it
+    key: str  # what frames built once for every subscriber are cached under: one per encoding
 
     def events(self, events: Sequence[WireEvent]) -> Frame: ...
+
+    def page(self, page: HistoryPage, start: int, stop: int) -> Frame:
+        """Events `start` to `stop` (excluded) of a replayed page, as one frame."""
+        ...
 
     def control(self, kind: str, body: dict[str, Any]) -> Frame: ...
 
@@ -130,10 +202,13 @@ class Format(Protocol):
 class _WebSocketFormat:
     """JSON text frames: `{"type": "events", "events": [...]}` and control frames."""
 
-    name = "ws"
+    name = key = "ws"
 
     def events(self, events: Sequence[WireEvent]) -> Frame:
         return (b'{"type":"events","events":[' + b",".join(e.json for e in events) + b"]}").decode()
+
+    def page(self, page: HistoryPage, start: int, stop: int) -> Frame:
+        return (b'{"type":"events","events":[' + b",".join(page.jsons[start:stop]) + b"]}").decode()
 
     def control(self, kind: str, body: dict[str, Any]) -> Frame:
         return orjson.dumps({"type": kind, **body}).decode()
@@ -142,14 +217,50 @@ class _WebSocketFormat:
 class _SseFormat:
     """Server-Sent Events: one message per event (`id` = stream id, for Last-Event-ID)."""
 
-    name = "sse"
+    name = key = "sse"
 
     def events(self, events: Sequence[WireEvent]) -> Frame:
         return b"".join(b"id: %s\nevent: %s\ndata: %s\n\n" % (e.id.encode(), e.type.encode(), e.json) for e in events)
 
+    def page(self, page: HistoryPage, start: int, stop: int) -> Frame:
+        rows = zip(page.ids[start:stop], page.types[start:stop], page.jsons[start:stop], strict=True)
+        return b"".join([b"id: %s\nevent: %s\ndata: %s\n\n" % row for row in rows])
+
     def control(self, kind: str, body: dict[str, Any]) -> Frame:
         return b"event: %s\ndata: %s\n\n" % (kind.encode(), orjson.dumps({"type": kind, **body}))
 
+
+class _WebSocketWireFormat:
+    """The same JSON messages as WS, as complete WebSocket text frames (RFC 6455: a server's frames
+    are not masked), for a connection written to directly (fanout/direct.py): a batch is framed
+    once and the same bytes go to every subscriber, instead of encoding and framing per client."""
+
+    name = "ws"
+    key = "ws-wire"
+
+    def events(self, events: Sequence[WireEvent]) -> Frame:
+        return text_frame(b'{"type":"events","events":[' + b",".join(e.json for e in events) + b"]}")
+
+    def page(self, page: HistoryPage, start: int, stop: int) -> Frame:
+        return text_frame(b'{"type":"events","events":[' + b",".join(page.jsons[start:stop]) + b"]}")
+
+    def control(self, kind: str, body: dict[str, Any]) -> Frame:
+        return text_frame(orjson.dumps({"type": kind, **body}))
+
+
+def text_frame(payload: bytes) -> bytes:
+    """`payload` (UTF-8 text) as one final, unmasked WebSocket text frame."""
+    n = len(payload)
+    if n < 126:
+        return _HEAD_7(0x81, n) + payload
+    if n < 1 << 16:
+        return _HEAD_16(0x81, 126, n) + payload
+    return _HEAD_64(0x81, 127, n) + payload
+
+
+_HEAD_7 = struct.Struct("!BB").pack
+_HEAD_16 = struct.Struct("!BBH").pack
+_HEAD_64 = struct.Struct("!BBQ").pack
 
 _EVENTS_HEAD = '{"type":"events","events":['
 COALESCE_MAX_CHARS = 64 << 10
@@ -195,6 +306,7 @@ def _merge(run: list[str]) -> str:
 
 
 WS: Format = _WebSocketFormat()
+WS_WIRE: Format = _WebSocketWireFormat()
 SSE: Format = _SseFormat()
 
 
@@ -223,12 +335,12 @@ class Batch:
         return self.events[-1].sid if self.events else None
 
     def frames(self, fmt: Format) -> list[Frame]:
-        frames = self._frames.get(fmt.name)
+        frames = self._frames.get(fmt.key)
         if frames is None:
             frames = [fmt.control("reset", self.reset)] if self.reset is not None else []
             if self.events:
                 frames.append(fmt.events(self.events))
-            self._frames[fmt.name] = frames
+            self._frames[fmt.key] = frames
         return frames
 
     def after(self, sid: tuple[int, int]) -> Batch | None:
@@ -250,9 +362,9 @@ class RunsUpdate:
         self.size = sum(len(frame) for frame in self.frames(WS))
 
     def frames(self, fmt: Format) -> list[Frame]:
-        frames = self._frames.get(fmt.name)
+        frames = self._frames.get(fmt.key)
         if frames is None:
-            frames = self._frames[fmt.name] = [fmt.control("runs", {"runs": self.runs})]
+            frames = self._frames[fmt.key] = [fmt.control("runs", {"runs": self.runs})]
         return frames
 
     def newer_than(self, seqs: dict[str, int], visible: Callable[[dict[str, Any]], bool]) -> RunsUpdate | None:

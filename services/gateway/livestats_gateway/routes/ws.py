@@ -13,13 +13,15 @@ from fastapi import APIRouter, WebSocket
 from livestats_shared.auth import Principal, Scope
 from livestats_shared.ids import validate_run_id
 from livestats_shared.redis_client import UNAVAILABLE
-from starlette.routing import WebSocketRoute
+from starlette import types as asgi
+from starlette.routing import BaseRoute, Match, WebSocketRoute
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..access.auth import AuthError, accepted_subprotocol, authenticate, credential_of
 from ..access.limits import TooManyConnections
+from ..fanout.direct import EXTENSION as DIRECT
 from ..fanout.subscriber import Subscriber, SubscriberClosed
-from ..fanout.wire import WS, CloseCode, coalesce, now_ms
+from ..fanout.wire import WS, WS_WIRE, CloseCode, coalesce, now_ms
 from ..state import app_state
 from .opening import join_visible, refusal_for
 
@@ -37,7 +39,7 @@ async def run_socket(websocket: WebSocket) -> None:
     if principal is None:
         return
     try:
-        sub = Subscriber(WS, state["config"].client_queue_bytes, _token(websocket))
+        sub = _subscriber(websocket)
         with state["hub"].connection(sub):
             await _session(websocket, sub, _visible_join(websocket, principal, sub, run_id, since))
     finally:
@@ -60,7 +62,7 @@ async def index_socket(websocket: WebSocket) -> None:
     if principal is None:
         return
     try:
-        sub = Subscriber(WS, state["config"].client_queue_bytes, _token(websocket))
+        sub = _subscriber(websocket)
         state["index"].subscribe(sub)
         try:
             with state["hub"].connection(sub):
@@ -71,7 +73,40 @@ async def index_socket(websocket: WebSocket) -> None:
         state["streams"].release(principal.name)
 
 
-router = APIRouter(routes=[WebSocketRoute("/ws/runs/{run_id}", run_socket), WebSocketRoute("/ws/runs", index_socket)])
+_ROUTES: list[BaseRoute] = [WebSocketRoute("/ws/runs/{run_id}", run_socket), WebSocketRoute("/ws/runs", index_socket)]
+router = APIRouter(routes=_ROUTES)
+
+
+class StreamsFirst:
+    """ASGI middleware, outermost but for FastAPI's own three: a WebSocket for one of the routes
+    above goes straight to its endpoint. Through the rest of the stack (exception middleware,
+    exit stack, router, the route's exception wrapper) each connection kept a chain of frames
+    and closures alive for as long as it stayed open, idle ones by the thousand. Nothing there
+    applies to these sockets: they close with their own codes (routes/failures.py), and an
+    error that escapes reaches uvicorn, which logs it and drops the connection, as before."""
+
+    def __init__(self, app: asgi.ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        if scope["type"] == "websocket":
+            for route in _ROUTES:
+                match, child = route.matches(scope)
+                if match is Match.FULL and isinstance(route, WebSocketRoute):
+                    scope.update(child)
+                    await route.endpoint(WebSocket(scope, receive=receive, send=send))
+                    return
+        await self.app(scope, receive, send)
+
+
+def _subscriber(websocket: WebSocket) -> Subscriber:
+    """Written to directly where the server offers it (fanout/direct.py), else through ASGI by a
+    sender task."""
+    queue_bytes = app_state(websocket)["config"].client_queue_bytes
+    sink = websocket.scope.get("extensions", {}).get(DIRECT)
+    if sink is not None:
+        return Subscriber(WS_WIRE, queue_bytes, _token(websocket), sink)
+    return Subscriber(WS, queue_bytes, _token(websocket))
 
 
 def _token(websocket: WebSocket) -> str:
@@ -105,14 +140,15 @@ async def _admit(websocket: WebSocket) -> Principal | None:
 async def _session(websocket: WebSocket, sub: Subscriber, joining: Coroutine[Any, Any, None]) -> None:
     """Run the join, the sender and the receiver together until one of them, or the gateway
     closing the subscription (slow client, revoked token, shutdown), ends the connection. An
-    idle connection keeps two tasks: the join ends once the client is live, and the token
-    re-check is one loop per process (recheck.py)."""
+    idle connection keeps one task, its receiver, or two with a sender (no direct path): the join
+    ends once the client is live, and the token re-check is one loop per process (recheck.py)."""
     config = app_state(websocket)["config"]
-    sender = asyncio.create_task(_send(websocket, sub, config.frame_max_events), name="ws-send")
     receiver = asyncio.create_task(_receive(websocket, sub, config.client_message_max_bytes), name="ws-receive")
     closing = sub.closing()
     # No reference to the join task is kept here: once it is done, nothing holds it.
-    pending: set[asyncio.Future[Any]] = {asyncio.create_task(joining, name=_JOIN), sender, receiver, closing}
+    pending: set[asyncio.Future[Any]] = {asyncio.create_task(joining, name=_JOIN), receiver, closing}
+    if not sub.direct:  # a direct subscriber writes its frames itself
+        pending.add(asyncio.create_task(_send(websocket, sub, config.frame_max_events), name="ws-send"))
     close: tuple[int, str] | None = None
     try:
         while close is None and pending:
