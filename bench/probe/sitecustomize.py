@@ -56,4 +56,9 @@ if os.environ.get("BENCH_PROFILE"):
     # whatever it was running then (a socket write that woke the reader, most often).
     _profile = cProfile.Profile(time.thread_time)
     _profile.enable()
-    atexit.register(lambda: (_profile.disable(), _profile.dump_stats(os.environ["BENCH_PROFILE"])))
+
+    def _dump_profile() -> None:
+        _profile.disable()
+        _profile.dump_stats(os.environ["BENCH_PROFILE"])
+
+    atexit.register(_dump_profile)
