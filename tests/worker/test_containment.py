@@ -184,5 +184,16 @@ async def test_worker_and_reaper_sigkilled_leave_the_helpers_until_the_next_work
     # ... until a worker starts on this host and sweeps what dead workers left.
     successor, _ = await start_worker_process()
     await wait_until(lambda: call_markers(run_id) == {}, 30)
+    # Another worker starting on this host (a parallel test's) may have swept them first: stop
+    # the successor only once it handles SIGTERM, or it would die of the signal mid-import.
+    await wait_until(lambda: _catches_sigterm(successor.pid), 30)
     successor.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(successor.wait(), 30) == 0
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """The process has a handler for SIGTERM (its SigCgt mask in /proc): asyncio's, set by the
+    worker before it starts serving."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
