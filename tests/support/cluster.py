@@ -267,14 +267,15 @@ class LocalCluster:
 
     def _wait(self, check: object, what: str) -> None:
         deadline = time.monotonic() + _WAIT_S
+        last: Exception | None = None
         while True:
             try:
                 if check():  # type: ignore[operator]
                     return
-            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-                pass  # a node restarting, or one that answers CLUSTERDOWN meanwhile: ask again
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+                last = exc  # a node restarting, or one that answers CLUSTERDOWN meanwhile: ask again
             if time.monotonic() > deadline:
-                raise AssertionError(f"{what} within {_WAIT_S:g} s")
+                raise AssertionError(f"{what} within {_WAIT_S:g} s (last error: {last!r})")
             time.sleep(0.02)
 
 
